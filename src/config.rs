@@ -1,0 +1,165 @@
+//! Configuration shared by both binaries. Every setting is a flag and an environment
+//! variable; flags win over the environment, the environment over defaults.
+
+use std::net::SocketAddr;
+
+use crate::ingest::hashing::UserHasher;
+
+/// Default Postgres URL (the database is created if missing).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nudge";
+
+/// Hash key used with `--dev` only. Never use it for real users.
+const DEV_HASH_KEY: &str = "nudge-dev-only-hash-key-not-secret";
+
+/// The shortest hash key accepted outside `--dev`.
+pub const MIN_HASH_KEY_BYTES: usize = 16;
+
+/// Where Postgres is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL; the database is created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// `nudge-serve`'s settings as given on the command line and in the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Redis URL for shared state; unset = embedded (in-process, one replica only).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key this deployment writes.
+    #[arg(long, env = "NUDGE_REDIS_PREFIX", default_value = "nudge:")]
+    pub redis_prefix: String,
+    /// Address to listen on.
+    #[arg(long, env = "NUDGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Key for keyed hashing of user ids (required outside --dev).
+    #[arg(long, env = "NUDGE_HASH_KEY", hide_env_values = true)]
+    pub hash_key: Option<String>,
+    /// HMAC secret for `POST /v1/events`; unset = webhook disabled.
+    #[arg(long, env = "NUDGE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Project token the PostHog capture API accepts; unset = capture API disabled.
+    #[arg(long, env = "NUDGE_POSTHOG_TOKEN", hide_env_values = true)]
+    pub posthog_token: Option<String>,
+    /// Postgres connections in the pool.
+    #[arg(long, env = "NUDGE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+    /// Allow insecure defaults for local use (a fixed hash key); says so loudly at start.
+    #[arg(long, env = "NUDGE_DEV")]
+    pub dev: bool,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No hash key outside dev mode.
+    #[error("NUDGE_HASH_KEY (--hash-key) is required outside --dev")]
+    MissingHashKey,
+    /// A hash key too short to resist guessing.
+    #[error("NUDGE_HASH_KEY must be at least {MIN_HASH_KEY_BYTES} bytes")]
+    ShortHashKey,
+    /// An empty secret would accept anything.
+    #[error("{0} is set but empty")]
+    EmptySecret(&'static str),
+}
+
+/// `nudge-serve`'s checked configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Postgres URL.
+    pub database_url: String,
+    /// Redis URL, or `None` for the embedded store.
+    pub redis_url: Option<String>,
+    /// Redis key prefix.
+    pub redis_prefix: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Keyed hasher of user ids.
+    pub hasher: UserHasher,
+    /// Webhook HMAC secret, if the webhook is enabled.
+    pub webhook_secret: Option<String>,
+    /// Capture API project token, if the capture API is enabled.
+    pub posthog_token: Option<String>,
+    /// Postgres pool size.
+    pub db_pool_size: u32,
+    /// Whether insecure dev defaults are in force.
+    pub dev: bool,
+}
+
+fn non_empty(value: Option<String>, name: &'static str) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(v) if v.is_empty() => Err(ConfigError::EmptySecret(name)),
+        other => Ok(other),
+    }
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
+        let key = match (args.hash_key, args.dev) {
+            (Some(key), _) if key.len() < MIN_HASH_KEY_BYTES => {
+                return Err(ConfigError::ShortHashKey);
+            }
+            (Some(key), _) => key,
+            (None, true) => DEV_HASH_KEY.to_owned(),
+            (None, false) => return Err(ConfigError::MissingHashKey),
+        };
+        Ok(Self {
+            database_url: args.database.database_url,
+            redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            redis_prefix: args.redis_prefix,
+            listen: args.listen,
+            hasher: UserHasher::new(key.as_bytes()),
+            webhook_secret: non_empty(args.webhook_secret, "NUDGE_WEBHOOK_SECRET")?,
+            posthog_token: non_empty(args.posthog_token, "NUDGE_POSTHOG_TOKEN")?,
+            db_pool_size: args.db_pool_size,
+            dev: args.dev,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("nudge-serve").chain(args.iter().copied()))
+            .expect("flags parse");
+        ServeConfig::try_from(cli.serve)
+    }
+
+    #[test]
+    fn hash_key_is_required_outside_dev() {
+        assert_eq!(parse(&[]).err(), Some(ConfigError::MissingHashKey));
+        assert_eq!(
+            parse(&["--hash-key", "short"]).err(),
+            Some(ConfigError::ShortHashKey)
+        );
+        assert!(parse(&["--dev"]).is_ok());
+        let cfg = parse(&["--hash-key", "0123456789abcdef"]).unwrap();
+        assert!(!cfg.dev);
+    }
+
+    #[test]
+    fn empty_secrets_are_refused_and_unset_ones_disable() {
+        assert_eq!(
+            parse(&["--dev", "--webhook-secret", ""]).err(),
+            Some(ConfigError::EmptySecret("NUDGE_WEBHOOK_SECRET"))
+        );
+        let cfg = parse(&["--dev"]).unwrap();
+        assert!(cfg.webhook_secret.is_none() && cfg.posthog_token.is_none());
+        assert!(cfg.redis_url.is_none());
+    }
+}

@@ -1,0 +1,10 @@
+//! nudge: trains and serves EverReach's growth models.
+//!
+//! The library holds every piece of logic; `src/bin/` holds thin entry points.
+//! See `ARCHITECTURE.md` for the modules, what each owns and the invariants between them.
+
+pub mod config;
+pub mod ingest;
+pub mod serving;
+pub mod store;
+pub mod telemetry;

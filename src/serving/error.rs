@@ -1,0 +1,116 @@
+//! Every error a handler can return, mapped to its HTTP response in one place:
+//! `{"error": {"code", "message", "field"}}` with a 4xx for the caller's mistakes and
+//! 503 with `Retry-After` for a dependency the request cannot do without.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::ingest::IngestError;
+use crate::ingest::wire::{PayloadError, TokenMismatch};
+
+/// An error answered to an HTTP caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body could not be used.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The body could not be read (client went away, bad framing).
+    #[error("request body could not be read: {0}")]
+    UnreadableBody(String),
+    /// The capture API's project token is wrong or missing.
+    #[error(transparent)]
+    WrongToken(#[from] TokenMismatch),
+    /// The webhook signature header is absent.
+    #[error("X-Nudge-Signature header is missing")]
+    MissingSignature,
+    /// The webhook signature does not match the body.
+    #[error("X-Nudge-Signature does not match the body")]
+    BadSignature,
+    /// The endpoint is switched off in this deployment.
+    #[error("{0} is not enabled on this server")]
+    Disabled(&'static str),
+    /// A dependency is unavailable; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug: a handler panicked.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::Payload(PayloadError::TooLarge {
+                limit: crate::ingest::wire::MAX_BODY_BYTES,
+            })
+        } else {
+            ApiError::UnreadableBody(rejection.body_text())
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        ApiError::Unavailable(err.to_string())
+    }
+}
+
+impl ApiError {
+    fn status_code_field(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        match self {
+            ApiError::Payload(PayloadError::TooLarge { .. }) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                Some("body"),
+            ),
+            ApiError::Payload(PayloadError::BadGzip(_)) => {
+                (StatusCode::BAD_REQUEST, "bad_gzip", Some("body"))
+            }
+            ApiError::Payload(PayloadError::MalformedJson(_)) => {
+                (StatusCode::BAD_REQUEST, "malformed_json", Some("body"))
+            }
+            ApiError::Payload(PayloadError::UnexpectedShape(_)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unexpected_shape",
+                Some("body"),
+            ),
+            ApiError::UnreadableBody(_) => {
+                (StatusCode::BAD_REQUEST, "unreadable_body", Some("body"))
+            }
+            ApiError::WrongToken(_) => (StatusCode::UNAUTHORIZED, "wrong_token", Some("api_key")),
+            ApiError::MissingSignature => (
+                StatusCode::UNAUTHORIZED,
+                "missing_signature",
+                Some("X-Nudge-Signature"),
+            ),
+            ApiError::BadSignature => (
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                Some("X-Nudge-Signature"),
+            ),
+            ApiError::Disabled(_) => (StatusCode::NOT_FOUND, "disabled", None),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = self.status_code_field();
+        if status.is_server_error() {
+            tracing::warn!(code, error = %self, "request failed");
+        }
+        let body = json!({"error": {"code": code, "message": self.to_string(), "field": field}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

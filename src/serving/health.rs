@@ -1,0 +1,83 @@
+//! Operations endpoints: liveness, readiness and Prometheus metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+use super::ApiContext;
+use crate::store::database;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The state of one dependency.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    /// Whether it is usable.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+impl<E: std::fmt::Display> From<Result<String, E>> for Check {
+    fn from(result: Result<String, E>) -> Self {
+        match result {
+            Ok(detail) => Check { ok: true, detail },
+            Err(e) => Check {
+                ok: false,
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The readiness report.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    /// Whether every check passed.
+    pub ready: bool,
+    /// Postgres reachable and schema current.
+    pub database: Check,
+    /// The online store (embedded or Redis) answers.
+    pub online_store: Check,
+}
+
+/// `GET /readyz`: Postgres reachable with the schema this build knows, online store up.
+pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
+    let database: Check = database::check_schema(&ctx.pool)
+        .await
+        .map(|()| "reachable, schema current".to_owned())
+        .into();
+    let online_store: Check = ctx
+        .online
+        .ping()
+        .await
+        .map(|()| format!("{} store answers", ctx.online.kind()))
+        .into();
+    let ready = database.ok && online_store.ok;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            ready,
+            database,
+            online_store,
+        }),
+    )
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(ctx): State<ApiContext>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+}

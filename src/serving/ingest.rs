@@ -1,0 +1,78 @@
+//! Ingest endpoints: the signed webhook (`POST /v1/events`) and the PostHog capture API.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::ApiContext;
+use super::error::ApiError;
+use crate::ingest::IngestReport;
+use crate::ingest::event::Source;
+use crate::ingest::wire;
+
+/// Query parameters PostHog SDKs add to capture requests.
+#[derive(Debug, Default, Deserialize)]
+pub struct CaptureQuery {
+    /// `gzip-js` (posthog-js) or `gzip` marks a gzip body.
+    compression: Option<String>,
+}
+
+fn declared_gzip(headers: &HeaderMap, query: Option<&CaptureQuery>) -> bool {
+    let by_header = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let by_query = query
+        .and_then(|q| q.compression.as_deref())
+        .is_some_and(|c| c.starts_with("gzip"));
+    by_header || by_query
+}
+
+/// `POST /batch/`, `/capture/`, `/e/`, `/i/v0/e/`: PostHog's capture API.
+pub async fn capture(
+    State(ctx): State<ApiContext>,
+    Query(query): Query<CaptureQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestReport>, ApiError> {
+    let body = body?;
+    let expected = ctx
+        .posthog_token
+        .as_deref()
+        .ok_or(ApiError::Disabled("the capture API"))?;
+    let decoded = wire::decode_body(&body, declared_gzip(&headers, Some(&query)))?;
+    let batch = wire::parse_capture(&decoded)?;
+    let screened = wire::screen_tokens(expected, &batch)?;
+    let report = ctx.ingestor.ingest(Source::Capture, screened).await?;
+    Ok(Json(report))
+}
+
+/// `POST /v1/events`: PostHog webhook destination, signed with `X-Nudge-Signature`.
+pub async fn webhook(
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestReport>, ApiError> {
+    let body = body?;
+    let secret = ctx
+        .webhook_secret
+        .as_deref()
+        .ok_or(ApiError::Disabled("the events webhook"))?;
+    let signature = headers
+        .get("x-nudge-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::MissingSignature)?;
+    if !wire::signature_is_valid(secret.as_bytes(), &body, signature) {
+        return Err(ApiError::BadSignature);
+    }
+    let decoded = wire::decode_body(&body, declared_gzip(&headers, None))?;
+    let events = wire::parse_webhook(&decoded)?;
+    let report = ctx
+        .ingestor
+        .ingest(Source::Webhook, events.iter().map(Ok))
+        .await?;
+    Ok(Json(report))
+}

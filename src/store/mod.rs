@@ -1,0 +1,25 @@
+//! Where state lives: Postgres (events, logs, history; the schema and its migrations)
+//! and the shared online state (Redis, or in-process when embedded).
+
+pub mod database;
+pub mod online;
+
+/// Errors from the stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query or connection to Postgres failed.
+    #[error("postgres: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database schema is not the one this build knows.
+    #[error(transparent)]
+    Schema(#[from] database::SchemaMismatch),
+    /// The database URL is not a Postgres URL this build can use.
+    #[error("invalid DATABASE_URL: {0}")]
+    BadUrl(String),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
