@@ -1,7 +1,9 @@
 //! The shared online state: Redis when `REDIS_URL` is set, otherwise in-process
 //! (embedded), which is right for one replica and says so.
 
-use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::StoreError;
 
@@ -29,7 +31,12 @@ impl OnlineStore {
     /// Connects to Redis at `url` (keys under `prefix`).
     pub async fn connect_redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // Fail fast: a request path must not wait out a long reconnect backoff.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_millis(500)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self::Redis {
             conn,
             prefix: prefix.to_owned(),

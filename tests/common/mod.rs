@@ -1,0 +1,218 @@
+//! Shared test fixtures: a throw-away Postgres database per test and an in-process app.
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use nudge::config::ServeConfig;
+use nudge::ingest::catalog::Catalog;
+use nudge::ingest::hashing::UserHasher;
+use nudge::serving::{ApiContext, router};
+use nudge::store::database;
+use nudge::store::online::OnlineStore;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::migrate::MigrateDatabase;
+use tower::ServiceExt;
+
+/// Hash key used by the test apps.
+pub const HASH_KEY: &str = "test-hash-key-0123456789";
+/// Webhook secret used by the test apps.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+/// Capture API token used by the test apps.
+pub const TOKEN: &str = "phc_test_token";
+
+/// Postgres server for tests (`NUDGE_TEST_PG`, default the local one).
+pub fn pg_server() -> String {
+    std::env::var("NUDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Redis for tests (`NUDGE_TEST_REDIS`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("NUDGE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database of its own for one test, dropped (connections and all) when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// A fresh, migrated database.
+    pub async fn migrated() -> Self {
+        let db = Self::unmigrated().await;
+        database::migrate(&db.pool).await.expect("migrate");
+        db
+    }
+
+    /// A fresh database without the nudge schema.
+    pub async fn unmigrated() -> Self {
+        let url = Self::fresh_url();
+        database::create_database_if_missing(&url)
+            .await
+            .expect("create test database");
+        let pool = database::connect(&url, 8)
+            .await
+            .expect("connect test database");
+        Self { url, pool }
+    }
+
+    /// The URL of a database that does not exist yet (dropped at the end by [`DropDb`]).
+    pub fn fresh_url() -> String {
+        format!(
+            "{}/nudge_test_{}",
+            pg_server(),
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
+    /// Number of rows `sql` (a `SELECT count(*)`) counts.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        drop_database(&self.url);
+    }
+}
+
+/// Drops the database named by its URL when the test ends, even when it fails.
+pub struct DropOnExit(pub String);
+
+impl Drop for DropOnExit {
+    fn drop(&mut self) {
+        drop_database(&self.0);
+    }
+}
+
+/// Drops a test database named by URL, whatever connections it still has.
+pub fn drop_database(url: &str) {
+    let url = url.to_owned();
+    // Drop runs inside the test's runtime, which cannot be blocked on; use a thread.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let _ = sqlx::Postgres::force_drop_database(&url).await;
+        });
+    })
+    .join();
+}
+
+/// A configuration for the test apps (dev flags off, secrets set).
+pub fn config(url: &str) -> ServeConfig {
+    ServeConfig {
+        database_url: url.to_owned(),
+        redis_url: None,
+        redis_prefix: format!("nudge-test-{}:", uuid::Uuid::new_v4().simple()),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        hasher: UserHasher::new(HASH_KEY.as_bytes()),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        posthog_token: Some(TOKEN.into()),
+        db_pool_size: 8,
+        dev: false,
+    }
+}
+
+/// An app over `pool` with the embedded online store.
+pub fn app_with_pool(pool: PgPool, config: &ServeConfig) -> Router {
+    let ctx = ApiContext::new(
+        config,
+        Catalog::builtin().expect("catalog"),
+        pool,
+        OnlineStore::Embedded,
+    );
+    router(ctx)
+}
+
+/// A test database and an app over it.
+pub struct TestApp {
+    pub db: TestDb,
+    pub app: Router,
+    pub hasher: UserHasher,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let db = TestDb::migrated().await;
+        let app = app_with_pool(db.pool.clone(), &config(&db.url));
+        Self {
+            db,
+            app,
+            hasher: UserHasher::new(HASH_KEY.as_bytes()),
+        }
+    }
+
+    /// Sends a request; returns the status, the headers and the JSON body (or Null).
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+        send(&self.app, request).await
+    }
+
+    /// POSTs raw bytes with extra headers.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (status, _, json) = self.send(req.body(body.into()).expect("request")).await;
+        (status, json)
+    }
+
+    /// POSTs JSON to the capture API's `/batch/`.
+    pub async fn capture(&self, body: &Value) -> (StatusCode, Value) {
+        self.post("/batch/", &[], body.to_string()).await
+    }
+}
+
+/// Sends one request to `app` with a timeout.
+pub async fn send(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(request))
+        .await
+        .expect("request finished in time")
+        .expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+/// The HMAC-SHA-256 signature header value of `body` under the test secret.
+pub fn sign(body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A valid `app_opened` event for `user` with a fresh uuid.
+pub fn app_opened(user: &str, ts: &str) -> Value {
+    serde_json::json!({
+        "uuid": uuid::Uuid::new_v4().to_string(), "event": "app_opened", "distinct_id": user,
+        "timestamp": ts, "properties": {"source": "push", "$lib": "posthog-python"}
+    })
+}

@@ -1,0 +1,152 @@
+//! Start-up and readiness: migrations, schema checks, Redis or embedded online store.
+
+mod common;
+
+use std::process::Command;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{TestDb, config};
+use nudge::serving::{StartError, prepare, router};
+use nudge::store::StoreError;
+use nudge::store::database::SchemaMismatch;
+use serde_json::json;
+
+#[tokio::test]
+async fn nudge_train_migrate_creates_the_database_and_applies_the_schema() {
+    let url = TestDb::fresh_url();
+    let _cleanup = common::DropOnExit(url.clone());
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge-train"))
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .expect("run nudge-train");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("created database") && stdout.contains("schema current"),
+        "{stdout}"
+    );
+    let pool = nudge::store::database::connect(&url, 1).await.unwrap();
+    nudge::store::database::check_schema(&pool)
+        .await
+        .expect("schema current");
+    pool.close().await;
+    // Running it again is a no-op.
+    let again = Command::new(env!("CARGO_BIN_EXE_nudge-train"))
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("created database"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_database_without_the_schema() {
+    let db = TestDb::unmigrated().await;
+    let err = prepare(&config(&db.url)).await.err().expect("refused");
+    assert!(
+        matches!(
+            err,
+            StartError::Store(StoreError::Schema(SchemaMismatch::NotMigrated))
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nudge-train migrate"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge-serve"))
+        .args([
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+        ])
+        .output()
+        .expect("run nudge-serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `nudge-train migrate` first"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_schema_from_a_newer_build() {
+    let db = TestDb::migrated().await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let err = prepare(&config(&db.url)).await.err().expect("refused");
+    assert!(
+        matches!(err, StartError::Store(StoreError::Schema(SchemaMismatch::Unknown { ref unknown })) if unknown == &[9999]),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_without_a_hash_key_refuses_to_start_outside_dev() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge-serve"))
+        .env_remove("NUDGE_HASH_KEY")
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run nudge-serve");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NUDGE_HASH_KEY"));
+}
+
+#[tokio::test]
+async fn readiness_reports_postgres_and_the_redis_online_store() {
+    let db = TestDb::migrated().await;
+    let mut cfg = config(&db.url);
+    cfg.redis_url = Some(common::redis_url());
+    let app = router(prepare(&cfg).await.expect("ready"));
+    let (status, _, body) =
+        common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["online_store"]["detail"], "redis store answers");
+    let (status, _, body) =
+        common::send(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_schema_is_gone_and_says_why() {
+    let db = TestDb::migrated().await;
+    let app = router(prepare(&config(&db.url)).await.expect("ready"));
+    let (_, _, body) =
+        common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(body["online_store"]["detail"], "embedded store answers");
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (status, _, body) =
+        common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["database"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nudge-train migrate"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_refuses_start_with_a_clear_error() {
+    let db = TestDb::migrated().await;
+    let mut cfg = config(&db.url);
+    cfg.redis_url = Some("redis://127.0.0.1:1".into());
+    let err = prepare(&cfg).await.err().expect("refused");
+    assert!(
+        matches!(err, StartError::Store(StoreError::Redis(_))),
+        "{err}"
+    );
+}
