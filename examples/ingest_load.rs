@@ -1,0 +1,126 @@
+//! Load client for the capture endpoint: sends pre-built batches of unique events from
+//! `--concurrency` workers and reports sustained events/s and request latency percentiles.
+//!
+//! Run it through `benches/ingest_load.sh`, which starts a release nudge-serve first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+
+/// Sends capture API batches to a running nudge-serve and measures throughput and latency.
+#[derive(Parser)]
+struct Args {
+    /// Capture endpoint URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/batch/")]
+    url: String,
+    /// Project token the server accepts.
+    #[arg(long, env = "NUDGE_POSTHOG_TOKEN")]
+    token: String,
+    /// Number of requests to send.
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Distinct users the events are spread over.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+}
+
+fn build_bodies(args: &Args) -> Vec<String> {
+    let sources = ["push", "email", "organic"];
+    (0..args.requests)
+        .map(|r| {
+            let batch: Vec<_> = (0..args.batch_size)
+                .map(|i| {
+                    let n = r * args.batch_size + i;
+                    json!({
+                        "uuid": uuid::Uuid::new_v4().to_string(),
+                        "event": "app_opened",
+                        "distinct_id": format!("u{}", n % args.users),
+                        "timestamp": format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + n % 28, n % 24, n % 60),
+                        "properties": {"source": sources[n % 3], "$lib": "load", "$ip": "203.0.113.1"},
+                    })
+                })
+                .collect();
+            json!({"api_key": args.token, "batch": batch}).to_string()
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bodies = Arc::new(build_bodies(&args));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, bodies, next, url) = (
+            client.clone(),
+            bodies.clone(),
+            next.clone(),
+            args.url.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let sent = Instant::now();
+                let ok = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                latencies.push(sent.elapsed());
+                failures += usize::from(!ok);
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(args.requests);
+    let mut failures = 0;
+    for worker in workers {
+        let (l, f) = worker.await?;
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let events = args.requests * args.batch_size;
+    println!(
+        "requests={} batch={} concurrency={} failures={failures}\n\
+         elapsed={:.2}s events/s={:.0}\n\
+         latency per {}-event request: p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        args.requests,
+        args.batch_size,
+        args.concurrency,
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64(),
+        args.batch_size,
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.90).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    anyhow::ensure!(failures == 0, "{failures} requests failed");
+    Ok(())
+}
