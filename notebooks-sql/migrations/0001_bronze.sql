@@ -11,7 +11,8 @@ CREATE TABLE bronze.events (
     properties  jsonb       NOT NULL DEFAULT '{}'::jsonb,  -- whitelisted properties only
     source      text        NOT NULL CHECK (source IN ('webhook', 'capture', 'simulator'))
 );
-CREATE INDEX events_user_ts ON bronze.events (user_hash, ts);
+-- Only the primary key: bronze is append-only and read wholesale into silver, whose
+-- tables carry the indexes queries need. Every extra index here costs ingest throughput.
 
 -- Consent changes, kept apart so ingest can decide per event whether it may be stored.
 CREATE TABLE bronze.consent_changes (
