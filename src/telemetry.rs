@@ -8,10 +8,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Name of the request latency histogram.
 pub const HTTP_LATENCY: &str = "nudge_http_request_duration_seconds";
 
-/// Initialises logging (`RUST_LOG` filters; `info` by default). Safe to call twice.
+/// Initialises logging (`RUST_LOG` filters; `info`, sqlx at `warn`, by default). Safe to call twice.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -397,3 +397,33 @@ async fn metrics_count_ingest_by_event_and_reason_and_time_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_multi_megabyte_batch_is_stored_whole_plain_or_gzipped() {
+    let t = TestApp::new().await;
+    let events = |user: &str| -> Vec<Value> {
+        (0..3000)
+            .map(|i| app_opened(&format!("{user}{i}"), "2026-11-22T10:00:00Z"))
+            .collect()
+    };
+    let plain = batch(events("a")).to_string();
+    assert!(
+        plain.len() > 512 * 1024,
+        "large enough to leave the inline path: {}",
+        plain.len()
+    );
+    let (status, resp) = t.post("/batch/", &[], plain).await;
+    assert_eq!(
+        (status, resp["accepted"].clone()),
+        (StatusCode::OK, json!(3000))
+    );
+    let zipped = gzip(batch(events("b")).to_string().as_bytes());
+    let (status, resp) = t
+        .post("/batch/", &[("content-encoding", "gzip")], zipped)
+        .await;
+    assert_eq!(
+        (status, resp["accepted"].clone()),
+        (StatusCode::OK, json!(3000))
+    );
+    assert_eq!(t.db.count("SELECT count(*) FROM bronze.events").await, 6000);
+}

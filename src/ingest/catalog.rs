@@ -211,13 +211,6 @@ impl Catalog {
     pub fn event(&self, event: &str) -> Option<&EventRule> {
         self.events.get(event)
     }
-
-    /// Every catalog event name, sorted.
-    pub fn event_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.events.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
-    }
 }
 
 impl EventRule {

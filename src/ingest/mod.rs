@@ -61,11 +61,6 @@ impl Ingestor {
         }
     }
 
-    /// The keyed hasher of user ids.
-    pub fn hasher(&self) -> &UserHasher {
-        &self.hasher
-    }
-
     /// Checks and stores a batch. Elements already refused by the caller (e.g. for a
     /// wrong token) come as `Err` so their index is reported with the rest.
     pub async fn ingest<'a>(
@@ -180,7 +175,7 @@ impl Ingestor {
         .bind(events.iter().map(|(_, ev)| ev.event.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|(_, ev)| ev.user_hash.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|(_, ev)| ev.timestamp).collect::<Vec<_>>())
-        .bind(events.iter().map(|(_, ev)| Value::Object(ev.properties.clone())).collect::<Vec<_>>())
+        .bind(events.iter().map(|(_, ev)| sqlx::types::Json(&ev.properties)).collect::<Vec<_>>())
         .bind(source.as_str())
         .fetch_all(&self.pool)
         .await?;

@@ -20,6 +20,24 @@ pub struct CaptureQuery {
     compression: Option<String>,
 }
 
+/// Bodies up to this size are parsed inline; larger ones on the blocking pool, so a
+/// 20 MB batch never stalls the async workers that answer other requests.
+const INLINE_PARSE_BYTES: usize = 256 * 1024;
+
+/// Runs CPU-heavy body work (gunzip, JSON parsing) where it does not block other requests.
+async fn parse_off_runtime<T: Send + 'static>(
+    body: Bytes,
+    parse: impl FnOnce(&[u8]) -> Result<T, wire::PayloadError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if body.len() <= INLINE_PARSE_BYTES {
+        return Ok(parse(&body)?);
+    }
+    let parsed = tokio::task::spawn_blocking(move || parse(&body))
+        .await
+        .map_err(|_| ApiError::Internal)?;
+    Ok(parsed?)
+}
+
 fn declared_gzip(headers: &HeaderMap, query: Option<&CaptureQuery>) -> bool {
     let by_header = headers
         .get(axum::http::header::CONTENT_ENCODING)
@@ -43,8 +61,11 @@ pub async fn capture(
         .posthog_token
         .as_deref()
         .ok_or(ApiError::Disabled("the capture API"))?;
-    let decoded = wire::decode_body(&body, declared_gzip(&headers, Some(&query)))?;
-    let batch = wire::parse_capture(&decoded)?;
+    let gzip = declared_gzip(&headers, Some(&query));
+    let batch = parse_off_runtime(body, move |b| {
+        wire::parse_capture(&wire::decode_body(b, gzip)?)
+    })
+    .await?;
     let screened = wire::screen_tokens(expected, &batch)?;
     let report = ctx.ingestor.ingest(Source::Capture, screened).await?;
     Ok(Json(report))
@@ -68,8 +89,11 @@ pub async fn webhook(
     if !wire::signature_is_valid(secret.as_bytes(), &body, signature) {
         return Err(ApiError::BadSignature);
     }
-    let decoded = wire::decode_body(&body, declared_gzip(&headers, None))?;
-    let events = wire::parse_webhook(&decoded)?;
+    let gzip = declared_gzip(&headers, None);
+    let events = parse_off_runtime(body, move |b| {
+        wire::parse_webhook(&wire::decode_body(b, gzip)?)
+    })
+    .await?;
     let report = ctx
         .ingestor
         .ingest(Source::Webhook, events.iter().map(Ok))
