@@ -37,10 +37,9 @@ async fn a_batch_is_stored_once_and_a_resend_stores_nothing_new() {
         json!({"accepted": 0, "duplicates": 5, "rejected": []})
     );
     assert_eq!(t.db.count("SELECT count(*) FROM bronze.events").await, 5);
-    let source: String = sqlx::query_scalar("SELECT DISTINCT source FROM bronze.events")
-        .fetch_one(&t.db.pool)
-        .await
-        .unwrap();
+    let source: String =
+        t.db.scalar("SELECT DISTINCT source FROM bronze.events")
+            .await;
     assert_eq!(source, "capture");
 }
 
@@ -257,10 +256,8 @@ async fn personal_data_never_reaches_postgres_and_ids_are_keyed_hashes() {
     let (_, resp) = t.capture(&batch(vec![ev])).await;
     assert_eq!(resp["accepted"], 1);
     let everything: String =
-        sqlx::query_scalar("SELECT string_agg(e::text, ' ') FROM bronze.events e")
-            .fetch_one(&t.db.pool)
-            .await
-            .unwrap();
+        t.db.scalar("SELECT string_agg(e::text, ' ') FROM bronze.events e")
+            .await;
     for pii in ["ann.lee", "203.0.113.7", "5550199", "Ann Lee", "$lib"] {
         assert!(!everything.contains(pii), "{pii} stored: {everything}");
     }
@@ -333,10 +330,8 @@ async fn identify_stores_the_anonymous_id_as_a_keyed_hash() {
     let (_, resp) = t.capture(&batch(vec![identify])).await;
     assert_eq!(resp["accepted"], 1);
     let props: Value =
-        sqlx::query_scalar("SELECT properties FROM bronze.events WHERE event = '$identify'")
-            .fetch_one(&t.db.pool)
-            .await
-            .unwrap();
+        t.db.scalar("SELECT properties FROM bronze.events WHERE event = '$identify'")
+            .await;
     assert_eq!(
         props,
         json!({"$anon_distinct_id": t.hasher.hash("anon-123")})

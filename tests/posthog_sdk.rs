@@ -111,11 +111,9 @@ async fn the_posthog_python_sdk_is_ingested_exactly_once_without_pii() {
         "anon id hashed alike"
     );
 
-    let dump: String =
-        sqlx::query_scalar("SELECT coalesce(string_agg(e::text, ' '), '') FROM bronze.events e")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let dump: String = db
+        .scalar("SELECT coalesce(string_agg(e::text, ' '), '') FROM bronze.events e")
+        .await;
     for pii in report["pii"].as_array().unwrap() {
         let pii = pii.as_str().unwrap();
         assert!(
@@ -129,10 +127,7 @@ async fn the_posthog_python_sdk_is_ingested_exactly_once_without_pii() {
 
     // The same run again stores nothing new.
     run_sdk(&python, &host).await;
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM bronze.events")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let after = db.count("SELECT count(*) FROM bronze.events").await;
     assert_eq!(
         after as usize,
         stored.len(),

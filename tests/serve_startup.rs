@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{TestDb, config};
+use common::{TestDb, config, run_bin};
 use nudge::serving::{StartError, prepare, router};
 use nudge::store::StoreError;
 use nudge::store::database::SchemaMismatch;
@@ -16,10 +14,8 @@ use serde_json::json;
 async fn nudge_train_migrate_creates_the_database_and_applies_the_schema() {
     let url = TestDb::fresh_url();
     let _cleanup = common::DropOnExit(url.clone());
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge-train"))
-        .args(["migrate", "--database-url", &url])
-        .output()
-        .expect("run nudge-train");
+    let migrate = ["migrate", "--database-url", url.as_str()];
+    let out = run_bin(env!("CARGO_BIN_EXE_nudge-train"), &migrate);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -36,10 +32,7 @@ async fn nudge_train_migrate_creates_the_database_and_applies_the_schema() {
         .expect("schema current");
     pool.close().await;
     // Running it again is a no-op.
-    let again = Command::new(env!("CARGO_BIN_EXE_nudge-train"))
-        .args(["migrate", "--database-url", &url])
-        .output()
-        .unwrap();
+    let again = run_bin(env!("CARGO_BIN_EXE_nudge-train"), &migrate);
     assert!(again.status.success());
     assert!(!String::from_utf8_lossy(&again.stdout).contains("created database"));
 }
@@ -57,16 +50,16 @@ async fn serve_refuses_a_database_without_the_schema() {
     );
     assert!(err.to_string().contains("nudge-train migrate"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge-serve"))
-        .args([
+    let out = run_bin(
+        env!("CARGO_BIN_EXE_nudge-serve"),
+        &[
             "--dev",
             "--listen",
             "127.0.0.1:0",
             "--database-url",
             &db.url,
-        ])
-        .output()
-        .expect("run nudge-serve");
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `nudge-train migrate` first"));
 }
@@ -90,11 +83,10 @@ async fn serve_refuses_a_schema_from_a_newer_build() {
 
 #[tokio::test]
 async fn serve_without_a_hash_key_refuses_to_start_outside_dev() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge-serve"))
-        .env_remove("NUDGE_HASH_KEY")
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .expect("run nudge-serve");
+    let out = run_bin(
+        env!("CARGO_BIN_EXE_nudge-serve"),
+        &["--listen", "127.0.0.1:0"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NUDGE_HASH_KEY"));
 }

@@ -225,10 +225,10 @@ fn derived_uuid(
     properties: &Map<String, Value>,
 ) -> Uuid {
     // serde_json's Map is ordered by key, so this text is canonical.
+    let properties = serde_json::to_string(properties).unwrap_or_default();
     let canonical = format!(
-        "{event}\u{0}{user_hash}\u{0}{}\u{0}{}",
+        "{event}\u{0}{user_hash}\u{0}{}\u{0}{properties}",
         timestamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        Value::Object(properties.clone())
     );
     Uuid::new_v5(&EVENT_UUID_NAMESPACE, canonical.as_bytes())
 }

@@ -72,10 +72,18 @@ impl TestDb {
 
     /// Number of rows `sql` (a `SELECT count(*)`) counts.
     pub async fn count(&self, sql: &'static str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// The single value `sql` selects.
+    pub async fn scalar<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
             .await
-            .expect("count query")
+            .expect("scalar query")
     }
 }
 
@@ -83,6 +91,16 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         drop_database(&self.url);
     }
+}
+
+/// Runs one of the package's binaries (by its `CARGO_BIN_EXE_*` path) to completion,
+/// without `NUDGE_HASH_KEY` from the caller's environment.
+pub fn run_bin(path: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(path)
+        .env_remove("NUDGE_HASH_KEY")
+        .args(args)
+        .output()
+        .expect("run binary")
 }
 
 /// Drops the database named by its URL when the test ends, even when it fails.
