@@ -3,7 +3,12 @@
 
 use std::net::SocketAddr;
 
+use chrono::NaiveDate;
+
 use crate::ingest::hashing::UserHasher;
+use crate::sim::policy::DEFAULT_EXPLORATION;
+use crate::sim::run::RunOptions;
+use crate::sim::{SimConfig, SimConfigError};
 
 /// Default Postgres URL (the database is created if missing).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/nudge";
@@ -36,9 +41,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "NUDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Key for keyed hashing of user ids (required outside --dev).
-    #[arg(long, env = "NUDGE_HASH_KEY", hide_env_values = true)]
-    pub hash_key: Option<String>,
+    #[command(flatten)]
+    pub key: HashKeyArgs,
     /// HMAC secret for `POST /v1/events`; unset = webhook disabled.
     #[arg(long, env = "NUDGE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
@@ -48,9 +52,88 @@ pub struct ServeArgs {
     /// Postgres connections in the pool.
     #[arg(long, env = "NUDGE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+}
+
+/// The key user ids are hashed with; both binaries must use the same one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HashKeyArgs {
+    /// Key for keyed hashing of user ids (required outside --dev).
+    #[arg(long, env = "NUDGE_HASH_KEY", hide_env_values = true)]
+    pub hash_key: Option<String>,
     /// Allow insecure defaults for local use (a fixed hash key); says so loudly at start.
     #[arg(long, env = "NUDGE_DEV")]
     pub dev: bool,
+}
+
+impl HashKeyArgs {
+    /// The hasher under the configured key, or the development key with `--dev`.
+    pub fn hasher(&self) -> Result<UserHasher, ConfigError> {
+        let key = match (&self.hash_key, self.dev) {
+            (Some(key), _) if key.len() < MIN_HASH_KEY_BYTES => {
+                return Err(ConfigError::ShortHashKey);
+            }
+            (Some(key), _) => key.as_str(),
+            (None, true) => DEV_HASH_KEY,
+            (None, false) => return Err(ConfigError::MissingHashKey),
+        };
+        Ok(UserHasher::new(key.as_bytes()))
+    }
+
+    /// Whether the development key is in use.
+    pub fn uses_dev_key(&self) -> bool {
+        self.hash_key.is_none() && self.dev
+    }
+}
+
+/// `nudge-train simulate`'s parameters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Simulated users (their app ids are u0 … u<N-1>).
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// Simulated days.
+    #[arg(long, default_value_t = 60)]
+    pub days: i32,
+    /// Seed of every random draw: the same seed gives the same events, uuids included.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// First simulated day (UTC, YYYY-MM-DD).
+    #[arg(long, default_value = "2026-01-05")]
+    pub start: NaiveDate,
+    /// Share of the logging policy's decisions drawn uniformly among the candidates and "no send".
+    #[arg(long, default_value_t = DEFAULT_EXPLORATION)]
+    pub exploration: f64,
+    /// Replace another simulated population the database holds (deletes its events and truth).
+    #[arg(long)]
+    pub replace: bool,
+    /// Events per ingest batch.
+    #[arg(long, default_value_t = RunOptions::default().batch_size)]
+    pub batch_size: usize,
+    /// Ingest batches in flight at once.
+    #[arg(long, default_value_t = RunOptions::default().concurrency)]
+    pub concurrency: usize,
+}
+
+impl SimulateArgs {
+    /// The checked simulation parameters.
+    pub fn config(&self) -> Result<SimConfig, SimConfigError> {
+        SimConfig::new(
+            self.users,
+            self.days,
+            self.seed,
+            self.start,
+            self.exploration,
+        )
+    }
+
+    /// How the run writes.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            batch_size: self.batch_size.max(1),
+            concurrency: self.concurrency.max(1),
+            replace: self.replace,
+        }
+    }
 }
 
 /// Why the configuration was refused.
@@ -101,24 +184,16 @@ impl TryFrom<ServeArgs> for ServeConfig {
     type Error = ConfigError;
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
-        let key = match (args.hash_key, args.dev) {
-            (Some(key), _) if key.len() < MIN_HASH_KEY_BYTES => {
-                return Err(ConfigError::ShortHashKey);
-            }
-            (Some(key), _) => key,
-            (None, true) => DEV_HASH_KEY.to_owned(),
-            (None, false) => return Err(ConfigError::MissingHashKey),
-        };
         Ok(Self {
             database_url: args.database.database_url,
             redis_url: args.redis_url.filter(|u| !u.is_empty()),
             redis_prefix: args.redis_prefix,
             listen: args.listen,
-            hasher: UserHasher::new(key.as_bytes()),
+            hasher: args.key.hasher()?,
             webhook_secret: non_empty(args.webhook_secret, "NUDGE_WEBHOOK_SECRET")?,
             posthog_token: non_empty(args.posthog_token, "NUDGE_POSTHOG_TOKEN")?,
             db_pool_size: args.db_pool_size,
-            dev: args.dev,
+            dev: args.key.dev,
         })
     }
 }

@@ -4,7 +4,9 @@
 //! See `ARCHITECTURE.md` for the modules, what each owns and the invariants between them.
 
 pub mod config;
+pub mod evaluation;
 pub mod ingest;
 pub mod serving;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -1,9 +1,17 @@
-//! `nudge-train`: the ML engineer's tool (schema migrations now; simulation, features,
-//! training and promotion to come).
+//! `nudge-train`: the ML engineer's tool — schema migrations, the population simulator
+//! and the end-to-end demo (features, training and promotion to come).
 
+use anyhow::Context;
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use nudge::config::DatabaseArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use nudge::config::{DatabaseArgs, HashKeyArgs, SimulateArgs};
+use nudge::ingest::hashing::UserHasher;
+use nudge::sim::report::oracle_report;
+use nudge::sim::run::{RunOptions, run};
+use nudge::sim::{SimConfig, policy::DEFAULT_EXPLORATION};
 use nudge::store::database;
+use sqlx::PgPool;
 
 /// Trains EverReach's growth models from Postgres and manages the model registry.
 #[derive(Parser)]
@@ -20,10 +28,55 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
-    /// Run the whole loop end to end (simulate → ingest → features → train → serve → report).
+    /// Simulate a population day by day: events go through the ingest path into
+    /// bronze.events, the true probability of every outcome into the sim schema. Ends with
+    /// a summary and the oracle AUC of each label.
+    Simulate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        key: HashKeyArgs,
+        #[command(flatten)]
+        sim: SimulateArgs,
+    },
+    /// Reports on the simulated population the database holds.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+    /// Run the whole loop end to end; for now: migrate → simulate a small population →
+    /// summary and oracle AUCs. Replaces any simulated population in the database.
     Demo {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// Key for keyed hashing of user ids; unset = the development key.
+        #[arg(long, env = "NUDGE_HASH_KEY", hide_env_values = true)]
+        hash_key: Option<String>,
+        /// Simulated users.
+        #[arg(long, default_value_t = 2_000)]
+        users: u32,
+        /// Simulated days.
+        #[arg(long, default_value_t = 42)]
+        days: i32,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Base rate, mean true probability and oracle AUC of each label, for examples dated
+    /// in [--from, --to).
+    Report {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// First example date included (YYYY-MM-DD); unset = from the start.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// First example date excluded (YYYY-MM-DD); unset = to the end.
+        #[arg(long)]
+        to: Option<NaiveDate>,
     },
 }
 
@@ -32,15 +85,70 @@ async fn main() -> anyhow::Result<()> {
     nudge::telemetry::init_tracing();
     match Cli::parse().command {
         Command::Migrate { database } => migrate(&database.database_url).await,
-        Command::Demo { database } => {
+        Command::Simulate { database, key, sim } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            simulate(&pool, sim.config()?, key.hasher()?, sim.options()).await
+        }
+        Command::Sim {
+            command: SimCommand::Report { database, from, to },
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            print!("{}", oracle_report(&pool, from, to).await?);
+            Ok(())
+        }
+        Command::Demo {
+            database,
+            hash_key,
+            users,
+            days,
+            seed,
+        } => {
+            let key = HashKeyArgs {
+                dev: hash_key.is_none(),
+                hash_key,
+            };
+            if key.uses_dev_key() {
+                println!(
+                    "demo: hashing user ids with the development key (set NUDGE_HASH_KEY for a real one)"
+                );
+            }
             migrate(&database.database_url).await?;
-            println!(
-                "demo: not yet — the schema is ready; the simulator and the rest of the loop \
-                 arrive with the next releases."
-            );
+            let pool = database::connect(&database.database_url, 8).await?;
+            let start = NaiveDate::from_ymd_opt(2026, 1, 5).context("demo start date")?;
+            let config = SimConfig::new(users, days, seed, start, DEFAULT_EXPLORATION)?;
+            let options = RunOptions {
+                replace: true,
+                ..RunOptions::default()
+            };
+            simulate(&pool, config, key.hasher()?, options).await?;
+            println!("demo: next come features → train → serve → closed-loop traffic → report.");
             Ok(())
         }
     }
+}
+
+async fn simulate(
+    pool: &PgPool,
+    config: SimConfig,
+    hasher: UserHasher,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(config.days() as u64).with_style(
+        ProgressStyle::with_template("simulate [{bar:30}] day {pos}/{len} · {msg} · {elapsed}")
+            .context("progress template")?
+            .progress_chars("=> "),
+    );
+    let summary = run(config, hasher, pool.clone(), options, &bar).await?;
+    bar.finish_and_clear();
+    println!("{summary}");
+    print!("{}", oracle_report(pool, None, None).await?);
+    Ok(())
+}
+
+async fn connect_migrated(url: &str) -> anyhow::Result<PgPool> {
+    let pool = database::connect(url, 8).await?;
+    database::check_schema(&pool).await?;
+    Ok(pool)
 }
 
 async fn migrate(url: &str) -> anyhow::Result<()> {
