@@ -103,7 +103,7 @@ pub struct SimulateArgs {
     /// Share of the logging policy's decisions drawn uniformly among the candidates and "no send".
     #[arg(long, default_value_t = DEFAULT_EXPLORATION)]
     pub exploration: f64,
-    /// Replace another simulated population the database holds (deletes its events and truth).
+    /// Delete the simulated population the database holds, if any (its events and truth), and simulate afresh.
     #[arg(long)]
     pub replace: bool,
     /// Events per ingest batch.

@@ -8,15 +8,21 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Name of the request latency histogram.
 pub const HTTP_LATENCY: &str = "nudge_http_request_duration_seconds";
 
-/// Initialises logging (`RUST_LOG` filters; `info`, sqlx at `warn`, by default). Safe to call twice.
-pub fn init_tracing() {
+/// Initialises logging to stderr (`RUST_LOG` filters, else `default_filter`). Safe to call twice.
+pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// `nudge-serve`'s default log filter: slow statements are worth a warning there.
+pub const SERVE_LOG_FILTER: &str = "info,sqlx=warn";
+/// `nudge-train`'s default log filter: long bulk queries are its job, not a warning.
+pub const TRAIN_LOG_FILTER: &str = "info,sqlx=error";
 
 /// The process's Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {

@@ -11,6 +11,7 @@ CREATE TABLE sim.runs (
     days        integer     NOT NULL,
     start_date  date        NOT NULL,
     exploration real        NOT NULL,
+    simulator   integer     NOT NULL,         -- version of the behavioural model that drew it
     started_at  timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
     summary     jsonb

@@ -13,7 +13,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    nudge::telemetry::init_tracing();
+    nudge::telemetry::init_tracing(nudge::telemetry::SERVE_LOG_FILTER);
     let config = ServeConfig::try_from(Cli::parse().serve)?;
     nudge::serving::run(config, shutdown_signal()).await?;
     Ok(())

@@ -82,7 +82,7 @@ enum SimCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    nudge::telemetry::init_tracing();
+    nudge::telemetry::init_tracing(nudge::telemetry::TRAIN_LOG_FILTER);
     match Cli::parse().command {
         Command::Migrate { database } => migrate(&database.database_url).await,
         Command::Simulate { database, key, sim } => {

@@ -150,6 +150,17 @@ pub fn is_forced_day(state: &State, day: i32) -> bool {
     state.status == Status::Alive && days_inactive(state, day) >= CHURN_WINDOW_DAYS
 }
 
+/// Fatigue a user shrugs off before it dampens their own use of the app.
+const ORGANIC_FATIGUE_TOLERANCE: f64 = 2.0;
+/// Fatigue a user shrugs off before it raises the risk of lapsing.
+const LAPSE_FATIGUE_TOLERANCE: f64 = 1.5;
+
+/// Fatigue above `tolerance`: a few pushes a week cost nothing but opens; more wear
+/// engagement down.
+fn excess_fatigue(state: &State, tolerance: f64) -> f64 {
+    (state.fatigue - tolerance).max(0.0)
+}
+
 /// Expected organic sessions on `day`, fixed at the start of the day.
 pub fn organic_rate(traits: &Traits, state: &State, day: i32) -> f64 {
     match state.status {
@@ -160,7 +171,10 @@ pub fn organic_rate(traits: &Traits, state: &State, day: i32) -> f64 {
             let away = f64::from((days_inactive(state, day) - 1).clamp(0, 13));
             traits.activity
                 * (0.3 + 0.9 * state.momentum)
-                * (-0.10 * traits.fatigue_sensitivity * state.fatigue).exp()
+                * (-0.15
+                    * traits.fatigue_sensitivity
+                    * excess_fatigue(state, ORGANIC_FATIGUE_TOLERANCE))
+                .exp()
                 * (1.0 + 0.06 * away)
         }
     }
@@ -285,8 +299,8 @@ pub fn lapse_probability(traits: &Traits, next: &State, day: i32) -> f64 {
         0.0
     };
     sigmoid(
-        -2.9 - 2.5 * (next.momentum - 0.5) - 0.5 * traits.activity.ln()
-            + 0.20 * traits.fatigue_sensitivity * next.fatigue
+        -2.7 - 4.0 * (next.momentum - 0.5) - 0.5 * traits.activity.ln()
+            + 0.30 * traits.fatigue_sensitivity * excess_fatigue(next, LAPSE_FATIGUE_TOLERANCE)
             + new_user,
     )
 }

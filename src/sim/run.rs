@@ -33,7 +33,7 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// Batches in flight at once.
     pub concurrency: usize,
-    /// Replace another simulated population the database holds.
+    /// Delete the simulated population the database holds, if any, and simulate afresh.
     pub replace: bool,
 }
 

@@ -10,6 +10,10 @@ use super::SimConfig;
 use super::day::{DayOutput, UserSim};
 use super::population::Cohort;
 
+/// Version of the behavioural model. Bump it whenever a change alters the events a seed
+/// draws, so that a database simulated by another version is replaced, never topped up.
+pub const SIMULATOR_VERSION: i32 = 1;
+
 /// How a run relates to what the database already held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStart {
@@ -25,10 +29,11 @@ pub enum SimStoreError {
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The database holds a different simulated population.
+    /// The database holds a different simulated population (or one drawn by another
+    /// version of the simulator).
     #[error(
         "the database already holds another simulated population (seed {seed}, {users} users, {days} days \
-         from {start}); use a fresh database or --replace to delete it"
+         from {start}, or another simulator version); use a fresh database or --replace to delete it"
     )]
     OtherPopulation {
         /// Its seed.
@@ -48,20 +53,22 @@ pub async fn prepare_run(
     config: &SimConfig,
     replace: bool,
 ) -> Result<RunStart, SimStoreError> {
-    let existing: Option<(i64, i32, i32, NaiveDate, f32)> =
-        sqlx::query_as("SELECT seed, users, days, start_date, exploration FROM sim.runs")
-            .fetch_optional(pool)
-            .await?;
+    let existing: Option<(i64, i32, i32, NaiveDate, f32, i32)> = sqlx::query_as(
+        "SELECT seed, users, days, start_date, exploration, simulator FROM sim.runs",
+    )
+    .fetch_optional(pool)
+    .await?;
     let wanted = (
         config.seed() as i64,
         config.users() as i32,
         config.days(),
         config.start(),
         config.exploration() as f32,
+        SIMULATOR_VERSION,
     );
     let start = match existing {
-        Some(found) if found == wanted => RunStart::Repeat,
-        Some((seed, users, days, start, _)) if !replace => {
+        Some(found) if found == wanted && !replace => RunStart::Repeat,
+        Some((seed, users, days, start, ..)) if !replace => {
             return Err(SimStoreError::OtherPopulation {
                 seed,
                 users,
@@ -81,12 +88,15 @@ pub async fn prepare_run(
     )
     .execute(pool)
     .await?;
-    sqlx::query("INSERT INTO sim.runs (seed, users, days, start_date, exploration) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query(
+        "INSERT INTO sim.runs (seed, users, days, start_date, exploration, simulator) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
         .bind(wanted.0)
         .bind(wanted.1)
         .bind(wanted.2)
         .bind(wanted.3)
         .bind(wanted.4)
+        .bind(wanted.5)
         .execute(pool)
         .await?;
     Ok(start)
