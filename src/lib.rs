@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod evaluation;
+pub mod features;
 pub mod ingest;
 pub mod serving;
 pub mod sim;

@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nudge::config::{DatabaseArgs, HashKeyArgs, SimulateArgs};
+use nudge::features::{DayRange, silver};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::report::oracle_report;
 use nudge::sim::run::{RunOptions, run};
@@ -39,6 +40,11 @@ enum Command {
         #[command(flatten)]
         sim: SimulateArgs,
     },
+    /// The feature pipeline.
+    Features {
+        #[command(subcommand)]
+        command: FeaturesCommand,
+    },
     /// Reports on the simulated population the database holds.
     Sim {
         #[command(subcommand)]
@@ -61,6 +67,23 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeaturesCommand {
+    /// Rebuild the silver layer (identity links, stitched events, sessions, notifications)
+    /// for the UTC days [--from, --to). Idempotent. Without dates: from the earliest event
+    /// received since the last refresh through today.
+    Refresh {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// First day (YYYY-MM-DD).
+        #[arg(long, requires = "to")]
+        from: Option<NaiveDate>,
+        /// Day after the last (YYYY-MM-DD).
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
     },
 }
 
@@ -88,6 +111,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate { database, key, sim } => {
             let pool = connect_migrated(&database.database_url).await?;
             simulate(&pool, sim.config()?, key.hasher()?, sim.options()).await
+        }
+        Command::Features {
+            command: FeaturesCommand::Refresh { database, from, to },
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            refresh_features(&pool, from.zip(to)).await
         }
         Command::Sim {
             command: SimCommand::Report { database, from, to },
@@ -142,6 +171,42 @@ async fn simulate(
     bar.finish_and_clear();
     println!("{summary}");
     print!("{}", oracle_report(pool, None, None).await?);
+    Ok(())
+}
+
+async fn refresh_features(
+    pool: &PgPool,
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> anyhow::Result<()> {
+    let range = match range {
+        Some((from, to)) => DayRange::new(from, to)?,
+        None => match silver::pending_range(pool, chrono::Utc::now().date_naive()).await? {
+            Some(range) => range,
+            None => {
+                println!("features: nothing received since the last refresh");
+                return Ok(());
+            }
+        },
+    };
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "refreshing silver for {} → {} ({} days)",
+        range.from(),
+        range.to(),
+        range.days()
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = std::time::Instant::now();
+    let report = silver::refresh(pool, range).await?;
+    spinner.finish_and_clear();
+    println!(
+        "silver refreshed for {} → {} in {:.1} s: {} events, {} sessions, {} notifications",
+        range.from(),
+        range.to(),
+        started.elapsed().as_secs_f64(),
+        report.events,
+        report.sessions,
+        report.notifications
+    );
     Ok(())
 }
 
