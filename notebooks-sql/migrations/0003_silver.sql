@@ -11,9 +11,11 @@ CREATE TABLE silver.identity (
     stitched      boolean     NOT NULL DEFAULT false  -- earlier silver events moved to user_hash
 );
 
--- Every stored event, attributed to its stitched user.
+-- Every stored event, attributed to its stitched user. Bronze already holds each uuid
+-- once, and refreshes replace whole days, so the only index is the day's: random-order
+-- indexes (uuid, user) would cost most of a refresh's time.
 CREATE TABLE silver.events (
-    uuid          uuid        PRIMARY KEY,
+    uuid          uuid        NOT NULL,
     user_hash     text        NOT NULL,      -- stitched user
     distinct_hash text        NOT NULL,      -- the id the event was sent under
     event         text        NOT NULL,
@@ -22,7 +24,6 @@ CREATE TABLE silver.events (
     in_app        boolean     NOT NULL,      -- happened inside the app (counts for sessions)
     properties    jsonb       NOT NULL
 );
-CREATE INDEX silver_events_user_ts ON silver.events (user_hash, ts);
 CREATE INDEX silver_events_day ON silver.events (day);
 
 -- Sessions: in-app events of one user with gaps under 30 minutes. A session also ends at

@@ -6,18 +6,17 @@
 BEGIN;
 -- Day boundaries are UTC midnights whatever the session's time zone.
 SET LOCAL TimeZone = 'UTC';
+-- Sorts and hashes of a refresh fit in memory (one refresh runs at a time).
+SET LOCAL work_mem = '256MB';
 
 -- 1. Identity: every link from an anonymous or aliased id to a user (earliest link wins).
 INSERT INTO silver.identity (distinct_hash, user_hash, linked_at)
 SELECT DISTINCT ON (distinct_hash) distinct_hash, user_hash, ts
 FROM (
-    SELECT properties->>'$anon_distinct_id' AS distinct_hash, user_hash, ts
-    FROM bronze.events WHERE event = '$identify' AND properties ? '$anon_distinct_id'
-    UNION ALL
-    SELECT properties->>'alias', user_hash, ts
-    FROM bronze.events WHERE event = '$create_alias'
+    SELECT COALESCE(properties->>'$anon_distinct_id', properties->>'alias') AS distinct_hash, user_hash, ts
+    FROM bronze.events WHERE event IN ('$identify', '$create_alias')
 ) links
-WHERE distinct_hash <> user_hash
+WHERE distinct_hash IS NOT NULL AND distinct_hash <> user_hash
 ORDER BY distinct_hash, ts, user_hash
 ON CONFLICT (distinct_hash) DO UPDATE
 SET user_hash = EXCLUDED.user_hash, linked_at = EXCLUDED.linked_at, stitched = false
