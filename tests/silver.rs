@@ -6,7 +6,7 @@ mod common;
 
 use chrono::NaiveDate;
 use common::{HASH_KEY, TestDb};
-use nudge::features::{DayRange, silver};
+use nudge::features::{DayRange, refresh};
 use nudge::ingest::Ingestor;
 use nudge::ingest::catalog::Catalog;
 use nudge::ingest::event::Source;
@@ -103,7 +103,7 @@ async fn anonymous_events_count_for_the_user_who_identifies() {
         ],
     )
     .await;
-    silver::refresh(&db.pool, days("2026-01-05", "2026-01-06"))
+    refresh::refresh(&db.pool, days("2026-01-05", "2026-01-06"))
         .await
         .unwrap();
     let stitched: i64 =
@@ -137,7 +137,7 @@ async fn a_link_that_arrives_late_moves_earlier_days_to_the_user() {
         ],
     )
     .await;
-    silver::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
+    refresh::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
         .await
         .unwrap();
     assert_eq!(sessions(&db, "anon-2").await.len(), 1);
@@ -154,7 +154,7 @@ async fn a_link_that_arrives_late_moves_earlier_days_to_the_user() {
         )],
     )
     .await;
-    silver::refresh(&db.pool, days("2026-01-07", "2026-01-08"))
+    refresh::refresh(&db.pool, days("2026-01-07", "2026-01-08"))
         .await
         .unwrap();
     assert!(sessions(&db, "anon-2").await.is_empty());
@@ -215,7 +215,7 @@ async fn sessions_split_on_thirty_minute_gaps_and_at_midnight_whatever_the_arriv
     ingest(&reversed, &early).await;
     ingest(&reversed, &early).await; // re-sent: same uuids, stored once
     for db in [&in_order, &reversed] {
-        silver::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
+        refresh::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
             .await
             .unwrap();
         assert_eq!(sessions(db, "u3").await, expected);
@@ -257,7 +257,7 @@ async fn notifications_carry_their_open_or_dismissal_even_across_midnight() {
         ],
     )
     .await;
-    silver::refresh(&db.pool, days("2026-01-05", "2026-01-06"))
+    refresh::refresh(&db.pool, days("2026-01-05", "2026-01-06"))
         .await
         .unwrap();
     ingest(
@@ -271,7 +271,7 @@ async fn notifications_carry_their_open_or_dismissal_even_across_midnight() {
         )],
     )
     .await;
-    silver::refresh(&db.pool, days("2026-01-06", "2026-01-07"))
+    refresh::refresh(&db.pool, days("2026-01-06", "2026-01-07"))
         .await
         .unwrap();
     let rows: Vec<(String, bool, bool, f32)> = sqlx::query_as(
@@ -304,11 +304,11 @@ async fn refreshing_a_range_twice_changes_nothing() {
     .await;
     let digest = "SELECT md5(string_agg(user_hash || started_at::text || events::text, '|' ORDER BY user_hash, started_at))
                   FROM silver.sessions";
-    let first = silver::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
+    let first = refresh::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
         .await
         .unwrap();
     let before: String = db.scalar(digest).await;
-    let second = silver::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
+    let second = refresh::refresh(&db.pool, days("2026-01-05", "2026-01-07"))
         .await
         .unwrap();
     assert_eq!(
@@ -324,19 +324,19 @@ async fn refreshing_a_range_twice_changes_nothing() {
 async fn the_default_range_starts_at_the_oldest_event_received_since_the_last_refresh() {
     let db = TestDb::migrated().await;
     let today = "2026-01-20".parse::<NaiveDate>().unwrap();
-    assert_eq!(silver::pending_range(&db.pool, today).await.unwrap(), None);
+    assert_eq!(refresh::pending_range(&db.pool, today).await.unwrap(), None);
     ingest(&db, &[opened(1, "u6", "2026-01-10T10:00:00Z")]).await;
-    let first = silver::pending_range(&db.pool, today)
+    let first = refresh::pending_range(&db.pool, today)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(first, days("2026-01-10", "2026-01-21"));
-    silver::refresh(&db.pool, first).await.unwrap();
-    assert_eq!(silver::pending_range(&db.pool, today).await.unwrap(), None);
+    refresh::refresh(&db.pool, first).await.unwrap();
+    assert_eq!(refresh::pending_range(&db.pool, today).await.unwrap(), None);
     // A late event for an earlier day pulls the range back to it.
     ingest(&db, &[opened(2, "u6", "2026-01-07T10:00:00Z")]).await;
     assert_eq!(
-        silver::pending_range(&db.pool, today).await.unwrap(),
+        refresh::pending_range(&db.pool, today).await.unwrap(),
         Some(days("2026-01-07", "2026-01-21"))
     );
 }

@@ -1,13 +1,10 @@
 -- Refreshes the silver layer for the UTC days [:'from', :'to'). Idempotent: a day range
--- refreshed twice holds the same rows. Runnable in psql:
---   psql -v from=2026-01-05 -v to=2026-03-06 -f notebooks-sql/silver/refresh.sql nudge
--- nudge-train runs it as one multi-statement query with the two dates substituted.
-
-BEGIN;
--- Day boundaries are UTC midnights whatever the session's time zone.
-SET LOCAL TimeZone = 'UTC';
--- Sorts and hashes of a refresh fit in memory (one refresh runs at a time).
-SET LOCAL work_mem = '256MB';
+-- refreshed twice holds the same rows. Run it with the gold refresh in one transaction
+-- (`restitched_days` lives until the commit):
+--   psql -1 -v from=2026-01-05 -v to=2026-03-06 \
+--        -f notebooks-sql/refresh_settings.sql -f notebooks-sql/silver/refresh.sql \
+--        -f notebooks-sql/gold/refresh.sql nudge
+-- nudge-train sends the same files as one multi-statement transaction.
 
 -- 1. Identity: every link from an anonymous or aliased id to a user (earliest link wins).
 INSERT INTO silver.identity (distinct_hash, user_hash, linked_at)
@@ -44,7 +41,7 @@ SELECT b.uuid, COALESCE(i.user_hash, b.user_hash), b.user_hash, b.event, b.ts,
        b.event NOT IN ('$identify', '$create_alias', 'notification_sent', 'notification_dismissed',
                        'email_opened', 'email_clicked', 'subscription_purchased',
                        'subscription_cancelled', 'ad_click', 'landing_view',
-                       'consent_analytics_changed', 'ab_exposed'),
+                       'consent_analytics_changed', 'ab_exposed', 'push_opt_out'),
        b.properties
 FROM bronze.events b LEFT JOIN silver.identity i ON i.distinct_hash = b.user_hash
 WHERE b.ts >= :'from'::date AND b.ts < :'to'::date;
@@ -95,5 +92,3 @@ LEFT JOIN (
     GROUP BY 1
 ) r ON r.id = s.id
 ON CONFLICT (notification_id) DO NOTHING;
-
-COMMIT;

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nudge::config::{DatabaseArgs, HashKeyArgs, SimulateArgs};
-use nudge::features::{DayRange, silver};
+use nudge::features::{DayRange, refresh};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::report::oracle_report;
 use nudge::sim::run::{RunOptions, run};
@@ -72,9 +72,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum FeaturesCommand {
-    /// Rebuild the silver layer (identity links, stitched events, sessions, notifications)
-    /// for the UTC days [--from, --to). Idempotent. Without dates: from the earliest event
-    /// received since the last refresh through today.
+    /// Rebuild silver (identity links, stitched events, sessions, notifications) and gold
+    /// (daily aggregates, snapshots as of the end of each day) for the UTC days
+    /// [--from, --to). Idempotent. Without dates: from the earliest event received since
+    /// the last refresh through today.
     Refresh {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -180,7 +181,7 @@ async fn refresh_features(
 ) -> anyhow::Result<()> {
     let range = match range {
         Some((from, to)) => DayRange::new(from, to)?,
-        None => match silver::pending_range(pool, chrono::Utc::now().date_naive()).await? {
+        None => match refresh::pending_range(pool, chrono::Utc::now().date_naive()).await? {
             Some(range) => range,
             None => {
                 println!("features: nothing received since the last refresh");
@@ -189,23 +190,24 @@ async fn refresh_features(
         },
     };
     let spinner = ProgressBar::new_spinner().with_message(format!(
-        "refreshing silver for {} → {} ({} days)",
+        "refreshing features for {} → {} ({} days)",
         range.from(),
         range.to(),
         range.days()
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let started = std::time::Instant::now();
-    let report = silver::refresh(pool, range).await?;
+    let report = refresh::refresh(pool, range).await?;
     spinner.finish_and_clear();
     println!(
-        "silver refreshed for {} → {} in {:.1} s: {} events, {} sessions, {} notifications",
+        "features refreshed for {} → {} in {:.1} s: {} events, {} sessions, {} notifications, {} snapshots",
         range.from(),
         range.to(),
         started.elapsed().as_secs_f64(),
         report.events,
         report.sessions,
-        report.notifications
+        report.notifications,
+        report.snapshots
     );
     Ok(())
 }

@@ -1,11 +1,12 @@
-//! The feature pipeline over the event store: the silver layer (events cleaned,
-//! identity-stitched and sessionised) refreshed day range by day range; gold feature
-//! views, snapshots, labels and the online store build on it.
+//! The feature pipeline over the event store, refreshed day range by day range: silver
+//! (events cleaned, identity-stitched and sessionised) and gold (per-user daily aggregates
+//! and point-in-time feature snapshots, whose columns the [catalog] names).
 //!
 //! The SQL lives in `notebooks-sql/` (runnable in psql as it stands); this module runs it
 //! with checked parameters.
 
-pub mod silver;
+pub mod catalog;
+pub mod refresh;
 
 use chrono::NaiveDate;
 

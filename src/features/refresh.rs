@@ -1,16 +1,21 @@
-//! The silver layer: `notebooks-sql/silver/refresh.sql` run over a day range.
+//! `nudge-train features refresh`: the silver and gold refresh SQL of `notebooks-sql/`,
+//! run over a day range as one transaction.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::{DayRange, FeatureError};
 
-/// The silver refresh, one transaction (see the file for what each step does).
-pub const REFRESH_SQL: &str = include_str!("../../notebooks-sql/silver/refresh.sql");
+/// Settings of the refresh transaction.
+pub const SETTINGS_SQL: &str = include_str!("../../notebooks-sql/refresh_settings.sql");
+/// Silver: identity links, stitched events, sessions, notification outcomes.
+pub const SILVER_SQL: &str = include_str!("../../notebooks-sql/silver/refresh.sql");
+/// Gold: per-user daily aggregates and point-in-time snapshots.
+pub const GOLD_SQL: &str = include_str!("../../notebooks-sql/gold/refresh.sql");
 
 /// What a refresh wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SilverReport {
+pub struct RefreshReport {
     /// The days refreshed.
     pub range: DayRange,
     /// Silver events in the range.
@@ -19,20 +24,24 @@ pub struct SilverReport {
     pub sessions: i64,
     /// Notifications sent in the range.
     pub notifications: i64,
+    /// Snapshots taken at the end of the range's days.
+    pub snapshots: i64,
 }
 
-/// Refreshes silver for `range`: identity links, events, sessions and notifications.
-/// Idempotent: refreshing a range twice leaves the same rows.
-pub async fn refresh(pool: &PgPool, range: DayRange) -> Result<SilverReport, FeatureError> {
+/// Refreshes silver and gold for `range`, in one transaction. Idempotent: refreshing a
+/// range twice leaves the same rows.
+pub async fn refresh(pool: &PgPool, range: DayRange) -> Result<RefreshReport, FeatureError> {
     let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
-    sqlx::raw_sql(AssertSqlSafe(range.substitute(REFRESH_SQL)))
+    let script = format!("BEGIN;\n{SETTINGS_SQL}\n{SILVER_SQL}\n{GOLD_SQL}\nCOMMIT;\n");
+    sqlx::raw_sql(AssertSqlSafe(range.substitute(&script)))
         .execute(pool)
         .await?;
-    let (events, sessions, notifications): (i64, i64, i64) = sqlx::query_as(
+    let (events, sessions, notifications, snapshots): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM silver.events WHERE day >= $1 AND day < $2),
                 (SELECT count(*) FROM silver.sessions WHERE day >= $1 AND day < $2),
                 (SELECT count(*) FROM silver.notifications
-                 WHERE sent_at >= $1::timestamp AT TIME ZONE 'UTC' AND sent_at < $2::timestamp AT TIME ZONE 'UTC')",
+                 WHERE sent_at >= $1::timestamp AT TIME ZONE 'UTC' AND sent_at < $2::timestamp AT TIME ZONE 'UTC'),
+                (SELECT count(*) FROM gold.snapshots WHERE as_of > $1 AND as_of <= $2)",
     )
     .bind(range.from())
     .bind(range.to())
@@ -45,11 +54,12 @@ pub async fn refresh(pool: &PgPool, range: DayRange) -> Result<SilverReport, Fea
         .bind(events)
         .execute(pool)
         .await?;
-    Ok(SilverReport {
+    Ok(RefreshReport {
         range,
         events,
         sessions,
         notifications,
+        snapshots,
     })
 }
 

@@ -1,0 +1,107 @@
+-- Refreshes gold for the UTC days [:'from', :'to'): the per-user daily aggregates of those
+-- days (and of the days silver just re-attributed), then the snapshots taken at the end
+-- of each of those days (as_of in (:'from', :'to']). Runs after silver/refresh.sql in the
+-- same transaction; see that file for how to run it in psql.
+--
+-- A snapshot `as_of` D sees only days before D: it is what serving would have known at
+-- midnight D. A late event for day d changes every snapshot after d, so refresh from d
+-- through today (the default range of `nudge-train features refresh` does).
+
+-- 1. Per-user daily aggregates.
+DELETE FROM gold.user_days
+WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM restitched_days);
+
+INSERT INTO gold.user_days
+    (user_hash, day, sessions, in_app_events, last_session_end, contacts_created, contacts_viewed,
+     outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
+     last_notification_at, opted_out)
+SELECT e.user_hash, e.day,
+       coalesce(max(s.sessions), 0),
+       count(*) FILTER (WHERE e.in_app),
+       max(s.last_end),
+       count(*) FILTER (WHERE e.event = 'contact_created'),
+       count(*) FILTER (WHERE e.event = 'contact_viewed'),
+       count(*) FILTER (WHERE e.event = 'outreach_sent'),
+       max(e.ts) FILTER (WHERE e.event = 'outreach_sent'),
+       max((e.properties->>'contact_count')::int) FILTER (WHERE e.event = 'contact_created'),
+       count(*) FILTER (WHERE e.event = 'notification_sent'),
+       count(*) FILTER (WHERE e.event = 'notification_opened'),
+       count(*) FILTER (WHERE e.event = 'notification_dismissed'),
+       max(e.ts) FILTER (WHERE e.event = 'notification_sent'),
+       bool_or(e.event = 'push_opt_out')
+FROM silver.events e
+LEFT JOIN (
+    SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end
+    FROM silver.sessions
+    WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM restitched_days)
+    GROUP BY user_hash, day
+) s ON s.user_hash = e.user_hash AND s.day = e.day
+WHERE (e.day >= :'from'::date AND e.day < :'to'::date) OR e.day IN (SELECT day FROM restitched_days)
+GROUP BY e.user_hash, e.day;
+
+-- 2. Snapshots as of the end of each day of the range, for every user seen before.
+DELETE FROM gold.snapshots WHERE as_of > :'from'::date AND as_of <= :'to'::date;
+
+INSERT INTO gold.snapshots
+WITH known AS (
+    SELECT user_hash, min(day) AS first_day FROM gold.user_days WHERE day < :'to'::date GROUP BY user_hash
+),
+-- Everything older than the 30-day windows of the first snapshot, for the "ever" features.
+earlier AS (
+    SELECT user_hash, max(last_session_end) AS last_session_end,
+           max(last_notification_at) AS last_notification_at, max(last_outreach_at) AS last_outreach_at,
+           bool_or(opted_out) AS opted_out, max(contact_count) AS contact_count
+    FROM gold.user_days WHERE day < :'from'::date - 29 GROUP BY user_hash
+),
+-- One row per user and day (windows below count rows, so the grid has no gaps).
+dense AS (
+    SELECT k.user_hash, g.day::date AS day,
+           coalesce(u.sessions, 0) AS sessions, coalesce(u.in_app_events, 0) AS in_app_events,
+           coalesce(u.contacts_created, 0) AS contacts_created, coalesce(u.contacts_viewed, 0) AS contacts_viewed,
+           coalesce(u.outreach, 0) AS outreach, coalesce(u.notifs_sent, 0) AS notifs_sent,
+           coalesce(u.notifs_opened, 0) AS notifs_opened, coalesce(u.notifs_dismissed, 0) AS notifs_dismissed,
+           u.last_session_end, u.last_notification_at, u.last_outreach_at, u.contact_count,
+           coalesce(u.opted_out, false) AS opted_out
+    FROM known k
+    CROSS JOIN LATERAL generate_series(greatest(k.first_day, :'from'::date - 29), :'to'::date - 1, interval '1 day') g(day)
+    LEFT JOIN gold.user_days u ON u.user_hash = k.user_hash AND u.day = g.day::date
+),
+rolled AS (
+    SELECT user_hash, day + 1 AS as_of,
+           sessions AS sessions_1d,
+           sum(sessions) OVER w7 AS sessions_7d,
+           sum(sessions) OVER w30 AS sessions_30d,
+           count(*) FILTER (WHERE sessions > 0) OVER w7 AS active_days_7d,
+           count(*) FILTER (WHERE sessions > 0) OVER w30 AS active_days_30d,
+           sum(in_app_events) OVER w7 AS events_7d,
+           max(last_session_end) OVER ever AS last_session_end,
+           sum(contacts_created) OVER w30 AS contacts_created_30d,
+           sum(contacts_viewed) OVER w7 AS contacts_viewed_7d,
+           sum(outreach) OVER w7 AS outreach_7d,
+           sum(outreach) OVER w30 AS outreach_30d,
+           sum(notifs_sent) OVER w7 AS notifs_sent_7d,
+           sum(notifs_sent) OVER w30 AS notifs_sent_30d,
+           sum(notifs_opened) OVER w7 AS notifs_opened_7d,
+           sum(notifs_opened) OVER w30 AS notifs_opened_30d,
+           sum(notifs_dismissed) OVER w7 AS notifs_dismissed_7d,
+           max(last_notification_at) OVER ever AS last_notification_at,
+           bool_or(opted_out) OVER ever AS opted_out,
+           max(last_outreach_at) OVER ever AS last_outreach_at,
+           max(contact_count) OVER ever AS contact_count
+    FROM dense
+    WINDOW w7 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
+           w30 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 29 PRECEDING AND CURRENT ROW),
+           ever AS (PARTITION BY user_hash ORDER BY day ROWS UNBOUNDED PRECEDING)
+)
+SELECT r.user_hash, r.as_of,
+       r.sessions_1d, r.sessions_7d, r.sessions_30d, r.active_days_7d, r.active_days_30d, r.events_7d,
+       extract(epoch FROM r.as_of::timestamptz - greatest(r.last_session_end, e.last_session_end)) / 3600,
+       r.contacts_created_30d, r.contacts_viewed_7d, r.outreach_7d, r.outreach_30d,
+       r.notifs_sent_7d, r.notifs_sent_30d, r.notifs_opened_7d, r.notifs_opened_30d, r.notifs_dismissed_7d,
+       r.notifs_opened_30d::real / nullif(r.notifs_sent_30d, 0),
+       extract(epoch FROM r.as_of::timestamptz - greatest(r.last_notification_at, e.last_notification_at)) / 3600,
+       r.opted_out OR coalesce(e.opted_out, false),
+       extract(epoch FROM r.as_of::timestamptz - greatest(r.last_outreach_at, e.last_outreach_at)) / 86400,
+       greatest(r.contact_count, e.contact_count)
+FROM rolled r LEFT JOIN earlier e ON e.user_hash = r.user_hash
+WHERE r.as_of > :'from'::date AND r.as_of <= :'to'::date;

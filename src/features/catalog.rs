@@ -1,0 +1,163 @@
+//! The feature catalog (`notebooks-sql/gold/feature_catalog.yaml`): every feature's name,
+//! view, type, window and meaning. One source: the snapshot table's columns, the
+//! trainer's feature names and the API's are these, in this order.
+
+use serde::Deserialize;
+
+/// The catalog shipped with this build.
+pub const BUILTIN_FEATURE_CATALOG_YAML: &str =
+    include_str!("../../notebooks-sql/gold/feature_catalog.yaml");
+
+/// The feature view a feature belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// Sessions, activity and contact work.
+    UserEngagementFeatures,
+    /// Notifications sent, opened, dismissed; opt-out.
+    NotifHygieneFeatures,
+    /// Outreach recency and the contact book.
+    ContactRecencyFeatures,
+}
+
+/// What kind of value a feature holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// A non-negative integer.
+    Count,
+    /// Hours (null before the first occurrence).
+    Hours,
+    /// Days (null before the first occurrence).
+    Days,
+    /// A share in [0, 1] (null without a denominator).
+    Rate,
+    /// A score in [0, 100].
+    Score,
+    /// A boolean.
+    Flag,
+    /// A band name.
+    Band,
+}
+
+/// One feature.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    /// Name: the snapshot column and the API key.
+    pub name: String,
+    /// Its view.
+    pub view: View,
+    /// Its kind.
+    #[serde(rename = "type")]
+    pub kind: FeatureKind,
+    /// Look-back in days; `None` = all history.
+    pub window: Option<u32>,
+    /// What it means.
+    pub meaning: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    features: Vec<Feature>,
+}
+
+/// Why a feature catalog was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureCatalogError {
+    /// Not the catalog's shape.
+    #[error("feature catalog is not valid YAML for the catalog schema: {0}")]
+    Yaml(#[from] serde_saphyr::Error),
+    /// A name is not a lowercase SQL identifier.
+    #[error("feature catalog: {0:?} is not a lowercase identifier")]
+    BadName(String),
+    /// A name appears twice.
+    #[error("feature catalog: {0} is listed twice")]
+    Duplicate(String),
+}
+
+/// The checked feature catalog, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureCatalog {
+    features: Vec<Feature>,
+}
+
+impl FeatureCatalog {
+    /// Parses and checks a catalog.
+    pub fn from_yaml(yaml: &str) -> Result<Self, FeatureCatalogError> {
+        let raw: RawCatalog = serde_saphyr::from_str(yaml)?;
+        let mut seen = std::collections::HashSet::new();
+        for f in &raw.features {
+            let identifier = f.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !identifier {
+                return Err(FeatureCatalogError::BadName(f.name.clone()));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(FeatureCatalogError::Duplicate(f.name.clone()));
+            }
+        }
+        Ok(Self {
+            features: raw.features,
+        })
+    }
+
+    /// The catalog compiled into this build.
+    pub fn builtin() -> Result<Self, FeatureCatalogError> {
+        Self::from_yaml(BUILTIN_FEATURE_CATALOG_YAML)
+    }
+
+    /// The features, in order.
+    pub fn features(&self) -> &[Feature] {
+        &self.features
+    }
+
+    /// The feature names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|f| f.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalog_parses() {
+        let catalog = FeatureCatalog::builtin().unwrap();
+        assert!(catalog.names().any(|n| n == "sessions_7d"));
+        let opted_out = catalog
+            .features()
+            .iter()
+            .find(|f| f.name == "opted_out")
+            .unwrap();
+        assert_eq!(
+            (opted_out.view, opted_out.kind),
+            (View::NotifHygieneFeatures, FeatureKind::Flag)
+        );
+    }
+
+    #[test]
+    fn duplicates_bad_names_and_unknown_keys_are_refused() {
+        let one =
+            "- { name: a_1, view: notif_hygiene_features, type: count, window: 7, meaning: m }";
+        let twice = format!("features:\n  {one}\n  {one}\n");
+        assert!(
+            matches!(FeatureCatalog::from_yaml(&twice), Err(FeatureCatalogError::Duplicate(n)) if n == "a_1")
+        );
+        let bad =
+            "features:\n  - { name: A-1, view: notif_hygiene_features, type: count, meaning: m }\n";
+        assert!(matches!(
+            FeatureCatalog::from_yaml(bad),
+            Err(FeatureCatalogError::BadName(_))
+        ));
+        let unknown = "features:\n  - { name: a, view: notif_hygiene_features, type: count, meaning: m, sql: x }\n";
+        assert!(matches!(
+            FeatureCatalog::from_yaml(unknown),
+            Err(FeatureCatalogError::Yaml(_))
+        ));
+    }
+}

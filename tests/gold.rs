@@ -1,0 +1,181 @@
+//! Gold snapshots on hand-made histories: the columns are the feature catalog's, values
+//! are what happened strictly before `as_of`, and later events never change a snapshot.
+
+mod common;
+
+use chrono::NaiveDate;
+use common::{HASH_KEY, TestDb};
+use nudge::features::catalog::FeatureCatalog;
+use nudge::features::{DayRange, refresh};
+use nudge::ingest::Ingestor;
+use nudge::ingest::catalog::Catalog;
+use nudge::ingest::event::Source;
+use nudge::ingest::hashing::UserHasher;
+use serde_json::{Value, json};
+
+fn event(n: u32, name: &str, who: &str, ts: &str, properties: Value) -> Value {
+    json!({"uuid": format!("00000000-0000-4000-8000-{n:012}"), "event": name, "distinct_id": who,
+           "timestamp": ts, "properties": properties})
+}
+
+async fn ingest(db: &TestDb, events: &[Value]) {
+    let ingestor = Ingestor::new(
+        Catalog::builtin().unwrap(),
+        UserHasher::new(HASH_KEY.as_bytes()),
+        db.pool.clone(),
+    );
+    let report = ingestor
+        .ingest(Source::Capture, events.iter().map(Ok))
+        .await
+        .unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+}
+
+async fn refresh_days(db: &TestDb, from: &str, to: &str) {
+    let range = DayRange::new(
+        from.parse::<NaiveDate>().unwrap(),
+        to.parse::<NaiveDate>().unwrap(),
+    )
+    .unwrap();
+    refresh::refresh(&db.pool, range).await.unwrap();
+}
+
+/// The snapshot of `who` as of `as_of`, as JSON (column → value).
+async fn snapshot(db: &TestDb, who: &str, as_of: &str) -> Option<Value> {
+    sqlx::query_scalar(
+        "SELECT to_jsonb(s) - 'user_hash' - 'as_of' FROM gold.snapshots s WHERE user_hash = $1 AND as_of = $2::date",
+    )
+    .bind(UserHasher::new(HASH_KEY.as_bytes()).hash(who))
+    .bind(as_of)
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn snapshot_columns_are_the_feature_catalog_in_order() {
+    let db = TestDb::migrated().await;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+         WHERE table_schema = 'gold' AND table_name = 'snapshots' AND column_name NOT IN ('user_hash', 'as_of')
+         ORDER BY ordinal_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let catalog = FeatureCatalog::builtin().unwrap();
+    assert_eq!(columns, catalog.names().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_later_ones() {
+    let db = TestDb::migrated().await;
+    let sent = json!({"notification_id": "n-1", "notif_type": "contact_reminder"});
+    ingest(
+        &db,
+        &[
+            event(
+                1,
+                "app_opened",
+                "u7",
+                "2026-01-05T10:00:00Z",
+                json!({"source": "organic"}),
+            ),
+            event(
+                2,
+                "app_opened",
+                "u7",
+                "2026-01-05T15:00:00Z",
+                json!({"source": "organic"}),
+            ),
+            event(3, "notification_sent", "u7", "2026-01-07T20:00:00Z", sent),
+            event(
+                4,
+                "notification_dismissed",
+                "u7",
+                "2026-01-07T20:10:00Z",
+                json!({"notification_id": "n-1"}),
+            ),
+            event(
+                5,
+                "app_opened",
+                "u7",
+                "2026-01-08T09:00:00Z",
+                json!({"source": "organic"}),
+            ),
+            event(
+                6,
+                "contact_created",
+                "u7",
+                "2026-01-08T09:00:30Z",
+                json!({"contact_count": 12}),
+            ),
+            event(
+                7,
+                "outreach_sent",
+                "u7",
+                "2026-01-08T09:01:00Z",
+                json!({"channel": "sms"}),
+            ),
+            event(
+                8,
+                "app_opened",
+                "u8",
+                "2026-01-07T12:00:00Z",
+                json!({"source": "organic"}),
+            ),
+        ],
+    )
+    .await;
+    refresh_days(&db, "2026-01-05", "2026-01-11").await;
+
+    let before = snapshot(&db, "u7", "2026-01-09")
+        .await
+        .expect("snapshot as of 01-09");
+    let expected = json!({
+        "sessions_1d": 1, "sessions_7d": 3, "sessions_30d": 3, "active_days_7d": 2, "active_days_30d": 2,
+        "events_7d": 5, "hours_since_last_session": 14.983334, "contacts_created_30d": 1, "contacts_viewed_7d": 0,
+        "outreach_7d": 1, "outreach_30d": 1, "notifs_sent_7d": 1, "notifs_sent_30d": 1, "notifs_opened_7d": 0,
+        "notifs_opened_30d": 0, "notifs_dismissed_7d": 1, "open_rate_30d": 0,
+        "hours_since_last_notification": 28, "opted_out": false,
+        "days_since_last_outreach": 0.62430555, "contact_count": 12
+    });
+    assert_eq!(before, expected);
+    // As of 01-05 nobody was known yet; u8 (first seen 01-07) is known from 01-08 on.
+    assert_eq!(snapshot(&db, "u7", "2026-01-05").await, None);
+    assert_eq!(snapshot(&db, "u8", "2026-01-07").await, None);
+    assert!(snapshot(&db, "u8", "2026-01-08").await.is_some());
+    // Windows roll: by 01-11 the 01-05 sessions are still in 7 days, the 01-08 day is not the last.
+    let later = snapshot(&db, "u7", "2026-01-11").await.unwrap();
+    assert_eq!(
+        (later["sessions_1d"].clone(), later["sessions_7d"].clone()),
+        (json!(0), json!(3))
+    );
+
+    // Events on 01-09 (after midnight) arrive late: the 01-09 snapshot must not move.
+    ingest(
+        &db,
+        &[
+            event(
+                9,
+                "app_opened",
+                "u7",
+                "2026-01-09T00:30:00Z",
+                json!({"source": "push"}),
+            ),
+            event(10, "push_opt_out", "u7", "2026-01-09T01:00:00Z", json!({})),
+        ],
+    )
+    .await;
+    refresh_days(&db, "2026-01-09", "2026-01-11").await;
+    assert_eq!(snapshot(&db, "u7", "2026-01-09").await.unwrap(), before);
+    let after = snapshot(&db, "u7", "2026-01-10").await.unwrap();
+    assert_eq!(
+        (after["sessions_1d"].clone(), after["opted_out"].clone()),
+        (json!(1), json!(true))
+    );
+    assert_eq!(
+        snapshot(&db, "u7", "2026-01-11").await.unwrap()["opted_out"],
+        json!(true)
+    );
+}
