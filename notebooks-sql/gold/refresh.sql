@@ -12,11 +12,12 @@ DELETE FROM gold.user_days
 WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM restitched_days);
 
 INSERT INTO gold.user_days
-    (user_hash, day, sessions, in_app_events, last_session_end, contacts_created, contacts_viewed,
+    (user_hash, day, sessions, app_opens, in_app_events, last_session_end, contacts_created, contacts_viewed,
      outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
      last_notification_at, opted_out)
 SELECT e.user_hash, e.day,
        coalesce(max(s.sessions), 0),
+       count(*) FILTER (WHERE e.event = 'app_opened'),
        count(*) FILTER (WHERE e.in_app),
        max(s.last_end),
        count(*) FILTER (WHERE e.event = 'contact_created'),

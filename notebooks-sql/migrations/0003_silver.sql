@@ -25,6 +25,8 @@ CREATE TABLE silver.events (
     properties    jsonb       NOT NULL
 );
 CREATE INDEX silver_events_day ON silver.events (day);
+-- The label views look up a user's next app open or trial after a moment.
+CREATE INDEX silver_events_returns ON silver.events (user_hash, ts) WHERE event IN ('app_opened', 'trial_started');
 
 -- Sessions: in-app events of one user with gaps under 30 minutes. A session also ends at
 -- midnight UTC (as Google Analytics ends them), so each day's sessions depend on that

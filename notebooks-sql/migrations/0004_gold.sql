@@ -7,6 +7,7 @@ CREATE TABLE gold.user_days (
     user_hash            text        NOT NULL,
     day                  date        NOT NULL,
     sessions             integer     NOT NULL,
+    app_opens            integer     NOT NULL,  -- app_opened events: "activity" in the labels
     in_app_events        integer     NOT NULL,
     last_session_end     timestamptz,
     contacts_created     integer     NOT NULL,

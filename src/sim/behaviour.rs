@@ -116,6 +116,10 @@ pub struct State {
     pub subscription: Subscription,
     /// Last day the pricing page was seen.
     pub last_pricing_day: Option<i32>,
+    /// When the paywall was last shown (seconds since the start of day 0): the app shows
+    /// it at most once per [`PAYWALL_COOLDOWN_SECS`], so a trial within 24 h of a view is
+    /// a trial at that view.
+    pub last_paywall_secs: Option<f64>,
     /// Analytics consent currently granted.
     pub consented: bool,
 }
@@ -326,6 +330,9 @@ impl Placement {
         }
     }
 }
+
+/// Shortest time between two paywalls for one user.
+pub const PAYWALL_COOLDOWN_SECS: f64 = 86_400.0;
 
 /// Contact-book size above which the free plan's limit shows the paywall.
 pub const FREE_CONTACT_LIMIT: f64 = 60.0;

@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 use super::behaviour::{
     self, CANCEL_PROBABILITY, CHURN_WINDOW_DAYS, DaySummary, FREE_CONTACT_LIMIT, NotifType,
-    Placement, State, Status, Subscription, after_lapse_draw, conversion_probability,
-    days_inactive, email_open_probability, email_time, end_of_day, is_forced_day,
-    lapse_probability, open_probability, opt_out_probability, organic_rate,
+    PAYWALL_COOLDOWN_SECS, Placement, State, Status, Subscription, after_lapse_draw,
+    conversion_probability, days_inactive, email_open_probability, email_time, end_of_day,
+    is_forced_day, lapse_probability, open_probability, opt_out_probability, organic_rate,
     push_return_probability, trial_probability,
 };
 use super::policy::{Candidate, Decision, Opportunity};
@@ -615,7 +615,12 @@ impl<'a, 'c> DayRun<'a, 'c> {
             let over_limit = self.start.contacts > FREE_CONTACT_LIMIT;
             if self.rng.random::<f64>() < if over_limit { 0.08 } else { 0.03 } {
                 let secs = self.step(&mut at);
-                self.paywall(secs, over_limit);
+                let now = f64::from(self.ctx.day) * DAY_SECS + secs;
+                let last = self.user.state.last_paywall_secs;
+                if last.is_none_or(|last| now - last > PAYWALL_COOLDOWN_SECS) {
+                    self.user.state.last_paywall_secs = Some(now);
+                    self.paywall(secs, over_limit);
+                }
             }
         }
     }

@@ -264,6 +264,7 @@ pub fn draw_user(seed: u64, index: u32, days: i32, hasher: &UserHasher) -> (Trai
                 Subscription::Free
             },
             last_pricing_day: None,
+            last_paywall_secs: None,
             consented: true,
         }
     } else {
@@ -277,6 +278,7 @@ pub fn draw_user(seed: u64, index: u32, days: i32, hasher: &UserHasher) -> (Trai
             due: 0.0,
             subscription: Subscription::Free,
             last_pricing_day: None,
+            last_paywall_secs: None,
             consented: true,
         }
     };

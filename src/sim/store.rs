@@ -12,7 +12,7 @@ use super::population::Cohort;
 
 /// Version of the behavioural model. Bump it whenever a change alters the events a seed
 /// draws, so that a database simulated by another version is replaced, never topped up.
-pub const SIMULATOR_VERSION: i32 = 1;
+pub const SIMULATOR_VERSION: i32 = 2;
 
 /// How a run relates to what the database already held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

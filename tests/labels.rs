@@ -1,0 +1,89 @@
+//! The label views agree with the simulator's recorded outcomes, example by example: the
+//! labels the trainer will read are the outcomes the ground truth describes.
+
+mod common;
+
+use chrono::NaiveDate;
+use common::{HASH_KEY, TestDb};
+use indicatif::ProgressBar;
+use nudge::features::{DayRange, refresh};
+use nudge::ingest::hashing::UserHasher;
+use nudge::sim::SimConfig;
+use nudge::sim::run::{RunOptions, run};
+
+#[tokio::test]
+async fn label_views_match_the_simulated_outcomes() {
+    let db = TestDb::migrated().await;
+    let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    let config = SimConfig::new(400, 24, 9, start, 0.3).unwrap();
+    let hasher = UserHasher::new(HASH_KEY.as_bytes());
+    run(
+        config,
+        hasher,
+        db.pool.clone(),
+        RunOptions::default(),
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    let range = DayRange::new(
+        NaiveDate::from_ymd_opt(2026, 1, 4).unwrap(),
+        NaiveDate::from_ymd_opt(2026, 1, 29).unwrap(),
+    )
+    .unwrap();
+    refresh::refresh(&db.pool, range).await.unwrap();
+
+    let notif = (
+        db.count(
+            "SELECT count(*) FROM sim.notification_truth t
+             JOIN gold.label_returned_24h_after_notif l USING (notification_id)
+             WHERE t.returned_24h IS NOT NULL AND l.complete",
+        )
+        .await,
+        db.count(
+            "SELECT count(*) FROM sim.notification_truth t
+             JOIN gold.label_returned_24h_after_notif l USING (notification_id)
+             WHERE t.returned_24h IS NOT NULL AND l.complete AND l.returned_24h_after_notif <> t.returned_24h",
+        )
+        .await,
+    );
+    assert!(notif.0 > 3_000, "{notif:?}");
+    assert_eq!(notif.1, 0, "returned_24h disagreements");
+
+    // Every active day the simulator drew a churn outcome for is an example of the view.
+    let churn = (
+        db.count("SELECT count(*) FROM sim.churn_truth WHERE churned_14d IS NOT NULL").await,
+        db.count(
+            "SELECT count(*) FROM sim.churn_truth t JOIN gold.label_churn_14d l USING (user_hash, day)
+             WHERE t.churned_14d IS NOT NULL AND l.complete",
+        )
+        .await,
+        db.count(
+            "SELECT count(*) FROM sim.churn_truth t JOIN gold.label_churn_14d l USING (user_hash, day)
+             WHERE t.churned_14d IS NOT NULL AND l.churn_14d <> t.churned_14d",
+        )
+        .await,
+    );
+    assert!(churn.0 > 500, "{churn:?}");
+    assert_eq!(
+        (churn.1, churn.2),
+        (churn.0, 0),
+        "churn examples matched, disagreements"
+    );
+
+    let paywall = (
+        db.count(
+            "SELECT count(*) FROM sim.paywall_truth t JOIN gold.label_paywall l USING (event_uuid)
+             WHERE t.bounced_24h IS NOT NULL AND l.complete",
+        )
+        .await,
+        db.count(
+            "SELECT count(*) FROM sim.paywall_truth t JOIN gold.label_paywall l USING (event_uuid)
+             WHERE (t.bounced_24h IS NOT NULL AND l.complete AND l.paywall_bounce <> t.bounced_24h)
+                OR l.paywall_trial <> t.trial_24h",
+        )
+        .await,
+    );
+    assert!(paywall.0 > 50, "{paywall:?}");
+    assert_eq!(paywall.1, 0, "paywall disagreements");
+}
