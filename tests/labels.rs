@@ -6,7 +6,7 @@ mod common;
 use chrono::NaiveDate;
 use common::{HASH_KEY, TestDb};
 use indicatif::ProgressBar;
-use nudge::features::{DayRange, refresh};
+use nudge::features::{DayRange, labels, refresh};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::SimConfig;
 use nudge::sim::run::{RunOptions, run};
@@ -86,4 +86,14 @@ async fn label_views_match_the_simulated_outcomes() {
     );
     assert!(paywall.0 > 50, "{paywall:?}");
     assert_eq!(paywall.1, 0, "paywall disagreements");
+
+    let report = labels::label_report(&db.pool).await.unwrap();
+    let churn_rate: f64 = db
+        .scalar("SELECT avg(churn_14d::int)::float8 FROM gold.label_churn_14d WHERE complete")
+        .await;
+    assert_eq!(report.labels[1].label, "churn_14d");
+    assert_eq!(
+        (report.labels[1].examples, report.labels[1].positive_rate),
+        (churn.1, churn_rate)
+    );
 }

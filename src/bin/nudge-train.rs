@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nudge::config::{DatabaseArgs, HashKeyArgs, SimulateArgs};
-use nudge::features::{DayRange, refresh};
+use nudge::features::{DayRange, labels, refresh};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::report::oracle_report;
 use nudge::sim::run::{RunOptions, run};
@@ -151,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
                 ..RunOptions::default()
             };
             simulate(&pool, config, key.hasher()?, options).await?;
-            println!("demo: next come features → train → serve → closed-loop traffic → report.");
+            // The day before the start holds the first signups' anonymous funnel events.
+            let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
+            refresh_features(&pool, Some((start.pred_opt().unwrap_or(start), end))).await?;
+            print!("{}", labels::label_report(&pool).await?);
+            println!("demo: next come train → serve → closed-loop traffic → report.");
             Ok(())
         }
     }

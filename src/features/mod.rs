@@ -6,6 +6,7 @@
 //! with checked parameters.
 
 pub mod catalog;
+pub mod labels;
 pub mod refresh;
 
 use chrono::NaiveDate;
