@@ -1,10 +1,14 @@
 -- Label views: one row per training example, with its timestamp, so a training set is one
 -- query away. "Activity" is an app_opened event (after identity stitching). `complete` is
--- false while the example's window runs past the last refreshed day.
+-- false while the example's window runs past the data (see gold.horizon).
 
--- The first day not refreshed yet: windows ending after it are not complete.
+-- How far the data reaches: the end of the refreshed days, or the newest event if that is
+-- earlier (today's refresh, or a history that stops). Windows ending later are not complete.
 CREATE VIEW gold.horizon AS
-SELECT coalesce(max(to_day), '-infinity'::date)::timestamp AT TIME ZONE 'UTC' AS horizon FROM silver.refreshes;
+SELECT least(
+    (SELECT coalesce(max(to_day), '-infinity'::date)::timestamp AT TIME ZONE 'UTC' FROM silver.refreshes),
+    (SELECT coalesce(max(ts), '-infinity') FROM silver.events WHERE day = (SELECT max(day) FROM silver.events))
+) AS horizon;
 
 -- Notification ranker: did the user open the app within 24 h after the send?
 CREATE VIEW gold.label_returned_24h_after_notif AS
