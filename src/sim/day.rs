@@ -217,7 +217,7 @@ pub struct UserSim {
     /// Current state.
     pub state: State,
     pending: Vec<Pending>,
-    /// Pushes opened after midnight are not possible, so nothing carries over but state.
+    /// Whether this user's examples enter the ground truth (not for users who change consent).
     in_truth: bool,
 }
 
