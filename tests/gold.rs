@@ -179,3 +179,50 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
         json!(true)
     );
 }
+
+#[tokio::test]
+async fn status_reports_freshness_lag_and_the_validation_pass_share() {
+    let db = TestDb::migrated().await;
+    ingest(
+        &db,
+        &[event(
+            1,
+            "app_opened",
+            "u9",
+            "2026-01-05T10:00:00Z",
+            json!({"source": "organic"}),
+        )],
+    )
+    .await;
+    let ingestor = Ingestor::new(
+        Catalog::builtin().unwrap(),
+        UserHasher::new(HASH_KEY.as_bytes()),
+        db.pool.clone(),
+    );
+    let bad = [
+        json!({"event": "not_in_catalog", "distinct_id": "u9", "timestamp": "2026-01-05T11:00:00Z"}),
+    ];
+    assert_eq!(
+        ingestor
+            .ingest(Source::Capture, bad.iter().map(Ok))
+            .await
+            .unwrap()
+            .rejected
+            .len(),
+        1
+    );
+    refresh_days(&db, "2026-01-05", "2026-01-06").await;
+
+    let status = nudge::features::status::status(&db.pool, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.newest_event,
+        Some("2026-01-05T10:00:00Z".parse().unwrap())
+    );
+    assert_eq!(status.newest_snapshot, NaiveDate::from_ymd_opt(2026, 1, 6));
+    assert_eq!(status.lag(), Some(chrono::TimeDelta::zero())); // the snapshot covers the event
+    assert_eq!((status.received_last_day, status.rejected_last_day), (1, 1));
+    assert_eq!(status.validation_pass_share(), Some(0.5));
+    assert!(status.to_string().contains("gate ≥ 95%: FAIL"), "{status}");
+}

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nudge::config::{DatabaseArgs, HashKeyArgs, SimulateArgs};
-use nudge::features::{DayRange, labels, refresh};
+use nudge::features::{DayRange, labels, refresh, status};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::report::oracle_report;
 use nudge::sim::run::{RunOptions, run};
@@ -86,6 +86,12 @@ enum FeaturesCommand {
         #[arg(long, requires = "from")]
         to: Option<NaiveDate>,
     },
+    /// Newest event, newest snapshot and the lag between them; the share of the last
+    /// 24 hours' events that passed validation, against the 95% gate.
+    Status {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +124,13 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let pool = connect_migrated(&database.database_url).await?;
             refresh_features(&pool, from.zip(to)).await
+        }
+        Command::Features {
+            command: FeaturesCommand::Status { database },
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            print!("{}", status::status(&pool, chrono::Utc::now()).await?);
+            Ok(())
         }
         Command::Sim {
             command: SimCommand::Report { database, from, to },

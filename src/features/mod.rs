@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod labels;
 pub mod refresh;
+pub mod status;
 
 use chrono::NaiveDate;
 
