@@ -138,7 +138,10 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
         "outreach_7d": 1, "outreach_30d": 1, "notifs_sent_7d": 1, "notifs_sent_30d": 1, "notifs_opened_7d": 0,
         "notifs_opened_30d": 0, "notifs_dismissed_7d": 1, "open_rate_30d": 0,
         "hours_since_last_notification": 28, "opted_out": false,
-        "days_since_last_outreach": 0.62430555, "contact_count": 12
+        "days_since_last_outreach": 0.62430555, "contact_count": 12,
+        // No pricing, paywall or trial: intent 0. Magnetism: engagement 25% × 2/5 active
+        // days + social returns 10% × 1/4 outreach = 10 + 2.5.
+        "intent_score": 0, "magnetism_index": 12.5, "magnetism_band": "cold"
     });
     assert_eq!(before, expected);
     // As of 01-05 nobody was known yet; u8 (first seen 01-07) is known from 01-08 on.
@@ -225,4 +228,39 @@ async fn status_reports_freshness_lag_and_the_validation_pass_share() {
     assert_eq!((status.received_last_day, status.rejected_last_day), (1, 1));
     assert_eq!(status.validation_pass_share(), Some(0.5));
     assert!(status.to_string().contains("gate ≥ 95%: FAIL"), "{status}");
+}
+
+#[tokio::test]
+async fn intent_and_magnetism_follow_their_weights() {
+    let db = TestDb::migrated().await;
+    ingest(
+        &db,
+        &[
+            event(1, "pricing_view", "u10", "2026-01-06T10:00:00Z", json!({})),
+            event(
+                2,
+                "paywall_view",
+                "u10",
+                "2026-01-06T10:01:00Z",
+                json!({"placement": "settings"}),
+            ),
+            event(3, "trial_started", "u10", "2026-01-06T10:02:00Z", json!({})),
+        ],
+    )
+    .await;
+    refresh_days(&db, "2026-01-06", "2026-01-20").await;
+    let features = |s: Value| {
+        (
+            s["intent_score"].clone(),
+            s["magnetism_index"].clone(),
+            s["magnetism_band"].clone(),
+        )
+    };
+    // 10 + 5 + 40 points, +20 recent, +10 for three signals; magnetism: 30% of 85, plus
+    // 25% × 1/5 active days.
+    let fresh = snapshot(&db, "u10", "2026-01-07").await.unwrap();
+    assert_eq!(features(fresh), (json!(85), json!(30.5), json!("cooling")));
+    // Eight days on, the recency bonus is gone and the active day has left the 7-day window.
+    let later = snapshot(&db, "u10", "2026-01-15").await.unwrap();
+    assert_eq!(features(later), (json!(65), json!(19.5), json!("cold")));
 }

@@ -14,7 +14,8 @@ WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM re
 INSERT INTO gold.user_days
     (user_hash, day, sessions, app_opens, in_app_events, last_session_end, contacts_created, contacts_viewed,
      outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
-     last_notification_at, opted_out)
+     last_notification_at, opted_out, pricing_views, paywall_views, trials, emails_opened,
+     emails_clicked, prompted_sessions)
 SELECT e.user_hash, e.day,
        coalesce(max(s.sessions), 0),
        count(*) FILTER (WHERE e.event = 'app_opened'),
@@ -29,10 +30,17 @@ SELECT e.user_hash, e.day,
        count(*) FILTER (WHERE e.event = 'notification_opened'),
        count(*) FILTER (WHERE e.event = 'notification_dismissed'),
        max(e.ts) FILTER (WHERE e.event = 'notification_sent'),
-       bool_or(e.event = 'push_opt_out')
+       bool_or(e.event = 'push_opt_out'),
+       count(*) FILTER (WHERE e.event = 'pricing_view'),
+       count(*) FILTER (WHERE e.event = 'paywall_view'),
+       count(*) FILTER (WHERE e.event = 'trial_started'),
+       count(*) FILTER (WHERE e.event = 'email_opened'),
+       count(*) FILTER (WHERE e.event = 'email_clicked'),
+       coalesce(max(s.prompted), 0)
 FROM silver.events e
 LEFT JOIN (
-    SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end
+    SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end,
+           count(*) FILTER (WHERE source IN ('push', 'email')) AS prompted
     FROM silver.sessions
     WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM restitched_days)
     GROUP BY user_hash, day
@@ -62,7 +70,10 @@ dense AS (
            coalesce(u.outreach, 0) AS outreach, coalesce(u.notifs_sent, 0) AS notifs_sent,
            coalesce(u.notifs_opened, 0) AS notifs_opened, coalesce(u.notifs_dismissed, 0) AS notifs_dismissed,
            u.last_session_end, u.last_notification_at, u.last_outreach_at, u.contact_count,
-           coalesce(u.opted_out, false) AS opted_out
+           coalesce(u.opted_out, false) AS opted_out,
+           coalesce(u.pricing_views, 0) AS pricing_views, coalesce(u.paywall_views, 0) AS paywall_views,
+           coalesce(u.trials, 0) AS trials, coalesce(u.emails_opened, 0) AS emails_opened,
+           coalesce(u.emails_clicked, 0) AS emails_clicked, coalesce(u.prompted_sessions, 0) AS prompted_sessions
     FROM known k
     CROSS JOIN LATERAL generate_series(greatest(k.first_day, :'from'::date - 29), :'to'::date - 1, interval '1 day') g(day)
     LEFT JOIN gold.user_days u ON u.user_hash = k.user_hash AND u.day = g.day::date
@@ -88,11 +99,37 @@ rolled AS (
            max(last_notification_at) OVER ever AS last_notification_at,
            bool_or(opted_out) OVER ever AS opted_out,
            max(last_outreach_at) OVER ever AS last_outreach_at,
-           max(contact_count) OVER ever AS contact_count
+           max(contact_count) OVER ever AS contact_count,
+           sum(pricing_views * 10 + paywall_views * 5 + trials * 40) OVER w30 AS intent_points_30d,
+           sum(pricing_views + paywall_views + trials) OVER w30 AS intent_signals_30d,
+           sum(pricing_views + paywall_views + trials) OVER w7 AS intent_signals_7d,
+           sum(emails_opened) OVER w30 AS emails_opened_30d,
+           sum(emails_clicked) OVER w30 AS emails_clicked_30d,
+           sum(prompted_sessions) OVER w30 AS prompted_sessions_30d
     FROM dense
     WINDOW w7 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
            w30 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 29 PRECEDING AND CURRENT ROW),
            ever AS (PARTITION BY user_hash ORDER BY day ROWS UNBOUNDED PRECEDING)
+),
+-- Intent (0-100): pricing views 10 points, paywall views 5, trials 40 over 30 days, +20
+-- when one happened in the last 7 days, +10 for three or more; capped at 100.
+-- Magnetism (0-100): intent 30%, engagement 25% (active days of the last 7, out of 5),
+-- reactivation 20% (sessions opened from a push or e-mail in 30 days, out of 4), e-mail CTR
+-- 15% (clicks / opens over 30 days), social returns 10% (outreach in 30 days, out of 4).
+scored AS (
+    SELECT r.*,
+           least(100, r.intent_points_30d + CASE WHEN r.intent_signals_7d > 0 THEN 20 ELSE 0 END
+                                           + CASE WHEN r.intent_signals_30d >= 3 THEN 10 ELSE 0 END)::real AS intent_score
+    FROM rolled r
+),
+magnetism AS (
+    SELECT s.*,
+           (0.30 * s.intent_score
+            + 0.25 * 100 * least(1, s.active_days_7d / 5.0)
+            + 0.20 * 100 * least(1, s.prompted_sessions_30d / 4.0)
+            + 0.15 * 100 * coalesce(s.emails_clicked_30d::numeric / nullif(s.emails_opened_30d, 0), 0)
+            + 0.10 * 100 * least(1, s.outreach_30d / 4.0))::real AS magnetism_index
+    FROM scored s
 )
 SELECT r.user_hash, r.as_of,
        r.sessions_1d, r.sessions_7d, r.sessions_30d, r.active_days_7d, r.active_days_30d, r.events_7d,
@@ -103,6 +140,10 @@ SELECT r.user_hash, r.as_of,
        extract(epoch FROM r.as_of::timestamptz - greatest(r.last_notification_at, e.last_notification_at)) / 3600,
        r.opted_out OR coalesce(e.opted_out, false),
        extract(epoch FROM r.as_of::timestamptz - greatest(r.last_outreach_at, e.last_outreach_at)) / 86400,
-       greatest(r.contact_count, e.contact_count)
-FROM rolled r LEFT JOIN earlier e ON e.user_hash = r.user_hash
+       greatest(r.contact_count, e.contact_count),
+       r.intent_score,
+       r.magnetism_index,
+       CASE WHEN r.magnetism_index >= 70 THEN 'hot' WHEN r.magnetism_index >= 45 THEN 'warm'
+            WHEN r.magnetism_index >= 20 THEN 'cooling' ELSE 'cold' END
+FROM magnetism r LEFT JOIN earlier e ON e.user_hash = r.user_hash
 WHERE r.as_of > :'from'::date AND r.as_of <= :'to'::date;

@@ -20,6 +20,12 @@ CREATE TABLE gold.user_days (
     notifs_dismissed     integer     NOT NULL,
     last_notification_at timestamptz,
     opted_out            boolean     NOT NULL,  -- turned push off that day
+    pricing_views        integer     NOT NULL,
+    paywall_views        integer     NOT NULL,
+    trials               integer     NOT NULL,
+    emails_opened        integer     NOT NULL,
+    emails_clicked       integer     NOT NULL,
+    prompted_sessions    integer     NOT NULL,  -- sessions opened from a push or an e-mail
     PRIMARY KEY (user_hash, day)
 );
 CREATE INDEX gold_user_days_day ON gold.user_days (day);
@@ -51,6 +57,9 @@ CREATE TABLE gold.snapshots (
     opted_out                    boolean NOT NULL,
     days_since_last_outreach     real,
     contact_count                integer,
+    intent_score                 real    NOT NULL,
+    magnetism_index              real    NOT NULL,
+    magnetism_band               text    NOT NULL,
     PRIMARY KEY (user_hash, as_of)
 );
 CREATE INDEX gold_snapshots_as_of ON gold.snapshots (as_of);
