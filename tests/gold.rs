@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::NaiveDate;
-use common::{HASH_KEY, TestDb};
+use common::{HASH_KEY, TestDb, ingest_all as ingest, numbered_event as event};
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::{DayRange, refresh};
 use nudge::ingest::Ingestor;
@@ -12,24 +12,6 @@ use nudge::ingest::catalog::Catalog;
 use nudge::ingest::event::Source;
 use nudge::ingest::hashing::UserHasher;
 use serde_json::{Value, json};
-
-fn event(n: u32, name: &str, who: &str, ts: &str, properties: Value) -> Value {
-    json!({"uuid": format!("00000000-0000-4000-8000-{n:012}"), "event": name, "distinct_id": who,
-           "timestamp": ts, "properties": properties})
-}
-
-async fn ingest(db: &TestDb, events: &[Value]) {
-    let ingestor = Ingestor::new(
-        Catalog::builtin().unwrap(),
-        UserHasher::new(HASH_KEY.as_bytes()),
-        db.pool.clone(),
-    );
-    let report = ingestor
-        .ingest(Source::Capture, events.iter().map(Ok))
-        .await
-        .unwrap();
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-}
 
 async fn refresh_days(db: &TestDb, from: &str, to: &str) {
     let range = DayRange::new(

@@ -5,11 +5,8 @@
 mod common;
 
 use chrono::NaiveDate;
-use common::{HASH_KEY, TestDb};
+use common::{HASH_KEY, TestDb, ingest_all as ingest, numbered_event as event};
 use nudge::features::{DayRange, refresh};
-use nudge::ingest::Ingestor;
-use nudge::ingest::catalog::Catalog;
-use nudge::ingest::event::Source;
 use nudge::ingest::hashing::UserHasher;
 use serde_json::{Value, json};
 
@@ -17,26 +14,8 @@ fn hash(id: &str) -> String {
     UserHasher::new(HASH_KEY.as_bytes()).hash(id)
 }
 
-fn event(n: u32, name: &str, who: &str, ts: &str, properties: Value) -> Value {
-    json!({"uuid": format!("00000000-0000-4000-8000-{n:012}"), "event": name, "distinct_id": who,
-           "timestamp": ts, "properties": properties})
-}
-
 fn opened(n: u32, who: &str, ts: &str) -> Value {
     event(n, "app_opened", who, ts, json!({"source": "organic"}))
-}
-
-async fn ingest(db: &TestDb, events: &[Value]) {
-    let ingestor = Ingestor::new(
-        Catalog::builtin().unwrap(),
-        UserHasher::new(HASH_KEY.as_bytes()),
-        db.pool.clone(),
-    );
-    let report = ingestor
-        .ingest(Source::Capture, events.iter().map(Ok))
-        .await
-        .unwrap();
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
 }
 
 fn days(from: &str, to: &str) -> DayRange {

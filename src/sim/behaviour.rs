@@ -197,11 +197,6 @@ fn hour_effect(local_hour: u8) -> f64 {
     }
 }
 
-/// Local hour of a time of day (seconds after UTC midnight) for `traits`.
-pub fn local_hour(traits: &Traits, secs: f64) -> u8 {
-    (((secs / 3600.0).floor() as i32 + traits.utc_offset_hours()).rem_euclid(24)) as u8
-}
-
 /// Probability that a push of `notif_type` sent at `local_hour` on `day` is opened.
 pub fn open_probability(
     traits: &Traits,

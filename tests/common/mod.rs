@@ -234,3 +234,23 @@ pub fn app_opened(user: &str, ts: &str) -> Value {
         "timestamp": ts, "properties": {"source": "push", "$lib": "posthog-python"}
     })
 }
+
+/// A catalog event with the fixed uuid numbered `n`.
+pub fn numbered_event(n: u32, name: &str, who: &str, ts: &str, properties: Value) -> Value {
+    serde_json::json!({"uuid": format!("00000000-0000-4000-8000-{n:012}"), "event": name,
+                       "distinct_id": who, "timestamp": ts, "properties": properties})
+}
+
+/// Ingests `events` through the production path; every one must be accepted.
+pub async fn ingest_all(db: &TestDb, events: &[Value]) {
+    let ingestor = nudge::ingest::Ingestor::new(
+        Catalog::builtin().expect("catalog"),
+        UserHasher::new(HASH_KEY.as_bytes()),
+        db.pool.clone(),
+    );
+    let report = ingestor
+        .ingest(nudge::ingest::event::Source::Capture, events.iter().map(Ok))
+        .await
+        .expect("ingest");
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+}
