@@ -27,17 +27,31 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-/// `nudge-serve`'s settings as given on the command line and in the environment.
+/// Where Redis is, if anywhere.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+pub struct RedisArgs {
     /// Redis URL for shared state; unset = embedded (in-process, one replica only).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this deployment writes.
     #[arg(long, env = "NUDGE_REDIS_PREFIX", default_value = "nudge:")]
     pub redis_prefix: String,
+}
+
+impl RedisArgs {
+    /// The Redis URL, `None` when unset or empty.
+    pub fn url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+}
+
+/// `nudge-serve`'s settings as given on the command line and in the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Address to listen on.
     #[arg(long, env = "NUDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -52,6 +66,10 @@ pub struct ServeArgs {
     /// Postgres connections in the pool.
     #[arg(long, env = "NUDGE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Seconds between feature freshness checks (the /metrics gauges) and, with the
+    /// embedded store, reloads after a new `features refresh`.
+    #[arg(long, env = "NUDGE_FEATURES_REFRESH_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub features_refresh_secs: u64,
 }
 
 /// The key user ids are hashed with; both binaries must use the same one.
@@ -169,6 +187,8 @@ pub struct ServeConfig {
     pub posthog_token: Option<String>,
     /// Postgres pool size.
     pub db_pool_size: u32,
+    /// Interval of feature freshness checks and embedded reloads.
+    pub features_refresh: std::time::Duration,
     /// Whether insecure dev defaults are in force.
     pub dev: bool,
 }
@@ -186,13 +206,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
         Ok(Self {
             database_url: args.database.database_url,
-            redis_url: args.redis_url.filter(|u| !u.is_empty()),
-            redis_prefix: args.redis_prefix,
+            redis_url: args.redis.url().map(str::to_owned),
+            redis_prefix: args.redis.redis_prefix,
             listen: args.listen,
             hasher: args.key.hasher()?,
             webhook_secret: non_empty(args.webhook_secret, "NUDGE_WEBHOOK_SECRET")?,
             posthog_token: non_empty(args.posthog_token, "NUDGE_POSTHOG_TOKEN")?,
             db_pool_size: args.db_pool_size,
+            features_refresh: std::time::Duration::from_secs(args.features_refresh_secs),
             dev: args.key.dev,
         })
     }

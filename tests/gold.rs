@@ -34,19 +34,40 @@ async fn snapshot(db: &TestDb, who: &str, as_of: &str) -> Option<Value> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn snapshot_columns_are_the_feature_catalog_in_order() {
-    let db = TestDb::migrated().await;
-    let columns: Vec<String> = sqlx::query_scalar(
-        "SELECT column_name::text FROM information_schema.columns
-         WHERE table_schema = 'gold' AND table_name = 'snapshots' AND column_name NOT IN ('user_hash', 'as_of')
-         ORDER BY ordinal_position",
+/// The columns of `gold.<relation>` after `as_of`: name and type.
+async fn feature_columns(db: &TestDb, relation: &str) -> Vec<(String, String)> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns
+         WHERE table_schema = 'gold' AND table_name = $1 ORDER BY ordinal_position",
     )
+    .bind(relation)
     .fetch_all(&db.pool)
     .await
     .unwrap();
+    let as_of = columns
+        .iter()
+        .position(|(c, _)| c == "as_of")
+        .expect("as_of");
+    columns[as_of + 1..].to_vec()
+}
+
+#[tokio::test]
+async fn snapshot_and_training_columns_are_the_feature_catalog_in_order_with_its_types() {
+    let db = TestDb::migrated().await;
     let catalog = FeatureCatalog::builtin().unwrap();
-    assert_eq!(columns, catalog.names().collect::<Vec<_>>());
+    let expected: Vec<(String, String)> = catalog
+        .features()
+        .iter()
+        .map(|f| (f.name.clone(), f.kind.sql_type().to_owned()))
+        .collect();
+    for relation in [
+        "snapshots",
+        "training_returned_24h_after_notif",
+        "training_churn_14d",
+        "training_paywall",
+    ] {
+        assert_eq!(feature_columns(&db, relation).await, expected, "{relation}");
+    }
 }
 
 #[tokio::test]

@@ -101,7 +101,10 @@ async fn readiness_reports_postgres_and_the_redis_online_store() {
         common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ready"], true);
-    assert_eq!(body["online_store"]["detail"], "redis store answers");
+    assert_eq!(
+        body["online_store"]["detail"],
+        "redis store answers; features: none materialised"
+    );
     let (status, _, body) =
         common::send(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
@@ -113,7 +116,10 @@ async fn readiness_fails_when_the_schema_is_gone_and_says_why() {
     let app = router(prepare(&config(&db.url)).await.expect("ready"));
     let (_, _, body) =
         common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
-    assert_eq!(body["online_store"]["detail"], "embedded store answers");
+    assert_eq!(
+        body["online_store"]["detail"],
+        "embedded store answers; features: none materialised"
+    );
     sqlx::query("DELETE FROM _sqlx_migrations")
         .execute(&db.pool)
         .await

@@ -5,13 +5,16 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use nudge::config::{DatabaseArgs, HashKeyArgs, SimulateArgs};
+use nudge::config::{DatabaseArgs, HashKeyArgs, RedisArgs, SimulateArgs};
+use nudge::features::catalog::FeatureCatalog;
+use nudge::features::materialize::materialize;
 use nudge::features::{DayRange, labels, refresh, status};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::report::oracle_report;
 use nudge::sim::run::{RunOptions, run};
 use nudge::sim::{SimConfig, policy::DEFAULT_EXPLORATION};
 use nudge::store::database;
+use nudge::store::online::OnlineStore;
 use sqlx::PgPool;
 
 /// Trains EverReach's growth models from Postgres and manages the model registry.
@@ -86,6 +89,16 @@ enum FeaturesCommand {
         #[arg(long, requires = "from")]
         to: Option<NaiveDate>,
     },
+    /// Copy every user's newest snapshot into Redis under a new version, then switch
+    /// readers to it in one step (a reader never sees half a materialisation); the
+    /// replaced version is deleted. Needs REDIS_URL: without Redis, nudge-serve's
+    /// embedded store loads the snapshots from Postgres by itself.
+    Materialize {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
     /// Newest event, newest snapshot and the lag between them; the share of the last
     /// 24 hours' events that passed validation, against the 95% gate.
     Status {
@@ -124,6 +137,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let pool = connect_migrated(&database.database_url).await?;
             refresh_features(&pool, from.zip(to)).await
+        }
+        Command::Features {
+            command: FeaturesCommand::Materialize { database, redis },
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            materialize_features(&pool, &redis).await
         }
         Command::Features {
             command: FeaturesCommand::Status { database },
@@ -226,6 +245,24 @@ async fn refresh_features(
         report.notifications,
         report.snapshots
     );
+    Ok(())
+}
+
+async fn materialize_features(pool: &PgPool, redis: &RedisArgs) -> anyhow::Result<()> {
+    let url = redis.url().context(
+        "REDIS_URL (--redis-url) is not set: without Redis, nudge-serve's embedded store \
+         loads features from Postgres itself, so there is nothing to materialise",
+    )?;
+    let online = OnlineStore::connect_redis(url, &redis.redis_prefix).await?;
+    let catalog = FeatureCatalog::builtin()?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("materialize {spinner} {pos} users · {per_sec} · {elapsed}")
+            .context("progress template")?,
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let report = materialize(pool, &catalog, &online, &bar).await?;
+    bar.finish_and_clear();
+    println!("{report}");
     Ok(())
 }
 

@@ -40,6 +40,33 @@ pub enum FeatureKind {
     Band,
 }
 
+impl FeatureKind {
+    /// The kind's name in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureKind::Count => "count",
+            FeatureKind::Hours => "hours",
+            FeatureKind::Days => "days",
+            FeatureKind::Rate => "rate",
+            FeatureKind::Score => "score",
+            FeatureKind::Flag => "flag",
+            FeatureKind::Band => "band",
+        }
+    }
+
+    /// The Postgres type of a snapshot column of this kind.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            FeatureKind::Count => "integer",
+            FeatureKind::Hours | FeatureKind::Days | FeatureKind::Rate | FeatureKind::Score => {
+                "real"
+            }
+            FeatureKind::Flag => "boolean",
+            FeatureKind::Band => "text",
+        }
+    }
+}
+
 /// One feature.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +108,7 @@ pub enum FeatureCatalogError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureCatalog {
     features: Vec<Feature>,
+    fingerprint: String,
 }
 
 impl FeatureCatalog {
@@ -100,8 +128,10 @@ impl FeatureCatalog {
                 return Err(FeatureCatalogError::Duplicate(f.name.clone()));
             }
         }
+        let fingerprint = fingerprint(&raw.features);
         Ok(Self {
             features: raw.features,
+            fingerprint,
         })
     }
 
@@ -119,6 +149,25 @@ impl FeatureCatalog {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.features.iter().map(|f| f.name.as_str())
     }
+
+    /// A short digest of the names and kinds, in order: two catalogs with the same
+    /// fingerprint encode feature rows the same way.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+/// 8 hex digits of SHA-256 over the names and kinds, in order.
+fn fingerprint(features: &[Feature]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for f in features {
+        digest.update(f.name.as_bytes());
+        digest.update(b":");
+        digest.update(f.kind.as_str().as_bytes());
+        digest.update(b";");
+    }
+    hex::encode(&digest.finalize()[..4])
 }
 
 #[cfg(test)]
@@ -137,6 +186,35 @@ mod tests {
         assert_eq!(
             (opted_out.view, opted_out.kind),
             (View::NotifHygieneFeatures, FeatureKind::Flag)
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_names_kinds_and_order_only() {
+        let line = |name: &str, kind: &str, meaning: &str| {
+            format!(
+                "  - {{ name: {name}, view: notif_hygiene_features, type: {kind}, meaning: {meaning} }}\n"
+            )
+        };
+        let catalog = |lines: &[String]| {
+            FeatureCatalog::from_yaml(&format!("features:\n{}", lines.concat()))
+                .unwrap()
+                .fingerprint()
+                .to_owned()
+        };
+        let base = catalog(&[line("a", "count", "x"), line("b", "rate", "y")]);
+        assert_eq!(base.len(), 8);
+        assert_eq!(
+            base,
+            catalog(&[line("a", "count", "other"), line("b", "rate", "words")])
+        );
+        assert_ne!(
+            base,
+            catalog(&[line("b", "rate", "y"), line("a", "count", "x")])
+        );
+        assert_ne!(
+            base,
+            catalog(&[line("a", "count", "x"), line("b", "score", "y")])
         );
     }
 

@@ -7,7 +7,9 @@
 
 pub mod catalog;
 pub mod labels;
+pub mod materialize;
 pub mod refresh;
+pub mod row;
 pub mod status;
 
 use chrono::NaiveDate;
@@ -33,6 +35,9 @@ pub enum FeatureError {
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The online store failed.
+    #[error("online store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl DayRange {

@@ -35,6 +35,12 @@ pub enum ApiError {
     /// A dependency is unavailable; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The online store failed; retry later.
+    #[error("online store unavailable: {0}")]
+    OnlineStore(#[from] crate::store::StoreError),
+    /// No features are stored for the user.
+    #[error("{0}")]
+    UnknownUser(&'static str),
     /// A bug: a handler panicked.
     #[error("internal error")]
     Internal,
@@ -93,6 +99,12 @@ impl ApiError {
             ),
             ApiError::Disabled(_) => (StatusCode::NOT_FOUND, "disabled", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::OnlineStore(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "online_store_unavailable",
+                None,
+            ),
+            ApiError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user", Some("user_id")),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
     }

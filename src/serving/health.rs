@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::ApiContext;
-use crate::store::database;
+use crate::store::{StoreError, database};
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -52,12 +52,7 @@ pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
         .await
         .map(|()| "reachable, schema current".to_owned())
         .into();
-    let online_store: Check = ctx
-        .online
-        .ping()
-        .await
-        .map(|()| format!("{} store answers", ctx.online.kind()))
-        .into();
+    let online_store: Check = online_store_detail(&ctx).await.into();
     let ready = database.ok && online_store.ok;
     let status = if ready {
         StatusCode::OK
@@ -72,6 +67,17 @@ pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
             online_store,
         }),
     )
+}
+
+/// The online store answers; which features version it serves.
+async fn online_store_detail(ctx: &ApiContext) -> Result<String, StoreError> {
+    ctx.online.ping().await?;
+    let version = ctx.online.feature_version().await?;
+    Ok(format!(
+        "{} store answers; features: {}",
+        ctx.online.kind(),
+        version.as_deref().unwrap_or("none materialised")
+    ))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -4,6 +4,7 @@
 //! [`error`]. Start-up refuses a database whose schema this build does not know.
 
 pub mod error;
+pub mod features;
 pub mod health;
 pub mod ingest;
 
@@ -22,8 +23,11 @@ use tower_http::trace::TraceLayer;
 
 use self::error::ApiError;
 use crate::config::ServeConfig;
+use crate::features::FeatureError;
+use crate::features::catalog::{FeatureCatalog, FeatureCatalogError};
 use crate::ingest::Ingestor;
 use crate::ingest::catalog::{Catalog, CatalogError};
+use crate::ingest::hashing::UserHasher;
 use crate::ingest::wire::MAX_BODY_BYTES;
 use crate::store::online::OnlineStore;
 use crate::store::{StoreError, database};
@@ -41,6 +45,10 @@ pub struct Inner {
     pub pool: PgPool,
     /// Online store (Redis or embedded).
     pub online: OnlineStore,
+    /// The feature catalog: names and kinds of the online features.
+    pub feature_catalog: FeatureCatalog,
+    /// Keyed hasher of user ids.
+    pub hasher: UserHasher,
     /// Webhook secret; `None` disables `POST /v1/events`.
     pub webhook_secret: Option<String>,
     /// Capture API token; `None` disables the capture API.
@@ -58,11 +66,19 @@ impl std::ops::Deref for ApiContext {
 
 impl ApiContext {
     /// A context over already-connected stores.
-    pub fn new(config: &ServeConfig, catalog: Catalog, pool: PgPool, online: OnlineStore) -> Self {
+    pub fn new(
+        config: &ServeConfig,
+        catalog: Catalog,
+        feature_catalog: FeatureCatalog,
+        pool: PgPool,
+        online: OnlineStore,
+    ) -> Self {
         Self(Arc::new(Inner {
             ingestor: Ingestor::new(catalog, config.hasher.clone(), pool.clone()),
             pool,
             online,
+            feature_catalog,
+            hasher: config.hasher.clone(),
             webhook_secret: config.webhook_secret.clone(),
             posthog_token: config.posthog_token.clone(),
             metrics: telemetry::metrics_handle(),
@@ -78,6 +94,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/capture/", post(ingest::capture))
         .route("/e/", post(ingest::capture))
         .route("/i/v0/e/", post(ingest::capture))
+        .route("/v1/features/{user_id}", get(features::get_features))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -113,6 +130,12 @@ pub enum StartError {
     /// The event catalog is invalid.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The feature catalog is invalid.
+    #[error(transparent)]
+    FeatureCatalog(#[from] FeatureCatalogError),
+    /// The online features could not be loaded.
+    #[error("loading online features: {0}")]
+    Features(#[from] FeatureError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -133,9 +156,15 @@ pub async fn prepare(config: &ServeConfig) -> Result<ApiContext, StartError> {
     database::check_schema(&pool).await?;
     let online = match &config.redis_url {
         Some(url) => OnlineStore::connect_redis(url, &config.redis_prefix).await?,
-        None => OnlineStore::Embedded,
+        None => OnlineStore::embedded(),
     };
-    Ok(ApiContext::new(config, Catalog::builtin()?, pool, online))
+    Ok(ApiContext::new(
+        config,
+        Catalog::builtin()?,
+        FeatureCatalog::builtin()?,
+        pool,
+        online,
+    ))
 }
 
 /// Runs the service until `shutdown` resolves.
@@ -150,13 +179,16 @@ pub async fn run(
     }
     let ctx = prepare(&config).await?;
     match &ctx.online {
-        OnlineStore::Embedded => tracing::info!(
+        OnlineStore::Embedded(_) => tracing::info!(
             "online store: embedded (in-process; correct for a single replica only, set REDIS_URL to share)"
         ),
         OnlineStore::Redis { prefix, .. } => {
             tracing::info!(prefix = %prefix, "online store: redis (shared by all replicas)")
         }
     }
+    features::FeatureRefresher::start(ctx.clone())
+        .await?
+        .spawn(config.features_refresh);
     tracing::info!(
         webhook = config.webhook_secret.is_some(),
         capture_api = config.posthog_token.is_some(),

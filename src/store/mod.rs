@@ -22,4 +22,18 @@ pub enum StoreError {
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The online store's features were materialised with another feature catalog.
+    #[error(
+        "online features version {version} was written with another feature catalog; re-run `nudge-train features materialize`"
+    )]
+    CatalogMismatch {
+        /// The current version.
+        version: String,
+    },
+    /// An online-store entry cannot be read.
+    #[error("online store entry unreadable: {0}")]
+    Corrupt(#[from] crate::features::row::RowDecodeError),
+    /// A background write task failed.
+    #[error("online store write task failed: {0}")]
+    Task(String),
 }

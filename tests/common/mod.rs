@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use nudge::config::ServeConfig;
+use nudge::features::catalog::FeatureCatalog;
 use nudge::ingest::catalog::Catalog;
 use nudge::ingest::hashing::UserHasher;
 use nudge::serving::{ApiContext, router};
@@ -139,6 +140,7 @@ pub fn config(url: &str) -> ServeConfig {
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         posthog_token: Some(TOKEN.into()),
         db_pool_size: 8,
+        features_refresh: Duration::from_secs(60),
         dev: false,
     }
 }
@@ -148,8 +150,9 @@ pub fn app_with_pool(pool: PgPool, config: &ServeConfig) -> Router {
     let ctx = ApiContext::new(
         config,
         Catalog::builtin().expect("catalog"),
+        FeatureCatalog::builtin().expect("feature catalog"),
         pool,
-        OnlineStore::Embedded,
+        OnlineStore::embedded(),
     );
     router(ctx)
 }
@@ -253,4 +256,58 @@ pub async fn ingest_all(db: &TestDb, events: &[Value]) {
         .await
         .expect("ingest");
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+}
+
+/// A Redis key prefix of its own for one test; every key under it is deleted when the
+/// test ends, even when it fails.
+pub struct RedisPrefix(pub String);
+
+impl RedisPrefix {
+    pub fn new() -> Self {
+        Self(format!("nudge-test-{}:", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// A store connected to the test Redis under this prefix.
+    pub async fn store(&self) -> OnlineStore {
+        OnlineStore::connect_redis(&redis_url(), &self.0)
+            .await
+            .expect("connect test redis")
+    }
+
+    /// Keys under the prefix, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut conn = client.get_connection().expect("connect test redis");
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut conn)
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+
+    /// Seconds to live of `key` (-1 = none, -2 = no such key).
+    pub fn ttl(&self, key: &str) -> i64 {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut conn = client.get_connection().expect("connect test redis");
+        redis::cmd("TTL").arg(key).query(&mut conn).expect("TTL")
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
 }

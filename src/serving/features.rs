@@ -1,0 +1,166 @@
+//! `GET /v1/features/{user_id}`, and the background task that keeps the online features
+//! fresh: the embedded store reloads from Postgres after each feature refresh, and the
+//! freshness gauges on `/metrics` follow `nudge-train features status`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::ApiContext;
+use super::error::ApiError;
+use crate::features::FeatureError;
+use crate::features::materialize::materialize;
+use crate::features::row::NamedFeatures;
+use crate::features::status::status;
+use crate::store::online::{FeatureLookup, OnlineStore};
+
+/// Gauge: how far the newest snapshot trails the newest event, in seconds.
+pub const FEATURES_LAG: &str = "nudge_features_lag_seconds";
+/// Gauge: seconds from the newest snapshot's as_of to now.
+pub const SNAPSHOT_AGE: &str = "nudge_features_snapshot_age_seconds";
+/// Gauge: share of the last 24 hours' events that passed validation.
+pub const VALIDATION_PASS_SHARE: &str = "nudge_events_validation_pass_share";
+/// Gauge: users in the embedded store's current feature version.
+pub const EMBEDDED_USERS: &str = "nudge_features_embedded_users";
+
+/// The body of `GET /v1/features/{user_id}`.
+#[derive(Serialize)]
+struct FeaturesBody<'a> {
+    user_id: &'a str,
+    /// Midnight UTC of the snapshot: every value covers events strictly before it.
+    as_of: DateTime<Utc>,
+    features: NamedFeatures<'a>,
+}
+
+/// `GET /v1/features/{user_id}`: the user's newest materialised features, in catalog order.
+pub async fn get_features(
+    State(ctx): State<ApiContext>,
+    Path(user_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user_hash = ctx.hasher.hash(&user_id);
+    let row = match ctx
+        .online
+        .features(&ctx.feature_catalog, &user_hash)
+        .await?
+    {
+        FeatureLookup::Found(row) => row,
+        FeatureLookup::Unknown => {
+            return Err(ApiError::UnknownUser(
+                "no features are stored for this user",
+            ));
+        }
+        FeatureLookup::NotMaterialized => {
+            return Err(ApiError::UnknownUser(
+                "no features have been materialised yet (nudge-train features materialize)",
+            ));
+        }
+    };
+    let body = FeaturesBody {
+        user_id: &user_id,
+        as_of: row.as_of_time(),
+        features: row.named(&ctx.feature_catalog),
+    };
+    // Serialised here, not through serde_json::Value, so reals keep their f32 digits.
+    let json = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json))
+}
+
+/// Loads the embedded store from Postgres.
+async fn load_embedded(ctx: &ApiContext) -> Result<(), FeatureError> {
+    let report = materialize(
+        &ctx.pool,
+        &ctx.feature_catalog,
+        &ctx.online,
+        &ProgressBar::hidden(),
+    )
+    .await?;
+    metrics::gauge!(EMBEDDED_USERS).set(report.users as f64);
+    tracing::info!(
+        users = report.users,
+        version = %report.version,
+        newest_as_of = ?report.newest_as_of,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "embedded feature store loaded"
+    );
+    Ok(())
+}
+
+/// When the last feature refresh finished (changes whenever snapshots may have changed).
+async fn last_refresh(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(finished_at) FROM silver.refreshes")
+        .fetch_one(pool)
+        .await
+}
+
+/// Keeps the online features fresh: see [`FeatureRefresher::tick`].
+pub struct FeatureRefresher {
+    ctx: ApiContext,
+    /// The feature refresh the embedded store was last loaded after.
+    loaded_after: Option<DateTime<Utc>>,
+}
+
+impl FeatureRefresher {
+    /// Loads the embedded store (Redis is filled by `nudge-train features materialize`).
+    pub async fn start(ctx: ApiContext) -> Result<Self, FeatureError> {
+        // Read before loading, so a refresh finishing during the load triggers a reload.
+        let loaded_after = last_refresh(&ctx.pool).await?;
+        if matches!(ctx.online, OnlineStore::Embedded(_)) {
+            load_embedded(&ctx).await?;
+        }
+        Ok(Self { ctx, loaded_after })
+    }
+
+    /// Updates the freshness gauges and, when embedded, reloads the store if a feature
+    /// refresh finished since the last load. Errors are logged, the loaded version
+    /// serving meanwhile.
+    pub async fn tick(&mut self) {
+        let ctx = &self.ctx;
+        match status(&ctx.pool, Utc::now()).await {
+            Ok(status) => {
+                if let Some(lag) = status.lag() {
+                    metrics::gauge!(FEATURES_LAG).set(lag.num_milliseconds() as f64 / 1e3);
+                }
+                if let Some(as_of) = status.newest_snapshot {
+                    let age = Utc::now() - as_of.and_time(chrono::NaiveTime::MIN).and_utc();
+                    metrics::gauge!(SNAPSHOT_AGE).set(age.num_milliseconds() as f64 / 1e3);
+                }
+                if let Some(share) = status.validation_pass_share() {
+                    metrics::gauge!(VALIDATION_PASS_SHARE).set(share);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "feature status unavailable"),
+        }
+        if !matches!(ctx.online, OnlineStore::Embedded(_)) {
+            return;
+        }
+        match last_refresh(&ctx.pool).await {
+            Ok(latest) if latest != self.loaded_after => match load_embedded(ctx).await {
+                Ok(()) => self.loaded_after = latest,
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "embedded feature reload failed; the previous version keeps serving"
+                ),
+            },
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "feature refresh marker unavailable"),
+        }
+    }
+
+    /// Ticks every `every`, forever.
+    pub fn spawn(mut self, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                self.tick().await;
+            }
+        })
+    }
+}
