@@ -3,9 +3,9 @@
 //!
 //! Run it through `benches/ingest_load.sh`, which starts a release nudge-serve first.
 
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::json;
@@ -54,11 +54,6 @@ fn build_bodies(args: &Args) -> Vec<String> {
         .collect()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -66,61 +61,34 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, bodies, next, url) = (
-            client.clone(),
-            bodies.clone(),
-            next.clone(),
-            args.url.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { break };
-                let sent = Instant::now();
-                let ok = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                latencies.push(sent.elapsed());
-                failures += usize::from(!ok);
-            }
-            (latencies, failures)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(args.requests);
-    let mut failures = 0;
-    for worker in workers {
-        let (l, f) = worker.await?;
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
+    let url = args.url.clone();
+    let report = support::drive(args.requests, args.concurrency, None, move |i| {
+        let (client, bodies, url) = (client.clone(), bodies.clone(), url.clone());
+        async move {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(bodies[i].clone())
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await?;
     let events = args.requests * args.batch_size;
     println!(
-        "requests={} batch={} concurrency={} failures={failures}\n\
+        "requests={} batch={} concurrency={} failures={}\n\
          elapsed={:.2}s events/s={:.0}\n\
-         latency per {}-event request: p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+         latency per {}-event request: {}",
         args.requests,
         args.batch_size,
         args.concurrency,
-        elapsed.as_secs_f64(),
-        events as f64 / elapsed.as_secs_f64(),
+        report.failures,
+        report.elapsed.as_secs_f64(),
+        events as f64 / report.elapsed.as_secs_f64(),
         args.batch_size,
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.90).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        report.latency_line(),
     );
-    anyhow::ensure!(failures == 0, "{failures} requests failed");
+    anyhow::ensure!(report.failures == 0, "{} requests failed", report.failures);
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! `nudge-train`: the ML engineer's tool — schema migrations, the population simulator
-//! and the end-to-end demo (features, training and promotion to come).
+//! `nudge-train`: the ML engineer's tool — schema migrations, the population simulator,
+//! the feature pipeline and the end-to-end demo (training and promotion to come).
 
 use anyhow::Context;
 use chrono::NaiveDate;
