@@ -35,7 +35,13 @@ async fn main() -> anyhow::Result<()> {
     let mut rng = rand::rng();
     let urls: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
         (0..args.requests)
-            .map(|_| format!("{}/v1/features/u{}", args.url, rng.random_range(0..args.users)))
+            .map(|_| {
+                format!(
+                    "{}/v1/features/u{}",
+                    args.url,
+                    rng.random_range(0..args.users)
+                )
+            })
             .collect(),
     );
     let client = reqwest::Client::builder()

@@ -77,7 +77,8 @@ enum Command {
 enum FeaturesCommand {
     /// Rebuild silver (identity links, stitched events, sessions, notifications) and gold
     /// (daily aggregates, snapshots as of the end of each day) for the UTC days
-    /// [--from, --to). Idempotent. Without dates: from the earliest event received since
+    /// [--from, --to), stage by stage, chunks of days side by side. Idempotent; refused
+    /// while another refresh runs. Without dates: from the earliest event received since
     /// the last refresh through today.
     Refresh {
         #[command(flatten)]
@@ -88,6 +89,9 @@ enum FeaturesCommand {
         /// Day after the last (YYYY-MM-DD).
         #[arg(long, requires = "from")]
         to: Option<NaiveDate>,
+        /// Chunks of days refreshed side by side (Postgres backends); default: one per core.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
     },
     /// Copy every user's newest snapshot into Redis under a new version, then switch
     /// readers to it in one step (a reader never sees half a materialisation); the
@@ -133,10 +137,16 @@ async fn main() -> anyhow::Result<()> {
             simulate(&pool, sim.config()?, key.hasher()?, sim.options()).await
         }
         Command::Features {
-            command: FeaturesCommand::Refresh { database, from, to },
+            command:
+                FeaturesCommand::Refresh {
+                    database,
+                    from,
+                    to,
+                    jobs,
+                },
         } => {
             let pool = connect_migrated(&database.database_url).await?;
-            refresh_features(&pool, from.zip(to)).await
+            refresh_features(&pool, from.zip(to), jobs.map(usize::from)).await
         }
         Command::Features {
             command: FeaturesCommand::Materialize { database, redis },
@@ -185,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
             simulate(&pool, config, key.hasher()?, options).await?;
             // The day before the start holds the first signups' anonymous funnel events.
             let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
-            refresh_features(&pool, Some((start.pred_opt().unwrap_or(start), end))).await?;
+            refresh_features(&pool, Some((start.pred_opt().unwrap_or(start), end)), None).await?;
             print!("{}", labels::label_report(&pool).await?);
             println!("demo: next come train → serve → closed-loop traffic → report.");
             Ok(())
@@ -214,6 +224,7 @@ async fn simulate(
 async fn refresh_features(
     pool: &PgPool,
     range: Option<(NaiveDate, NaiveDate)>,
+    jobs: Option<usize>,
 ) -> anyhow::Result<()> {
     let range = match range {
         Some((from, to)) => DayRange::new(from, to)?,
@@ -233,7 +244,10 @@ async fn refresh_features(
     ));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let started = std::time::Instant::now();
-    let report = refresh::refresh(pool, range).await?;
+    let report = match jobs {
+        Some(jobs) => refresh::refresh_with_jobs(pool, range, jobs).await?,
+        None => refresh::refresh(pool, range).await?,
+    };
     spinner.finish_and_clear();
     println!(
         "features refreshed for {} → {} in {:.1} s: {} events, {} sessions, {} notifications, {} snapshots",
@@ -245,6 +259,12 @@ async fn refresh_features(
         report.notifications,
         report.snapshots
     );
+    if report.restitched_days > 0 {
+        println!(
+            "late identity links moved events of {} earlier days; their sessions and daily aggregates were rebuilt",
+            report.restitched_days
+        );
+    }
     Ok(())
 }
 

@@ -35,6 +35,9 @@ pub enum FeatureError {
     /// Postgres failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another feature refresh holds the lock.
+    #[error("another feature refresh is running; try again when it finishes")]
+    RefreshRunning,
     /// The online store failed.
     #[error("online store: {0}")]
     Store(#[from] crate::store::StoreError),
@@ -65,6 +68,28 @@ impl DayRange {
         (self.to - self.from).num_days()
     }
 
+    /// Whether `day` is in the range.
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        self.from <= day && day < self.to
+    }
+
+    /// Splits the range into at most `parts` contiguous ranges, in order, whose lengths
+    /// differ by at most a day.
+    pub fn split(&self, parts: usize) -> Vec<DayRange> {
+        let days = self.days();
+        let parts = (parts.max(1) as i64).min(days);
+        let mut from = self.from;
+        (0..parts)
+            .map(|k| {
+                let len = days / parts + i64::from(k < days % parts);
+                let to = from + chrono::TimeDelta::days(len);
+                let chunk = DayRange { from, to };
+                from = to;
+                chunk
+            })
+            .collect()
+    }
+
     /// `sql` with psql's `:'from'` and `:'to'` variables replaced by the range's dates.
     /// Safe to send: dates print as `YYYY-MM-DD` and nothing else is substituted.
     pub(crate) fn substitute(&self, sql: &str) -> String {
@@ -76,6 +101,23 @@ impl DayRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_split_covers_the_range_in_order_with_near_equal_chunks(days in 1i64..400, parts in 0usize..10) {
+            let from = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+            let range = DayRange::new(from, from + chrono::TimeDelta::days(days)).unwrap();
+            let chunks = range.split(parts);
+            prop_assert_eq!(chunks.len() as i64, (parts.max(1) as i64).min(days));
+            prop_assert_eq!(chunks[0].from(), range.from());
+            prop_assert_eq!(chunks[chunks.len() - 1].to(), range.to());
+            prop_assert!(chunks.windows(2).all(|w| w[0].to() == w[1].from()));
+            let lens: Vec<i64> = chunks.iter().map(DayRange::days).collect();
+            prop_assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
+            prop_assert!(lens.iter().all(|&l| l >= 1));
+        }
+    }
 
     #[test]
     fn ranges_are_checked_and_substituted_as_date_literals() {

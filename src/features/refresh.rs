@@ -1,17 +1,27 @@
 //! `nudge-train features refresh`: the silver and gold refresh SQL of `notebooks-sql/`,
-//! run over a day range as one transaction.
+//! run stage by stage over a day range, each stage's chunks of days side by side.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{AssertSqlSafe, PgPool};
+use futures_util::{StreamExt, TryStreamExt};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
 use super::{DayRange, FeatureError};
 
-/// Settings of the refresh transaction.
+/// Settings of every refresh transaction.
 pub const SETTINGS_SQL: &str = include_str!("../../notebooks-sql/refresh_settings.sql");
-/// Silver: identity links, stitched events, sessions, notification outcomes.
-pub const SILVER_SQL: &str = include_str!("../../notebooks-sql/silver/refresh.sql");
-/// Gold: per-user daily aggregates and point-in-time snapshots.
-pub const GOLD_SQL: &str = include_str!("../../notebooks-sql/gold/refresh.sql");
+/// Stage 1: identity links; events of late-linked ids moved to their user.
+pub const IDENTITY_SQL: &str = include_str!("../../notebooks-sql/silver/identity.sql");
+/// Stage 2: a range's silver events.
+pub const EVENTS_SQL: &str = include_str!("../../notebooks-sql/silver/events.sql");
+/// Stage 3: a range's sessions and notification outcomes.
+pub const DERIVED_SQL: &str = include_str!("../../notebooks-sql/silver/derived.sql");
+/// Stage 4: a range's per-user daily aggregates.
+pub const USER_DAYS_SQL: &str = include_str!("../../notebooks-sql/gold/user_days.sql");
+/// Stage 5: the snapshots as of a range's day ends.
+pub const SNAPSHOTS_SQL: &str = include_str!("../../notebooks-sql/gold/snapshots.sql");
+
+/// Session-level advisory lock held by a refresh, so two never interleave.
+pub const REFRESH_LOCK: i64 = 0x6e75_6467_655f_7266; // "nudge_rf"
 
 /// What a refresh wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,16 +36,79 @@ pub struct RefreshReport {
     pub notifications: i64,
     /// Snapshots taken at the end of the range's days.
     pub snapshots: i64,
+    /// Days outside the range whose events a late identity link moved (rebuilt too).
+    pub restitched_days: usize,
 }
 
-/// Refreshes silver and gold for `range`, in one transaction. Idempotent: refreshing a
-/// range twice leaves the same rows.
+/// Refreshes silver and gold for `range` with one job per core.
 pub async fn refresh(pool: &PgPool, range: DayRange) -> Result<RefreshReport, FeatureError> {
+    let jobs = std::thread::available_parallelism().map_or(1, usize::from);
+    refresh_with_jobs(pool, range, jobs).await
+}
+
+/// Refreshes silver and gold for `range`: the stages of `notebooks-sql/` in order, each
+/// range-wise stage split into `jobs` chunks of days run side by side (one transaction
+/// each). Idempotent: refreshing a range twice leaves the same rows. Refused while
+/// another refresh holds the lock.
+pub async fn refresh_with_jobs(
+    pool: &PgPool,
+    range: DayRange,
+    jobs: usize,
+) -> Result<RefreshReport, FeatureError> {
+    // A connection of its own: the session lock goes when it closes, whatever happens.
+    let mut lock = PgConnection::connect_with(&pool.connect_options()).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(REFRESH_LOCK)
+        .fetch_one(&mut lock)
+        .await?;
+    if !locked {
+        return Err(FeatureError::RefreshRunning);
+    }
+    let report = run_stages(pool, range, jobs.max(1)).await;
+    let _ = lock.close().await;
+    report
+}
+
+async fn run_stages(
+    pool: &PgPool,
+    range: DayRange,
+    jobs: usize,
+) -> Result<RefreshReport, FeatureError> {
     let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
-    let script = format!("BEGIN;\n{SETTINGS_SQL}\n{SILVER_SQL}\n{GOLD_SQL}\nCOMMIT;\n");
-    sqlx::raw_sql(AssertSqlSafe(range.substitute(&script)))
+
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "BEGIN;\n{SETTINGS_SQL}\n{IDENTITY_SQL}\nCOMMIT;\n"
+    )))
+    .execute(pool)
+    .await?;
+    // Includes days a failed refresh left to rebuild.
+    let restitched: Vec<NaiveDate> =
+        sqlx::query_scalar("SELECT day FROM silver.restitched_days ORDER BY day")
+            .fetch_all(pool)
+            .await?;
+
+    run_chunks(pool, EVENTS_SQL, range.split(jobs), jobs).await?;
+    // A notification sent the day before the range may be opened in it.
+    let widened = DayRange::new(range.from().pred_opt().unwrap_or(range.from()), range.to())?;
+    let outside: Vec<NaiveDate> = restitched
+        .iter()
+        .copied()
+        .filter(|d| !widened.contains(*d))
+        .collect();
+    let mut derived = widened.split(jobs);
+    derived.extend(
+        outside
+            .iter()
+            .filter_map(|d| DayRange::new(*d, d.succ_opt()?).ok()),
+    );
+    let derived_sql = format!("{DERIVED_SQL}\n{USER_DAYS_SQL}");
+    run_chunks(pool, &derived_sql, derived, jobs).await?;
+    sqlx::query("DELETE FROM silver.restitched_days WHERE day = ANY($1)")
+        .bind(&restitched)
         .execute(pool)
         .await?;
+    run_chunks(pool, SNAPSHOTS_SQL, range.split(jobs), jobs).await?;
+
     let (events, sessions, notifications, snapshots): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM silver.events WHERE day >= $1 AND day < $2),
                 (SELECT count(*) FROM silver.sessions WHERE day >= $1 AND day < $2),
@@ -60,7 +133,28 @@ pub async fn refresh(pool: &PgPool, range: DayRange) -> Result<RefreshReport, Fe
         sessions,
         notifications,
         snapshots,
+        restitched_days: outside.len(),
     })
+}
+
+/// Runs `sql` once per chunk, each in its own transaction after the settings, at most
+/// `jobs` at a time; the first error stops the stage.
+async fn run_chunks(
+    pool: &PgPool,
+    sql: &str,
+    chunks: Vec<DayRange>,
+    jobs: usize,
+) -> Result<(), FeatureError> {
+    let script = format!("BEGIN;\n{SETTINGS_SQL}\n{sql}\nCOMMIT;\n");
+    futures_util::stream::iter(chunks)
+        .map(|chunk| {
+            let sql = chunk.substitute(&script);
+            async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await }
+        })
+        .buffer_unordered(jobs)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
 }
 
 /// The days a refresh should cover when none are given: from the earliest event received

@@ -1,54 +1,11 @@
--- Refreshes gold for the UTC days [:'from', :'to'): the per-user daily aggregates of those
--- days (and of the days silver just re-attributed), then the snapshots taken at the end
--- of each of those days (as_of in (:'from', :'to']). Runs after silver/refresh.sql in the
--- same transaction; see that file for how to run it in psql.
+-- Gold, stage 5 of the feature refresh: the snapshots of every user seen before, as of
+-- the end of each of the days [:'from', :'to') (as_of in (:'from', :'to']), by rolling
+-- windows over the daily aggregates. See silver/identity.sql for the order of the stages.
 --
 -- A snapshot `as_of` D sees only days before D: it is what serving would have known at
 -- midnight D. A late event for day d changes every snapshot after d, so refresh from d
 -- through today (the default range of `nudge-train features refresh` does).
 
--- 1. Per-user daily aggregates.
-DELETE FROM gold.user_days
-WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM restitched_days);
-
-INSERT INTO gold.user_days
-    (user_hash, day, sessions, app_opens, in_app_events, last_session_end, contacts_created, contacts_viewed,
-     outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
-     last_notification_at, opted_out, pricing_views, paywall_views, trials, emails_opened,
-     emails_clicked, prompted_sessions)
-SELECT e.user_hash, e.day,
-       coalesce(max(s.sessions), 0),
-       count(*) FILTER (WHERE e.event = 'app_opened'),
-       count(*) FILTER (WHERE e.in_app),
-       max(s.last_end),
-       count(*) FILTER (WHERE e.event = 'contact_created'),
-       count(*) FILTER (WHERE e.event = 'contact_viewed'),
-       count(*) FILTER (WHERE e.event = 'outreach_sent'),
-       max(e.ts) FILTER (WHERE e.event = 'outreach_sent'),
-       max((e.properties->>'contact_count')::int) FILTER (WHERE e.event = 'contact_created'),
-       count(*) FILTER (WHERE e.event = 'notification_sent'),
-       count(*) FILTER (WHERE e.event = 'notification_opened'),
-       count(*) FILTER (WHERE e.event = 'notification_dismissed'),
-       max(e.ts) FILTER (WHERE e.event = 'notification_sent'),
-       bool_or(e.event = 'push_opt_out'),
-       count(*) FILTER (WHERE e.event = 'pricing_view'),
-       count(*) FILTER (WHERE e.event = 'paywall_view'),
-       count(*) FILTER (WHERE e.event = 'trial_started'),
-       count(*) FILTER (WHERE e.event = 'email_opened'),
-       count(*) FILTER (WHERE e.event = 'email_clicked'),
-       coalesce(max(s.prompted), 0)
-FROM silver.events e
-LEFT JOIN (
-    SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end,
-           count(*) FILTER (WHERE source IN ('push', 'email')) AS prompted
-    FROM silver.sessions
-    WHERE (day >= :'from'::date AND day < :'to'::date) OR day IN (SELECT day FROM restitched_days)
-    GROUP BY user_hash, day
-) s ON s.user_hash = e.user_hash AND s.day = e.day
-WHERE (e.day >= :'from'::date AND e.day < :'to'::date) OR e.day IN (SELECT day FROM restitched_days)
-GROUP BY e.user_hash, e.day;
-
--- 2. Snapshots as of the end of each day of the range, for every user seen before.
 DELETE FROM gold.snapshots WHERE as_of > :'from'::date AND as_of <= :'to'::date;
 
 INSERT INTO gold.snapshots

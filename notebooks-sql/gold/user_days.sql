@@ -1,0 +1,42 @@
+-- Gold, stage 4 of the feature refresh: what each user did on each of the days
+-- [:'from', :'to'), from silver. nudge-train runs it over the same days as stage 3. See
+-- silver/identity.sql for the order of the stages.
+DELETE FROM gold.user_days WHERE day >= :'from'::date AND day < :'to'::date;
+
+INSERT INTO gold.user_days
+    (user_hash, day, sessions, app_opens, in_app_events, last_session_end, contacts_created, contacts_viewed,
+     outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
+     last_notification_at, opted_out, pricing_views, paywall_views, trials, emails_opened,
+     emails_clicked, prompted_sessions)
+SELECT e.user_hash, e.day,
+       coalesce(max(s.sessions), 0),
+       count(*) FILTER (WHERE e.event = 'app_opened'),
+       count(*) FILTER (WHERE e.in_app),
+       max(s.last_end),
+       count(*) FILTER (WHERE e.event = 'contact_created'),
+       count(*) FILTER (WHERE e.event = 'contact_viewed'),
+       count(*) FILTER (WHERE e.event = 'outreach_sent'),
+       max(e.ts) FILTER (WHERE e.event = 'outreach_sent'),
+       max((e.properties->>'contact_count')::int) FILTER (WHERE e.event = 'contact_created'),
+       count(*) FILTER (WHERE e.event = 'notification_sent'),
+       count(*) FILTER (WHERE e.event = 'notification_opened'),
+       count(*) FILTER (WHERE e.event = 'notification_dismissed'),
+       max(e.ts) FILTER (WHERE e.event = 'notification_sent'),
+       bool_or(e.event = 'push_opt_out'),
+       count(*) FILTER (WHERE e.event = 'pricing_view'),
+       count(*) FILTER (WHERE e.event = 'paywall_view'),
+       count(*) FILTER (WHERE e.event = 'trial_started'),
+       count(*) FILTER (WHERE e.event = 'email_opened'),
+       count(*) FILTER (WHERE e.event = 'email_clicked'),
+       coalesce(max(s.prompted), 0)
+FROM silver.events e
+LEFT JOIN (
+    SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end,
+           count(*) FILTER (WHERE source IN ('push', 'email')) AS prompted
+    FROM silver.sessions
+    WHERE day >= :'from'::date AND day < :'to'::date
+    GROUP BY user_hash, day
+) s ON s.user_hash = e.user_hash AND s.day = e.day
+WHERE e.day >= :'from'::date AND e.day < :'to'::date
+GROUP BY e.user_hash, e.day;
+

@@ -1,0 +1,50 @@
+-- Silver, stage 3 of the feature refresh: the sessions of the days [:'from', :'to') and
+-- the notifications sent in them, joined to their open or dismissal. nudge-train runs it
+-- over the refreshed range widened one day back (a notification sent the day before may
+-- be opened in the range), and over each day stage 1 moved events of. See
+-- silver/identity.sql for the order of the stages.
+
+-- Sessions: a 30-minute gap starts a new one, and so does UTC midnight, so a day's
+-- sessions depend on that day's events alone.
+DELETE FROM silver.sessions WHERE day >= :'from'::date AND day < :'to'::date;
+
+INSERT INTO silver.sessions (user_hash, started_at, ended_at, day, events, source)
+SELECT user_hash, min(ts), max(ts), day, count(*),
+       COALESCE((array_agg(properties->>'source' ORDER BY ts, uuid)
+                 FILTER (WHERE event = 'app_opened'))[1], 'organic')
+FROM (
+    SELECT *, sum(starts) OVER (PARTITION BY user_hash, day ORDER BY ts, uuid) AS session_no
+    FROM (
+        SELECT user_hash, day, ts, uuid, event, properties,
+               CASE WHEN lag(ts) OVER (PARTITION BY user_hash, day ORDER BY ts, uuid)
+                         > ts - interval '30 minutes' THEN 0 ELSE 1 END AS starts
+        FROM silver.events
+        WHERE in_app AND day >= :'from'::date AND day < :'to'::date
+    ) gaps
+) numbered
+GROUP BY user_hash, day, session_no;
+
+-- Notifications sent in the days, with their first open and dismissal (whenever they came).
+DELETE FROM silver.notifications WHERE sent_at >= :'from'::date AND sent_at < :'to'::date;
+
+INSERT INTO silver.notifications
+    (notification_id, user_hash, sent_at, notif_type, arm, propensity, model_version, opened_at, dismissed_at)
+SELECT s.id, s.user_hash, s.ts, s.notif_type, s.arm, s.propensity, s.model_version, r.opened_at, r.dismissed_at
+FROM (
+    SELECT DISTINCT ON (properties->>'notification_id')
+           properties->>'notification_id' AS id, user_hash, ts, properties->>'notif_type' AS notif_type,
+           properties->>'arm' AS arm, (properties->>'propensity')::real AS propensity,
+           properties->>'model_version' AS model_version
+    FROM silver.events
+    WHERE event = 'notification_sent' AND ts >= :'from'::date AND ts < :'to'::date
+    ORDER BY properties->>'notification_id', ts, uuid
+) s
+LEFT JOIN (
+    SELECT properties->>'notification_id' AS id,
+           min(ts) FILTER (WHERE event = 'notification_opened') AS opened_at,
+           min(ts) FILTER (WHERE event = 'notification_dismissed') AS dismissed_at
+    FROM silver.events
+    WHERE event IN ('notification_opened', 'notification_dismissed') AND ts >= :'from'::date
+    GROUP BY 1
+) r ON r.id = s.id
+ON CONFLICT (notification_id) DO NOTHING;
