@@ -3,4 +3,4 @@
 SET LOCAL TimeZone = 'UTC';
 -- Sorts and hashes of a refresh fit in memory (one refresh runs at a time, in a few
 -- transactions side by side).
-SET LOCAL work_mem = '256MB';
+SET LOCAL work_mem = '1GB';

@@ -17,7 +17,7 @@ SELECT e.user_hash, e.day,
        count(*) FILTER (WHERE e.event = 'contact_viewed'),
        count(*) FILTER (WHERE e.event = 'outreach_sent'),
        max(e.ts) FILTER (WHERE e.event = 'outreach_sent'),
-       max((e.properties->>'contact_count')::int) FILTER (WHERE e.event = 'contact_created'),
+       max(e.contact_count),
        count(*) FILTER (WHERE e.event = 'notification_sent'),
        count(*) FILTER (WHERE e.event = 'notification_opened'),
        count(*) FILTER (WHERE e.event = 'notification_dismissed'),
@@ -29,7 +29,15 @@ SELECT e.user_hash, e.day,
        count(*) FILTER (WHERE e.event = 'email_opened'),
        count(*) FILTER (WHERE e.event = 'email_clicked'),
        coalesce(max(s.prompted), 0)
-FROM silver.events e
+FROM (
+    -- Only the columns the aggregates need (OFFSET 0 keeps the projection below the
+    -- sort, so it does not carry every event's properties).
+    SELECT user_hash, day, event, in_app, ts,
+           CASE WHEN event = 'contact_created' THEN (properties->>'contact_count')::int END AS contact_count
+    FROM silver.events
+    WHERE day >= :'from'::date AND day < :'to'::date
+    OFFSET 0
+) e
 LEFT JOIN (
     SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end,
            count(*) FILTER (WHERE source IN ('push', 'email')) AS prompted
@@ -37,6 +45,5 @@ LEFT JOIN (
     WHERE day >= :'from'::date AND day < :'to'::date
     GROUP BY user_hash, day
 ) s ON s.user_hash = e.user_hash AND s.day = e.day
-WHERE e.day >= :'from'::date AND e.day < :'to'::date
 GROUP BY e.user_hash, e.day;
 

@@ -24,19 +24,23 @@ FROM (
 ) numbered
 GROUP BY user_hash, day, session_no;
 
--- Notifications sent in the days, with their first open and dismissal (whenever they came).
+-- Notifications sent in the days, with their first open and dismissal within 7 days (an
+-- open a week later is not the notification's doing). Filters are on `day`, which the
+-- index covers (ts and day agree: days are UTC).
 DELETE FROM silver.notifications WHERE sent_at >= :'from'::date AND sent_at < :'to'::date;
 
 INSERT INTO silver.notifications
     (notification_id, user_hash, sent_at, notif_type, arm, propensity, model_version, opened_at, dismissed_at)
-SELECT s.id, s.user_hash, s.ts, s.notif_type, s.arm, s.propensity, s.model_version, r.opened_at, r.dismissed_at
+SELECT s.id, s.user_hash, s.ts, s.notif_type, s.arm, s.propensity, s.model_version,
+       CASE WHEN r.opened_at < s.ts + interval '7 days' THEN r.opened_at END,
+       CASE WHEN r.dismissed_at < s.ts + interval '7 days' THEN r.dismissed_at END
 FROM (
     SELECT DISTINCT ON (properties->>'notification_id')
            properties->>'notification_id' AS id, user_hash, ts, properties->>'notif_type' AS notif_type,
            properties->>'arm' AS arm, (properties->>'propensity')::real AS propensity,
            properties->>'model_version' AS model_version
     FROM silver.events
-    WHERE event = 'notification_sent' AND ts >= :'from'::date AND ts < :'to'::date
+    WHERE event = 'notification_sent' AND day >= :'from'::date AND day < :'to'::date
     ORDER BY properties->>'notification_id', ts, uuid
 ) s
 LEFT JOIN (
@@ -44,7 +48,8 @@ LEFT JOIN (
            min(ts) FILTER (WHERE event = 'notification_opened') AS opened_at,
            min(ts) FILTER (WHERE event = 'notification_dismissed') AS dismissed_at
     FROM silver.events
-    WHERE event IN ('notification_opened', 'notification_dismissed') AND ts >= :'from'::date
+    WHERE event IN ('notification_opened', 'notification_dismissed')
+      AND day >= :'from'::date AND day < :'to'::date + 8
     GROUP BY 1
 ) r ON r.id = s.id
 ON CONFLICT (notification_id) DO NOTHING;

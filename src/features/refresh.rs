@@ -75,6 +75,7 @@ async fn run_stages(
     jobs: usize,
 ) -> Result<RefreshReport, FeatureError> {
     let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+    let stage = std::time::Instant::now();
 
     sqlx::raw_sql(AssertSqlSafe(format!(
         "BEGIN;\n{SETTINGS_SQL}\n{IDENTITY_SQL}\nCOMMIT;\n"
@@ -87,7 +88,12 @@ async fn run_stages(
             .fetch_all(pool)
             .await?;
 
-    run_chunks(pool, EVENTS_SQL, range.split(jobs), jobs).await?;
+    tracing::info!(
+        elapsed_s = stage.elapsed().as_secs_f64(),
+        "refresh stage 1 (identity) done"
+    );
+    run_chunks(pool, "events", EVENTS_SQL, range.split(jobs), jobs).await?;
+    analyze(pool, &["silver.events"]).await?;
     // A notification sent the day before the range may be opened in it.
     let widened = DayRange::new(range.from().pred_opt().unwrap_or(range.from()), range.to())?;
     let outside: Vec<NaiveDate> = restitched
@@ -102,12 +108,18 @@ async fn run_stages(
             .filter_map(|d| DayRange::new(*d, d.succ_opt()?).ok()),
     );
     let derived_sql = format!("{DERIVED_SQL}\n{USER_DAYS_SQL}");
-    run_chunks(pool, &derived_sql, derived, jobs).await?;
+    run_chunks(pool, "derived", &derived_sql, derived, jobs).await?;
+    analyze(
+        pool,
+        &["silver.sessions", "silver.notifications", "gold.user_days"],
+    )
+    .await?;
     sqlx::query("DELETE FROM silver.restitched_days WHERE day = ANY($1)")
         .bind(&restitched)
         .execute(pool)
         .await?;
-    run_chunks(pool, SNAPSHOTS_SQL, range.split(jobs), jobs).await?;
+    run_chunks(pool, "snapshots", SNAPSHOTS_SQL, range.split(jobs), jobs).await?;
+    analyze(pool, &["gold.snapshots"]).await?;
 
     let (events, sessions, notifications, snapshots): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM silver.events WHERE day >= $1 AND day < $2),
@@ -137,14 +149,33 @@ async fn run_stages(
     })
 }
 
+/// Refreshes the planner's statistics of tables a stage rewrote, so the next stage (and
+/// the label and training views) are planned for what the tables now hold rather than
+/// for whenever autovacuum last looked.
+async fn analyze(pool: &PgPool, tables: &[&str]) -> Result<(), FeatureError> {
+    let started = std::time::Instant::now();
+    sqlx::raw_sql(AssertSqlSafe(format!("ANALYZE {}", tables.join(", "))))
+        .execute(pool)
+        .await?;
+    tracing::info!(
+        tables = %tables.join(", "),
+        elapsed_s = started.elapsed().as_secs_f64(),
+        "statistics refreshed"
+    );
+    Ok(())
+}
+
 /// Runs `sql` once per chunk, each in its own transaction after the settings, at most
 /// `jobs` at a time; the first error stops the stage.
 async fn run_chunks(
     pool: &PgPool,
+    stage: &str,
     sql: &str,
     chunks: Vec<DayRange>,
     jobs: usize,
 ) -> Result<(), FeatureError> {
+    let started = std::time::Instant::now();
+    let count = chunks.len();
     let script = format!("BEGIN;\n{SETTINGS_SQL}\n{sql}\nCOMMIT;\n");
     futures_util::stream::iter(chunks)
         .map(|chunk| {
@@ -154,6 +185,12 @@ async fn run_chunks(
         .buffer_unordered(jobs)
         .try_collect::<Vec<_>>()
         .await?;
+    tracing::info!(
+        stage,
+        chunks = count,
+        elapsed_s = started.elapsed().as_secs_f64(),
+        "refresh stage done"
+    );
     Ok(())
 }
 
