@@ -58,6 +58,6 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && b
 LOAD=(target/release/examples/features_load --url "http://127.0.0.1:$PORT" --users "$USERS" --concurrency 32)
 "${LOAD[@]}" --requests 20000 >/dev/null   # warm-up
 "${LOAD[@]}" --requests 300000
-for rate in 5000 10000 15000; do
+for rate in 2000 5000 10000; do
   "${LOAD[@]}" --requests $((rate * 20)) --rate "$rate"
 done

@@ -1,7 +1,8 @@
 //! The load driver shared by the load clients: `--concurrency` workers send requests
 //! until `requests` are done, either as fast as answers come back (closed loop) or at a
-//! fixed rate (open loop, latency measured from each request's scheduled start so a slow
-//! answer cannot hide the queue behind it).
+//! fixed rate (open loop). Latency runs from the moment a request is sent; in open loop
+//! the report also gives how late sends left against their schedule (tokio's timer ticks
+//! in milliseconds), so a generator that fell behind shows instead of hiding the queue.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct LoadReport {
     /// Sorted ascending.
     pub latencies: Vec<Duration>,
+    /// Open loop: how late each send left against its schedule, sorted ascending.
+    pub lateness: Vec<Duration>,
     /// Requests that failed or were not answered with success.
     pub failures: usize,
     /// Wall time of the run.
@@ -21,8 +24,7 @@ pub struct LoadReport {
 impl LoadReport {
     /// The `p` quantile (0..=1) of the latencies.
     pub fn percentile(&self, p: f64) -> Duration {
-        let idx = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies.get(idx).copied().unwrap_or_default()
+        quantile(&self.latencies, p)
     }
 
     /// `p50=… p90=… p99=… max=…` in milliseconds.
@@ -34,8 +36,21 @@ impl LoadReport {
             ms(self.percentile(0.90)),
             ms(self.percentile(0.99)),
             ms(self.latencies.last().copied().unwrap_or_default()),
-        )
+        ) + &if self.lateness.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (sends late against schedule: p50={:.3}ms p99={:.3}ms)",
+                ms(quantile(&self.lateness, 0.50)),
+                ms(quantile(&self.lateness, 0.99))
+            )
+        }
     }
+}
+
+fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied().unwrap_or_default()
 }
 
 /// Sends requests `0..requests` through `send` (true = success) from `concurrency`
@@ -57,38 +72,41 @@ where
         let (next, send) = (next.clone(), send.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut lateness = Vec::new();
             let mut failures = 0usize;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
                     break;
                 }
-                let due = match rate {
-                    Some(rate) => {
-                        let due = started + Duration::from_secs_f64(i as f64 / rate);
-                        tokio::time::sleep_until(due.into()).await;
-                        due
-                    }
-                    None => Instant::now(),
-                };
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    lateness.push(due.elapsed());
+                }
+                let sent = Instant::now();
                 let ok = send(i).await;
-                latencies.push(due.elapsed());
+                latencies.push(sent.elapsed());
                 failures += usize::from(!ok);
             }
-            (latencies, failures)
+            (latencies, lateness, failures)
         }));
     }
     let mut latencies = Vec::with_capacity(requests);
+    let mut lateness = Vec::new();
     let mut failures = 0;
     for worker in workers {
-        let (l, f) = worker.await?;
+        let (l, late, f) = worker.await?;
         latencies.extend(l);
+        lateness.extend(late);
         failures += f;
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
+    lateness.sort_unstable();
     Ok(LoadReport {
         latencies,
+        lateness,
         failures,
         elapsed,
     })

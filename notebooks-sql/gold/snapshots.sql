@@ -34,6 +34,7 @@ dense AS (
     FROM known k
     CROSS JOIN LATERAL generate_series(greatest(k.first_day, :'from'::date - 29), :'to'::date - 1, interval '1 day') g(day)
     LEFT JOIN gold.user_days u ON u.user_hash = k.user_hash AND u.day = g.day::date
+                              AND u.day >= :'from'::date - 29 AND u.day < :'to'::date
 ),
 rolled AS (
     SELECT user_hash, day + 1 AS as_of,
