@@ -6,29 +6,22 @@
 -- a cold start, as nudge-serve sees one. Columns: the label view's, then as_of and the
 -- feature catalog's (notebooks-sql/gold/feature_catalog.yaml), in order.
 
-CREATE VIEW gold.training_returned_24h_after_notif AS
-SELECT *
-FROM gold.label_returned_24h_after_notif l
-LEFT JOIN LATERAL (
+-- The point-in-time rule, in one place: the newest snapshot of `who` at or before `at`.
+CREATE FUNCTION gold.snapshot_at(who text, at timestamptz) RETURNS SETOF gold.snapshots
+LANGUAGE sql STABLE AS $$
     SELECT s.* FROM gold.snapshots s
-    WHERE s.user_hash = l.user_hash AND s.as_of <= (l.example_at AT TIME ZONE 'UTC')::date
+    WHERE s.user_hash = who AND s.as_of <= (at AT TIME ZONE 'UTC')::date
     ORDER BY s.as_of DESC LIMIT 1
-) f USING (user_hash);
+$$;
+
+CREATE VIEW gold.training_returned_24h_after_notif AS
+SELECT * FROM gold.label_returned_24h_after_notif l
+LEFT JOIN LATERAL gold.snapshot_at(l.user_hash, l.example_at) f USING (user_hash);
 
 CREATE VIEW gold.training_churn_14d AS
-SELECT *
-FROM gold.label_churn_14d l
-LEFT JOIN LATERAL (
-    SELECT s.* FROM gold.snapshots s
-    WHERE s.user_hash = l.user_hash AND s.as_of <= (l.example_at AT TIME ZONE 'UTC')::date
-    ORDER BY s.as_of DESC LIMIT 1
-) f USING (user_hash);
+SELECT * FROM gold.label_churn_14d l
+LEFT JOIN LATERAL gold.snapshot_at(l.user_hash, l.example_at) f USING (user_hash);
 
 CREATE VIEW gold.training_paywall AS
-SELECT *
-FROM gold.label_paywall l
-LEFT JOIN LATERAL (
-    SELECT s.* FROM gold.snapshots s
-    WHERE s.user_hash = l.user_hash AND s.as_of <= (l.example_at AT TIME ZONE 'UTC')::date
-    ORDER BY s.as_of DESC LIMIT 1
-) f USING (user_hash);
+SELECT * FROM gold.label_paywall l
+LEFT JOIN LATERAL gold.snapshot_at(l.user_hash, l.example_at) f USING (user_hash);
