@@ -4,28 +4,15 @@
 mod common;
 
 use chrono::NaiveDate;
-use common::{HASH_KEY, TestDb};
-use indicatif::ProgressBar;
+use common::TestDb;
 use nudge::features::{DayRange, labels, refresh};
-use nudge::ingest::hashing::UserHasher;
 use nudge::sim::SimConfig;
-use nudge::sim::run::{RunOptions, run};
 
 #[tokio::test]
 async fn label_views_match_the_simulated_outcomes() {
     let db = TestDb::migrated().await;
     let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
-    let config = SimConfig::new(400, 24, 9, start, 0.3).unwrap();
-    let hasher = UserHasher::new(HASH_KEY.as_bytes());
-    run(
-        config,
-        hasher,
-        db.pool.clone(),
-        RunOptions::default(),
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    common::simulate(&db, SimConfig::new(400, 24, 9, start, 0.3).unwrap()).await;
     let range = DayRange::new(
         NaiveDate::from_ymd_opt(2026, 1, 4).unwrap(),
         NaiveDate::from_ymd_opt(2026, 1, 29).unwrap(),

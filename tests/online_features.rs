@@ -20,7 +20,6 @@ use nudge::ingest::catalog::Catalog;
 use nudge::ingest::hashing::UserHasher;
 use nudge::serving::{ApiContext, router};
 use nudge::sim::SimConfig;
-use nudge::sim::run::{RunOptions, run};
 use nudge::store::StoreError;
 use nudge::store::online::{FeatureLookup, OnlineStore};
 use serde_json::json;
@@ -161,14 +160,15 @@ fn app(db: &TestDb, online: OnlineStore) -> axum::Router {
 
 /// `GET /v1/features/{user}`: the status and the raw body.
 async fn get_features(app: &axum::Router, user: &str) -> (StatusCode, String) {
-    let response = tower::ServiceExt::oneshot(
-        app.clone(),
-        Request::get(format!("/v1/features/{user}"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    get_raw(app, &format!("/v1/features/{user}")).await
+}
+
+/// GETs any path: status and raw body.
+async fn get_raw(app: &axum::Router, path: &str) -> (StatusCode, String) {
+    let response =
+        tower::ServiceExt::oneshot(app.clone(), Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
@@ -363,7 +363,7 @@ async fn get_features_answers_from_the_embedded_store_and_follows_refreshes() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The freshness gauges are on /metrics.
-    let (_, metrics) = get_features_path(&app, "/metrics").await;
+    let (_, metrics) = get_raw(&app, "/metrics").await;
     for gauge in [
         "nudge_features_lag_seconds",
         "nudge_features_snapshot_age_seconds",
@@ -373,32 +373,13 @@ async fn get_features_answers_from_the_embedded_store_and_follows_refreshes() {
     }
 }
 
-/// GETs any path: status and raw body.
-async fn get_features_path(app: &axum::Router, path: &str) -> (StatusCode, String) {
-    let response =
-        tower::ServiceExt::oneshot(app.clone(), Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
 #[tokio::test]
 async fn the_trainer_and_nudge_serve_see_the_same_features_value_for_value() {
     let db = TestDb::migrated().await;
     let start = day("2026-01-05");
     let (users, days) = (300, 16);
     let hasher = UserHasher::new(HASH_KEY.as_bytes());
-    run(
-        SimConfig::new(users, days, 11, start, 0.3).unwrap(),
-        hasher.clone(),
-        db.pool.clone(),
-        RunOptions::default(),
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    common::simulate(&db, SimConfig::new(users, days, 11, start, 0.3).unwrap()).await;
     let last_day = start + chrono::TimeDelta::days(i64::from(days) - 1);
     refresh::refresh(
         &db.pool,

@@ -4,13 +4,10 @@
 mod common;
 
 use chrono::NaiveDate;
-use common::{HASH_KEY, TestDb};
-use indicatif::ProgressBar;
+use common::TestDb;
 use nudge::features::refresh::{REFRESH_LOCK, refresh_with_jobs};
 use nudge::features::{DayRange, FeatureError};
-use nudge::ingest::hashing::UserHasher;
 use nudge::sim::SimConfig;
-use nudge::sim::run::{RunOptions, run};
 
 /// One digest per silver and gold table, over all its rows.
 async fn digests(db: &TestDb) -> Vec<(String, i64, String)> {
@@ -38,15 +35,7 @@ async fn digests(db: &TestDb) -> Vec<(String, i64, String)> {
 async fn chunks_side_by_side_give_the_rows_of_one_job_and_reruns_change_nothing() {
     let db = TestDb::migrated().await;
     let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
-    run(
-        SimConfig::new(300, 20, 5, start, 0.3).unwrap(),
-        UserHasher::new(HASH_KEY.as_bytes()),
-        db.pool.clone(),
-        RunOptions::default(),
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    common::simulate(&db, SimConfig::new(300, 20, 5, start, 0.3).unwrap()).await;
     let range = DayRange::new(
         start.pred_opt().unwrap(),
         start + chrono::TimeDelta::days(21),

@@ -244,6 +244,19 @@ pub fn numbered_event(n: u32, name: &str, who: &str, ts: &str, properties: Value
                        "distinct_id": who, "timestamp": ts, "properties": properties})
 }
 
+/// Simulates `config` into `db` (test hash key, default options).
+pub async fn simulate(db: &TestDb, config: nudge::sim::SimConfig) {
+    nudge::sim::run::run(
+        config,
+        UserHasher::new(HASH_KEY.as_bytes()),
+        db.pool.clone(),
+        nudge::sim::run::RunOptions::default(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .expect("simulate");
+}
+
 /// Ingests `events` through the production path; every one must be accepted.
 pub async fn ingest_all(db: &TestDb, events: &[Value]) {
     let ingestor = nudge::ingest::Ingestor::new(
