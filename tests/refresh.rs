@@ -1,5 +1,6 @@
-//! The staged refresh: chunks of days run side by side give exactly the rows one job
-//! gives, re-running changes nothing, and two refreshes never interleave.
+//! The staged refresh: chunks run side by side give exactly the rows one job gives,
+//! re-running changes nothing, two refreshes never interleave, and the newest day of
+//! snapshots is what the online store serves.
 
 mod common;
 
@@ -81,4 +82,49 @@ async fn a_refresh_is_refused_while_another_holds_the_lock() {
         .unwrap();
     assert!(released);
     refresh_with_jobs(&db.pool, range, 2).await.unwrap();
+}
+
+#[tokio::test]
+async fn after_contiguous_refreshes_the_newest_day_holds_every_users_newest_snapshot() {
+    let db = TestDb::migrated().await;
+    let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    // Signups on every day, so users first seen late in the range are included.
+    common::simulate(&db, SimConfig::new(200, 12, 5, start, 0.3).unwrap()).await;
+    let mid = start + chrono::TimeDelta::days(6);
+    let end = start + chrono::TimeDelta::days(13);
+    refresh_with_jobs(&db.pool, DayRange::new(start.pred_opt().unwrap(), mid).unwrap(), 2)
+        .await
+        .unwrap();
+    refresh_with_jobs(&db.pool, DayRange::new(mid, end).unwrap(), 2)
+        .await
+        .unwrap();
+
+    let digest = |sql: String| {
+        let pool = db.pool.clone();
+        async move {
+            let (rows, digest): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ({sql}) t"
+            )))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (rows, digest)
+        }
+    };
+    let per_user = digest(
+        "SELECT DISTINCT ON (user_hash) * FROM gold.snapshots ORDER BY user_hash, as_of DESC"
+            .to_owned(),
+    )
+    .await;
+    let first_days: Vec<NaiveDate> =
+        sqlx::query_scalar("SELECT min(day) FROM gold.user_days GROUP BY user_hash")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(first_days.iter().any(|d| *d > mid), "late signups exist");
+    assert_eq!(per_user.0 as usize, first_days.len());
+    assert_eq!(
+        digest(nudge::features::materialize::LATEST_SNAPSHOTS_SQL.to_owned()).await,
+        per_user
+    );
 }

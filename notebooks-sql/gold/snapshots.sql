@@ -5,19 +5,28 @@
 -- A snapshot `as_of` D sees only days before D: it is what serving would have known at
 -- midnight D. A late event for day d changes every snapshot after d, so refresh from d
 -- through today (the default range of `nudge-train features refresh` does).
+--
+-- Users are split into :'parts' partitions by a hash of user_hash, and one run covers
+-- partition :'part' (0-based), so partitions run side by side without each rebuilding the
+-- 29-day warm-up of the grid, as day chunks would. For a single run: part 0, parts 1.
 
-DELETE FROM gold.snapshots WHERE as_of > :'from'::date AND as_of <= :'to'::date;
+DELETE FROM gold.snapshots WHERE as_of > :'from'::date AND as_of <= :'to'::date
+    AND (hashtext(user_hash) & 2147483647) % :'parts'::int = :'part'::int;
 
 INSERT INTO gold.snapshots
 WITH known AS (
-    SELECT user_hash, min(day) AS first_day FROM gold.user_days WHERE day < :'to'::date GROUP BY user_hash
+    SELECT user_hash, min(day) AS first_day FROM gold.user_days
+    WHERE day < :'to'::date AND (hashtext(user_hash) & 2147483647) % :'parts'::int = :'part'::int
+    GROUP BY user_hash
 ),
 -- Everything older than the 30-day windows of the first snapshot, for the "ever" features.
 earlier AS (
     SELECT user_hash, max(last_session_end) AS last_session_end,
            max(last_notification_at) AS last_notification_at, max(last_outreach_at) AS last_outreach_at,
            bool_or(opted_out) AS opted_out, max(contact_count) AS contact_count
-    FROM gold.user_days WHERE day < :'from'::date - 29 GROUP BY user_hash
+    FROM gold.user_days
+    WHERE day < :'from'::date - 29 AND (hashtext(user_hash) & 2147483647) % :'parts'::int = :'part'::int
+    GROUP BY user_hash
 ),
 -- One row per user and day (windows below count rows, so the grid has no gaps).
 dense AS (

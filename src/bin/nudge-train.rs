@@ -77,7 +77,7 @@ enum Command {
 enum FeaturesCommand {
     /// Rebuild silver (identity links, stitched events, sessions, notifications) and gold
     /// (daily aggregates, snapshots as of the end of each day) for the UTC days
-    /// [--from, --to), stage by stage, chunks of days side by side. Idempotent; refused
+    /// [--from, --to), stage by stage, one chunk per core side by side. Idempotent; refused
     /// while another refresh runs. Without dates: from the earliest event received since
     /// the last refresh through today.
     Refresh {

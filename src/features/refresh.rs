@@ -1,5 +1,5 @@
 //! `nudge-train features refresh`: the silver and gold refresh SQL of `notebooks-sql/`,
-//! run stage by stage over a day range, each stage's chunks of days side by side.
+//! run stage by stage over a day range, each stage's chunks side by side.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::{StreamExt, TryStreamExt};
@@ -47,8 +47,8 @@ pub async fn refresh(pool: &PgPool, range: DayRange) -> Result<RefreshReport, Fe
 }
 
 /// Refreshes silver and gold for `range`: the stages of `notebooks-sql/` in order, each
-/// range-wise stage split into `jobs` chunks of days run side by side (one transaction
-/// each). Idempotent: refreshing a range twice leaves the same rows. Refused while
+/// stage split into `jobs` chunks run side by side (one transaction each): chunks of
+/// days for silver and the daily aggregates, partitions of users for the snapshots. Idempotent: refreshing a range twice leaves the same rows. Refused while
 /// another refresh holds the lock.
 pub async fn refresh_with_jobs(
     pool: &PgPool,
@@ -92,7 +92,7 @@ async fn run_stages(
         elapsed_s = stage.elapsed().as_secs_f64(),
         "refresh stage 1 (identity) done"
     );
-    run_chunks(pool, "events", EVENTS_SQL, range.split(jobs), jobs).await?;
+    run_chunks(pool, "events", by_days(EVENTS_SQL, range.split(jobs)), jobs).await?;
     analyze(pool, &["silver.events"]).await?;
     // A notification sent the day before the range may be opened in it.
     let widened = DayRange::new(range.from().pred_opt().unwrap_or(range.from()), range.to())?;
@@ -108,7 +108,7 @@ async fn run_stages(
             .filter_map(|d| DayRange::new(*d, d.succ_opt()?).ok()),
     );
     let derived_sql = format!("{DERIVED_SQL}\n{USER_DAYS_SQL}");
-    run_chunks(pool, "derived", &derived_sql, derived, jobs).await?;
+    run_chunks(pool, "derived", by_days(&derived_sql, derived), jobs).await?;
     analyze(
         pool,
         &["silver.sessions", "silver.notifications", "gold.user_days"],
@@ -118,7 +118,7 @@ async fn run_stages(
         .bind(&restitched)
         .execute(pool)
         .await?;
-    run_chunks(pool, "snapshots", SNAPSHOTS_SQL, range.split(jobs), jobs).await?;
+    run_chunks(pool, "snapshots", by_users(range, jobs), jobs).await?;
     analyze(pool, &["gold.snapshots"]).await?;
 
     let (events, sessions, notifications, snapshots): (i64, i64, i64, i64) = sqlx::query_as(
@@ -165,22 +165,36 @@ async fn analyze(pool: &PgPool, tables: &[&str]) -> Result<(), FeatureError> {
     Ok(())
 }
 
-/// Runs `sql` once per chunk, each in its own transaction after the settings, at most
-/// `jobs` at a time; the first error stops the stage.
+/// `sql` once per chunk of days.
+fn by_days(sql: &str, chunks: Vec<DayRange>) -> Vec<String> {
+    chunks.iter().map(|chunk| chunk.substitute(sql)).collect()
+}
+
+/// The snapshot SQL over the whole `range` once per partition of users: a day chunk
+/// would rebuild the 29-day warm-up of the grid, a user partition only its own users.
+fn by_users(range: DayRange, parts: usize) -> Vec<String> {
+    let sql = range
+        .substitute(SNAPSHOTS_SQL)
+        .replace(":'parts'", &format!("'{parts}'"));
+    (0..parts)
+        .map(|part| sql.replace(":'part'", &format!("'{part}'")))
+        .collect()
+}
+
+/// Runs each chunk's SQL in its own transaction after the settings, at most `jobs` at a
+/// time; the first error stops the stage.
 async fn run_chunks(
     pool: &PgPool,
     stage: &str,
-    sql: &str,
-    chunks: Vec<DayRange>,
+    chunks: Vec<String>,
     jobs: usize,
 ) -> Result<(), FeatureError> {
     let started = std::time::Instant::now();
     let count = chunks.len();
-    let script = format!("BEGIN;\n{SETTINGS_SQL}\n{sql}\nCOMMIT;\n");
     futures_util::stream::iter(chunks)
-        .map(|chunk| {
-            let sql = chunk.substitute(&script);
-            async move { sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await }
+        .map(|sql| async move {
+            let script = format!("BEGIN;\n{SETTINGS_SQL}\n{sql}\nCOMMIT;\n");
+            sqlx::raw_sql(AssertSqlSafe(script)).execute(pool).await
         })
         .buffer_unordered(jobs)
         .try_collect::<Vec<_>>()
