@@ -27,6 +27,14 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
+/// Where the model registry lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelsDirArgs {
+    /// Model registry root: `<dir>/<name>/<version>/` and a champion pointer per name.
+    #[arg(long, env = "NUDGE_MODELS_DIR", default_value = "models")]
+    pub models_dir: std::path::PathBuf,
+}
+
 /// Where Redis is, if anywhere.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {

@@ -92,9 +92,13 @@ async fn after_contiguous_refreshes_the_newest_day_holds_every_users_newest_snap
     common::simulate(&db, SimConfig::new(200, 12, 5, start, 0.3).unwrap()).await;
     let mid = start + chrono::TimeDelta::days(6);
     let end = start + chrono::TimeDelta::days(13);
-    refresh_with_jobs(&db.pool, DayRange::new(start.pred_opt().unwrap(), mid).unwrap(), 2)
-        .await
-        .unwrap();
+    refresh_with_jobs(
+        &db.pool,
+        DayRange::new(start.pred_opt().unwrap(), mid).unwrap(),
+        2,
+    )
+    .await
+    .unwrap();
     refresh_with_jobs(&db.pool, DayRange::new(mid, end).unwrap(), 2)
         .await
         .unwrap();
@@ -102,12 +106,13 @@ async fn after_contiguous_refreshes_the_newest_day_holds_every_users_newest_snap
     let digest = |sql: String| {
         let pool = db.pool.clone();
         async move {
-            let (rows, digest): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ({sql}) t"
-            )))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+            let (rows, digest): (i64, Option<String>) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ({sql}) t"
+                )))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
             (rows, digest)
         }
     };

@@ -30,15 +30,16 @@ GROUP BY user_hash, day, session_no;
 DELETE FROM silver.notifications WHERE sent_at >= :'from'::date AND sent_at < :'to'::date;
 
 INSERT INTO silver.notifications
-    (notification_id, user_hash, sent_at, notif_type, arm, propensity, model_version, opened_at, dismissed_at)
+    (notification_id, user_hash, sent_at, notif_type, arm, propensity, model_version, opened_at, dismissed_at, timezone)
 SELECT s.id, s.user_hash, s.ts, s.notif_type, s.arm, s.propensity, s.model_version,
        CASE WHEN r.opened_at < s.ts + interval '7 days' THEN r.opened_at END,
-       CASE WHEN r.dismissed_at < s.ts + interval '7 days' THEN r.dismissed_at END
+       CASE WHEN r.dismissed_at < s.ts + interval '7 days' THEN r.dismissed_at END,
+       tz.name
 FROM (
     SELECT DISTINCT ON (properties->>'notification_id')
            properties->>'notification_id' AS id, user_hash, ts, properties->>'notif_type' AS notif_type,
            properties->>'arm' AS arm, (properties->>'propensity')::real AS propensity,
-           properties->>'model_version' AS model_version
+           properties->>'model_version' AS model_version, properties->>'timezone' AS timezone
     FROM silver.events
     WHERE event = 'notification_sent' AND day >= :'from'::date AND day < :'to'::date
     ORDER BY properties->>'notification_id', ts, uuid
@@ -52,4 +53,6 @@ LEFT JOIN (
       AND day >= :'from'::date AND day < :'to'::date + 8
     GROUP BY 1
 ) r ON r.id = s.id
+-- A timezone Postgres does not know is dropped (the local hour then falls back to UTC).
+LEFT JOIN (SELECT name FROM pg_timezone_names) tz ON tz.name = s.timezone
 ON CONFLICT (notification_id) DO NOTHING;

@@ -1,20 +1,23 @@
 //! `nudge-train`: the ML engineer's tool — schema migrations, the population simulator,
-//! the feature pipeline and the end-to-end demo (training and promotion to come).
+//! the feature pipeline, spec-driven training, the model registry and the end-to-end demo.
 
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use nudge::config::{DatabaseArgs, HashKeyArgs, RedisArgs, SimulateArgs};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use nudge::config::{DatabaseArgs, HashKeyArgs, ModelsDirArgs, RedisArgs, SimulateArgs};
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::materialize::materialize;
 use nudge::features::{DayRange, labels, refresh, status};
 use nudge::ingest::hashing::UserHasher;
+use nudge::models::registry::Registry;
 use nudge::sim::report::oracle_report;
 use nudge::sim::run::{RunOptions, run};
 use nudge::sim::{SimConfig, policy::DEFAULT_EXPLORATION};
 use nudge::store::database;
 use nudge::store::online::OnlineStore;
+use nudge::training::card::Card;
+use nudge::training::train::{self, Stages};
 use sqlx::PgPool;
 
 /// Trains EverReach's growth models from Postgres and manages the model registry.
@@ -53,11 +56,67 @@ enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// Train a model from a spec (training/*.yaml): read its examples from Postgres,
+    /// split them, fit every candidate, keep the best on validation, calibrate it, measure
+    /// it on test (against the oracle and the current champion) and save it with its
+    /// card as a new version. Does not promote.
+    Fit {
+        /// The spec file.
+        spec: std::path::PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        models: ModelsDirArgs,
+        /// Promote the new version if it passes the gates.
+        #[arg(long)]
+        promote: bool,
+    },
+    /// Re-measure a saved version on its spec's current test window against the current
+    /// champion, and rewrite its card.
+    Evaluate {
+        /// Model name.
+        name: String,
+        /// Version; unset = the newest.
+        version: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        models: ModelsDirArgs,
+    },
+    /// Make a version the champion nudge-serve loads. Refused, with every reason, when
+    /// its test AUC is below the spec's floor, worse than the champion's on the same test
+    /// examples beyond the tolerance, or measured against another champion.
+    Promote {
+        /// Model name.
+        name: String,
+        /// Version.
+        version: String,
+        #[command(flatten)]
+        models: ModelsDirArgs,
+    },
+    /// Restore the champion before the current one.
+    Rollback {
+        /// Model name.
+        name: String,
+        #[command(flatten)]
+        models: ModelsDirArgs,
+    },
+    /// The model registry.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Run the whole loop end to end; for now: migrate → simulate a small population →
-    /// summary and oracle AUCs. Replaces any simulated population in the database.
+    /// features → fit every spec in training/ → promote what passes its gates → the
+    /// model cards' headlines. Replaces any simulated population in the database.
     Demo {
         #[command(flatten)]
         database: DatabaseArgs,
+        #[command(flatten)]
+        models: ModelsDirArgs,
+        /// Directory of the model specs to fit.
+        #[arg(long, default_value = "training")]
+        specs: std::path::PathBuf,
         /// Key for keyed hashing of user ids; unset = the development key.
         #[arg(long, env = "NUDGE_HASH_KEY", hide_env_values = true)]
         hash_key: Option<String>,
@@ -108,6 +167,15 @@ enum FeaturesCommand {
     Status {
         #[command(flatten)]
         database: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Every model name with its versions, champion first, and each one's test AUC.
+    List {
+        #[command(flatten)]
+        models: ModelsDirArgs,
     },
 }
 
@@ -168,8 +236,61 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", oracle_report(&pool, from, to).await?);
             Ok(())
         }
+        Command::Fit {
+            spec,
+            database,
+            models,
+            promote,
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            let registry = Registry::new(&models.models_dir);
+            let card = fit(&pool, &registry, &spec).await?;
+            if promote {
+                promote_version(&registry, &card.name, &card.version)?;
+            }
+            Ok(())
+        }
+        Command::Evaluate {
+            name,
+            version,
+            database,
+            models,
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            let registry = Registry::new(&models.models_dir);
+            let version = match version {
+                Some(v) => v,
+                None => registry
+                    .versions(&name)?
+                    .pop()
+                    .with_context(|| format!("model {name} has no versions"))?,
+            };
+            let stages = Stages::new(MultiProgress::new());
+            let card = train::evaluate(&pool, &registry, &name, &version, &stages).await?;
+            println!("{}", card.headline());
+            Ok(())
+        }
+        Command::Promote {
+            name,
+            version,
+            models,
+        } => promote_version(&Registry::new(&models.models_dir), &name, &version),
+        Command::Rollback { name, models } => {
+            let change = Registry::new(&models.models_dir).rollback(&name)?;
+            println!(
+                "{name}: champion rolled back from {} to {}",
+                change.from.as_deref().unwrap_or("(none)"),
+                change.to
+            );
+            Ok(())
+        }
+        Command::Models {
+            command: ModelsCommand::List { models },
+        } => list_models(&Registry::new(&models.models_dir)),
         Command::Demo {
             database,
+            models,
+            specs,
             hash_key,
             users,
             days,
@@ -197,7 +318,20 @@ async fn main() -> anyhow::Result<()> {
             let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
             refresh_features(&pool, Some((start.pred_opt().unwrap_or(start), end)), None).await?;
             print!("{}", labels::label_report(&pool).await?);
-            println!("demo: next come train → serve → closed-loop traffic → report.");
+            let registry = Registry::new(&models.models_dir);
+            let mut headlines = Vec::new();
+            for spec in spec_files(&specs)? {
+                let card = fit(&pool, &registry, &spec).await?;
+                if card.gates.failures.is_empty() {
+                    promote_version(&registry, &card.name, &card.version)?;
+                }
+                headlines.push(card.headline());
+            }
+            println!("\nmodel cards:");
+            for line in headlines {
+                println!("  {line}");
+            }
+            println!("demo: next come serve → closed-loop traffic → report.");
             Ok(())
         }
     }
@@ -283,6 +417,98 @@ async fn materialize_features(pool: &PgPool, redis: &RedisArgs) -> anyhow::Resul
     let report = materialize(pool, &catalog, &online, &bar).await?;
     bar.finish_and_clear();
     println!("{report}");
+    Ok(())
+}
+
+/// The spec files of a directory, by name.
+fn spec_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+async fn fit(pool: &PgPool, registry: &Registry, spec: &std::path::Path) -> anyhow::Result<Card> {
+    let yaml =
+        std::fs::read_to_string(spec).with_context(|| format!("reading {}", spec.display()))?;
+    let stages = Stages::new(MultiProgress::new());
+    let outcome = train::fit(pool, registry, &yaml, &stages)
+        .await
+        .with_context(|| format!("fitting {}", spec.display()))?;
+    let card = outcome.card;
+    println!(
+        "\n{} {} saved in {}",
+        card.name,
+        card.version,
+        outcome.dir.display()
+    );
+    println!(
+        "  {:<12} {:>8} {:>10} {:>10} {:>6}",
+        "candidate", "fit s", "valid AUC", "test AUC", "trees"
+    );
+    let auc = |a: Option<f64>| a.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.4}"));
+    for c in &card.candidates {
+        println!(
+            "  {:<12} {:>8.1} {:>10} {:>10} {:>6}",
+            c.name,
+            c.fit_seconds,
+            auc(c.valid_auc),
+            auc(c.test_auc),
+            c.trees.map_or_else(|| "-".to_owned(), |t| t.to_string())
+        );
+    }
+    println!("  {}", card.headline());
+    for note in &card.notes {
+        println!("  note: {note}");
+    }
+    Ok(card)
+}
+
+fn promote_version(registry: &Registry, name: &str, version: &str) -> anyhow::Result<()> {
+    train::promote(registry, name, version)?;
+    println!("{name}: {version} is now the champion");
+    Ok(())
+}
+
+fn list_models(registry: &Registry) -> anyhow::Result<()> {
+    let names = registry.names()?;
+    if names.is_empty() {
+        println!("no models in {}", registry.root().display());
+    }
+    for name in names {
+        let champion = registry.champion(&name)?;
+        println!("{name}");
+        for version in registry.versions(&name)?.into_iter().rev() {
+            let card = train::read_card(registry, &name, &version).ok();
+            let mark = if champion.as_deref() == Some(version.as_str()) {
+                "*"
+            } else {
+                " "
+            };
+            let summary = card.map_or_else(
+                || "no readable card".to_owned(),
+                |c| {
+                    format!(
+                        "{} test AUC {} · {}",
+                        c.champion_candidate,
+                        c.test
+                            .roc_auc
+                            .map_or_else(|| "n/a".into(), |a| format!("{a:.4}")),
+                        if c.gates.failures.is_empty() {
+                            "gates passed"
+                        } else {
+                            "gates failed"
+                        }
+                    )
+                },
+            );
+            println!("  {mark} {version}  {summary}");
+        }
+    }
     Ok(())
 }
 

@@ -689,6 +689,7 @@ impl<'a, 'c> DayRun<'a, 'c> {
         properties.insert("notification_id".into(), candidate.id.clone().into());
         properties.insert("notif_type".into(), candidate.notif_type.as_str().into());
         properties.insert("arm".into(), decision.arm.into());
+        properties.insert("timezone".into(), opp.timezone.into());
         if let Some(p) = decision.propensity {
             properties.insert("propensity".into(), p.into());
         }
