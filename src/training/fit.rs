@@ -12,6 +12,9 @@ use super::TrainError;
 use super::spec::{Algorithm, ClassWeight};
 use crate::models::artifact::{Estimator, to_column_major};
 
+/// Logistic regression stops once the norm of the mean gradient is below this.
+pub const MEAN_GRADIENT_TOLERANCE: f64 = 1e-4;
+
 /// Encoded rows (row-major) with their labels.
 #[derive(Debug, Clone)]
 pub struct Encoded {
@@ -80,9 +83,12 @@ pub fn fit(
             let records = Array2::from_shape_vec((rows, train.width), train.values)
                 .map_err(|e| failed(e.to_string()))?;
             let dataset = Dataset::new(records, Array1::from(train.labels));
+            // linfa-logistic sums the loss over rows: scale the stopping tolerance so it
+            // means "mean gradient below 1e-4" whatever the number of rows.
             let fitted = LogisticRegression::default()
                 .alpha(l2)
                 .max_iterations(max_iterations)
+                .gradient_tolerance(MEAN_GRADIENT_TOLERANCE * rows.max(1) as f64)
                 .fit(&dataset)
                 .map_err(|e| failed(e.to_string()))?;
             // linfa-logistic calls "positive" whichever class is more frequent, not

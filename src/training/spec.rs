@@ -102,7 +102,8 @@ pub enum Algorithm {
         /// L2 penalty.
         #[serde(default = "default_l2")]
         l2: f64,
-        /// Optimiser iterations at most.
+        /// Optimiser iterations at most (it stops earlier once the mean gradient's norm
+        /// is below 1e-4).
         #[serde(default = "default_max_iterations")]
         max_iterations: u64,
     },
