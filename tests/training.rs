@@ -285,9 +285,17 @@ async fn promotion_refuses_a_low_or_regressing_model_and_rollback_restores_the_c
         .await
         .unwrap();
     assert_eq!(card.champion.as_ref().unwrap().version, next.card.version);
-    assert_eq!(card.candidates, weak.card.candidates, "fit-time figures kept");
-    let err = train::promote(r, "toy", &weak.card.version).unwrap_err().to_string();
-    assert!(err.contains("worse than champion") && !err.contains("evaluate"), "{err}");
+    assert_eq!(
+        card.candidates, weak.card.candidates,
+        "fit-time figures kept"
+    );
+    let err = train::promote(r, "toy", &weak.card.version)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("worse than champion") && !err.contains("evaluate"),
+        "{err}"
+    );
     let change = r.rollback("toy").unwrap();
     assert_eq!(change.to, good.card.version);
     assert_eq!(r.champion("toy").unwrap(), Some(good.card.version.clone()));

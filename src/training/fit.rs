@@ -7,6 +7,7 @@ use forust_ml::{GradientBooster, Matrix};
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
+use rand::SeedableRng;
 
 use super::TrainError;
 use super::spec::{Algorithm, ClassWeight};
@@ -63,6 +64,26 @@ fn class_weights(labels: &[bool], weighting: ClassWeight) -> (f64, f64) {
     }
 }
 
+/// At most `max_rows` of `rows`: all of them, or a seeded uniform sample in their order.
+pub fn sample_rows(rows: Encoded, max_rows: usize, seed: u64) -> Encoded {
+    if rows.rows() <= max_rows {
+        return rows;
+    }
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let mut keep = rand::seq::index::sample(&mut rng, rows.rows(), max_rows).into_vec();
+    keep.sort_unstable();
+    let width = rows.width;
+    let mut values = Vec::with_capacity(max_rows * width);
+    for &r in &keep {
+        values.extend_from_slice(&rows.values[r * width..(r + 1) * width]);
+    }
+    Encoded {
+        values,
+        width,
+        labels: keep.iter().map(|&r| rows.labels[r]).collect(),
+    }
+}
+
 /// Fits `algorithm` on `train`; boosting stops early on `valid`.
 pub fn fit(
     candidate: &str,
@@ -77,8 +98,13 @@ pub fn fit(
         reason,
     };
     match *algorithm {
-        Algorithm::Logistic { l2, max_iterations } => {
+        Algorithm::Logistic {
+            l2,
+            max_iterations,
+            max_rows,
+        } => {
             let (positive, negative) = class_weights(&train.labels, weighting);
+            let train = sample_rows(train, max_rows, seed);
             let rows = train.rows();
             let records = Array2::from_shape_vec((rows, train.width), train.values)
                 .map_err(|e| failed(e.to_string()))?;
@@ -176,6 +202,7 @@ mod tests {
         let algorithm = Algorithm::Logistic {
             l2: 0.1,
             max_iterations: 100,
+            max_rows: 3_000,
         };
         let estimator = fit(
             "lr",
@@ -230,6 +257,26 @@ mod tests {
         let logits = estimator.logits(&test.values, 2);
         let auc = roc_auc(&logits.into_iter().zip(test.labels).collect::<Vec<_>>()).unwrap();
         assert!(auc > 0.75, "{auc}");
+    }
+
+    #[test]
+    fn a_row_sample_is_seeded_ordered_and_keeps_rows_whole() {
+        let rows = Encoded {
+            values: (0..200).map(f64::from).collect(),
+            width: 2,
+            labels: (0..100).map(|i| i % 2 == 0).collect(),
+        };
+        let a = sample_rows(rows.clone(), 10, 7);
+        assert_eq!(a.rows(), 10);
+        assert_eq!(a.values, sample_rows(rows.clone(), 10, 7).values);
+        assert_ne!(a.values, sample_rows(rows.clone(), 10, 8).values);
+        for (pair, label) in a.values.chunks_exact(2).zip(&a.labels) {
+            // Row r holds (2r, 2r + 1) and is labelled r % 2 == 0.
+            assert_eq!(pair[1], pair[0] + 1.0);
+            assert_eq!(*label, ((pair[0] / 2.0) as usize).is_multiple_of(2));
+        }
+        assert!(a.values.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sample_rows(rows.clone(), 500, 7).values, rows.values);
     }
 
     #[test]

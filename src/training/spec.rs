@@ -106,6 +106,11 @@ pub enum Algorithm {
         /// is below 1e-4).
         #[serde(default = "default_max_iterations")]
         max_iterations: u64,
+        /// Training rows at most: above it, a seeded uniform sample of the training
+        /// window. Each optimiser step reads every row, and a few hundred thousand rows
+        /// pin down a linear model's parameters as well as millions do.
+        #[serde(default = "default_max_rows")]
+        max_rows: usize,
     },
     /// Gradient-boosted trees (forust-ml, log loss), stopped early on the validation
     /// window's log loss.
@@ -137,6 +142,9 @@ fn default_l2_f32() -> f32 {
 }
 fn default_max_iterations() -> u64 {
     200
+}
+fn default_max_rows() -> usize {
+    500_000
 }
 fn default_learning_rate() -> f32 {
     0.1
@@ -351,12 +359,19 @@ impl ModelSpec {
 
 fn check_algorithm(algorithm: &Algorithm) -> Result<(), SpecError> {
     match *algorithm {
-        Algorithm::Logistic { l2, max_iterations } => {
+        Algorithm::Logistic {
+            l2,
+            max_iterations,
+            max_rows,
+        } => {
             if !(l2 >= 0.0 && l2.is_finite()) {
                 return Err(field("candidates.l2", "must be ≥ 0"));
             }
-            if max_iterations == 0 {
-                return Err(field("candidates.max_iterations", "must be ≥ 1"));
+            if max_iterations == 0 || max_rows == 0 {
+                return Err(field(
+                    "candidates",
+                    "max_iterations and max_rows must be ≥ 1",
+                ));
             }
         }
         Algorithm::Gbm {
@@ -430,7 +445,8 @@ oracle: { query: "SELECT id AS key, p AS probability FROM truth" }
             spec.candidates[0].algorithm,
             Algorithm::Logistic {
                 l2: 0.5,
-                max_iterations: 200
+                max_iterations: 200,
+                max_rows: 500_000
             }
         );
         assert!(matches!(
