@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
-use forust_ml::{GradientBooster, Matrix};
+use forust_ml::GradientBooster;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -64,20 +64,23 @@ impl Estimator {
 
     /// Log-odds of each row of `encoded` (row-major, `width` columns per row).
     pub fn logits(&self, encoded: &[f64], width: usize) -> Vec<f64> {
-        let rows = encoded.len() / width.max(1);
         match self {
             Estimator::Logistic { weights, intercept } => encoded
                 .chunks_exact(width)
                 .map(|row| intercept + row.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>())
                 .collect(),
+            // Row by row through forust-ml's own tree walk: no allocation per tree, and the
+            // sum runs in the order forust-ml's batch prediction uses.
             Estimator::Gbm { booster } => {
-                // forust-ml reads columns; one row is the same either way.
-                let columns = if rows == 1 {
-                    encoded.to_vec()
-                } else {
-                    to_column_major(encoded, rows, width)
-                };
-                booster.predict(&Matrix::new(&columns, rows, width), rows > 10_000)
+                let trees = &booster.trees[..trees_used(booster)];
+                encoded
+                    .chunks_exact(width)
+                    .map(|row| {
+                        trees.iter().fold(booster.base_score, |sum, tree| {
+                            sum + tree.predict_row_from_row_slice(row, &booster.missing)
+                        })
+                    })
+                    .collect()
             }
         }
     }
@@ -89,12 +92,24 @@ impl Estimator {
                     && intercept.is_finite()
                     && weights.iter().all(|w| w.is_finite())
             }
-            // forust-ml slices its trees by `prediction_iteration`: it must be in range.
+            // Walking a tree must end at a leaf without leaving the row: children come
+            // after their parent, and splits read columns the encoding has.
             Estimator::Gbm { booster } => {
                 !booster.trees.is_empty()
                     && booster
                         .prediction_iteration
                         .is_none_or(|n| (1..=booster.trees.len()).contains(&n))
+                    && booster.trees.iter().all(|tree| {
+                        let nodes = tree.nodes.len();
+                        nodes > 0
+                            && tree.nodes.iter().enumerate().all(|(index, node)| {
+                                node.is_leaf
+                                    || (node.split_feature < width
+                                        && [node.left_child, node.right_child, node.missing_node]
+                                            .iter()
+                                            .all(|&child| child > index && child < nodes))
+                            })
+                    })
             }
         }
     }

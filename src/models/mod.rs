@@ -49,6 +49,9 @@ pub enum ModelError {
         /// The version asked for.
         version: String,
     },
+    /// A version is written once.
+    #[error("{0} already exists (the same spec and data fitted twice in one second)")]
+    VersionExists(PathBuf),
     /// Rollback needs an earlier champion.
     #[error("model {0} has no earlier champion to roll back to")]
     NothingToRollBack(String),

@@ -81,6 +81,9 @@ impl Registry {
         files: &[(&str, &str)],
     ) -> Result<PathBuf, ModelError> {
         let dir = self.version_dir(name, version);
+        if dir.exists() {
+            return Err(ModelError::VersionExists(dir));
+        }
         let staging = self.root.join(name).join(format!(".{version}.partial"));
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
         for (file, content) in files {

@@ -174,6 +174,7 @@ pub fn fit(
 mod tests {
     use super::*;
     use crate::evaluation::roc_auc;
+    use forust_ml::Matrix;
     use rand::{Rng, SeedableRng};
 
     /// `x0` raises the odds of `true`, `x1` lowers them; positives are the minority.
@@ -255,8 +256,60 @@ mod tests {
         };
         assert!(crate::models::artifact::trees_used(booster) < 500);
         let logits = estimator.logits(&test.values, 2);
+        // The row-by-row walk is forust-ml's own batch prediction, bit for bit.
+        let columns = to_column_major(&test.values, test.rows(), 2);
+        assert_eq!(
+            logits,
+            booster.predict(&Matrix::new(&columns, test.rows(), 2), false)
+        );
         let auc = roc_auc(&logits.into_iter().zip(test.labels).collect::<Vec<_>>()).unwrap();
         assert!(auc > 0.75, "{auc}");
+    }
+
+    #[test]
+    fn a_saved_booster_that_would_walk_off_the_row_is_refused() {
+        use crate::models::Model;
+        use crate::models::artifact::{FORMAT, schema_hash};
+        use crate::models::calibration::Calibration;
+        use crate::models::preprocess::{NumericEncoding, Preprocessing};
+        let (train, valid) = (problem(2_000, 6), problem(1_000, 7));
+        let algorithm = Algorithm::Gbm {
+            trees: 5,
+            max_depth: 2,
+            learning_rate: 0.3,
+            early_stopping_rounds: 5,
+            min_leaf_weight: 1.0,
+            l2: 1.0,
+        };
+        let estimator = fit("gbm", &algorithm, train, &valid, ClassWeight::None, 0).unwrap();
+        let numeric = |name: &str| NumericEncoding {
+            name: name.into(),
+            mean: 0.0,
+            scale: 1.0,
+            missing_indicator: false,
+        };
+        let model = Model {
+            format: FORMAT,
+            name: "t".into(),
+            version: "v".into(),
+            label: "y".into(),
+            candidate: "gbm".into(),
+            schema_hash: schema_hash(["a", "b"], []),
+            preprocessing: Preprocessing {
+                numeric: vec![numeric("a"), numeric("b")],
+                categorical: Vec::new(),
+            },
+            estimator,
+            calibration: Calibration::None,
+        };
+        let json = model.to_json().unwrap();
+        Model::from_json(&json).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        value["estimator"]["booster"]["trees"][0]["nodes"][0]["split_feature"] = 9.into();
+        assert!(Model::from_json(&value.to_string()).is_err());
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        value["estimator"]["booster"]["trees"][0]["nodes"][0]["left_child"] = 0.into();
+        assert!(Model::from_json(&value.to_string()).is_err());
     }
 
     #[test]

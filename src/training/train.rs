@@ -498,11 +498,15 @@ async fn load_oracle(pool: &PgPool, spec: &ModelSpec) -> Result<HashMap<String, 
         .collect())
 }
 
-/// The version of a model fitted now: UTC time and a hash of the fitted parameters.
-fn version_of(model: &Model) -> Result<String, TrainError> {
+/// The version of a model fitted now: UTC time and a hash of the spec and the fitted
+/// parameters (the same spec and data give the same hash).
+fn version_of(model: &Model, spec_yaml: &str) -> Result<String, TrainError> {
     let params = serde_json::to_vec(&(&model.preprocessing, &model.estimator, &model.calibration))
         .map_err(|e| crate::models::ModelError::Invalid(e.to_string()))?;
-    let hash = hex::encode(&Sha256::digest(&params)[..4]);
+    let mut hasher = Sha256::new();
+    hasher.update(spec_yaml.as_bytes());
+    hasher.update(&params);
+    let hash = hex::encode(&hasher.finalize()[..4]);
     Ok(format!("{}-{hash}", Utc::now().format("%Y%m%dT%H%M%SZ")))
 }
 
@@ -568,7 +572,7 @@ pub async fn fit(
         mut card,
         test_probabilities,
     } = trained?;
-    model.version = version_of(&model)?;
+    model.version = version_of(&model, spec_yaml)?;
     card.version = model.version.clone();
     let dir = save(registry, &spec, spec_yaml, &model, &card)?;
     Ok(FitOutcome {
