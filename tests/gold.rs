@@ -135,6 +135,22 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
     let before = snapshot(&db, "u7", "2026-01-09")
         .await
         .expect("snapshot as of 01-09");
+    // Sessions started at 10:00, 15:00 and 09:00 UTC: their circular mean start hour.
+    let usual_hour = before["usual_session_hour"].as_f64().expect("usual hour");
+    let (sin, cos) = [10.0f64, 15.0, 9.0].iter().fold((0.0, 0.0), |(s, c), h| {
+        let angle = (15.0 * h).to_radians();
+        (s + angle.sin(), c + angle.cos())
+    });
+    let expected_hour = (sin.atan2(cos).to_degrees() / 15.0 + 24.0) % 24.0;
+    assert!(
+        (usual_hour - expected_hour).abs() < 1e-4,
+        "usual session hour {usual_hour}, expected {expected_hour}"
+    );
+    let mut exact = before.clone();
+    exact
+        .as_object_mut()
+        .expect("object")
+        .remove("usual_session_hour");
     let expected = json!({
         "sessions_1d": 1, "sessions_7d": 3, "sessions_30d": 3, "active_days_7d": 2, "active_days_30d": 2,
         "events_7d": 5, "hours_since_last_session": 14.983334, "contacts_created_30d": 1, "contacts_viewed_7d": 0,
@@ -144,9 +160,10 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
         "days_since_last_outreach": 0.62430555, "contact_count": 12,
         // No pricing, paywall or trial: intent 0. Magnetism: engagement 25% × 2/5 active
         // days + social returns 10% × 1/4 outreach = 10 + 2.5.
-        "intent_score": 0, "magnetism_index": 12.5, "magnetism_band": "cold"
+        "intent_score": 0, "magnetism_index": 12.5, "magnetism_band": "cold",
+        "notifs_sent_3d": 1
     });
-    assert_eq!(before, expected);
+    assert_eq!(exact, expected);
     // As of 01-05 nobody was known yet; u8 (first seen 01-07) is known from 01-08 on.
     assert_eq!(snapshot(&db, "u7", "2026-01-05").await, None);
     assert_eq!(snapshot(&db, "u8", "2026-01-07").await, None);
@@ -266,4 +283,25 @@ async fn intent_and_magnetism_follow_their_weights() {
     // Eight days on, the recency bonus is gone and the active day has left the 7-day window.
     let later = snapshot(&db, "u10", "2026-01-15").await.unwrap();
     assert_eq!(features(later), (json!(65), json!(19.5), json!("cold")));
+}
+
+#[tokio::test]
+async fn hours_from_usual_session_is_the_circular_distance_on_the_utc_clock() {
+    let db = TestDb::migrated().await;
+    for (at, usual, expected) in [
+        ("2026-01-09T23:00:00Z", Some(1.0f32), Some(2.0f32)),
+        ("2026-01-09T05:00:00Z", Some(23.5), Some(5.5)),
+        ("2026-01-09T18:30:00Z", Some(6.5), Some(12.0)),
+        ("2026-01-09T12:00:00Z", Some(12.0), Some(0.0)),
+        ("2026-01-09T12:00:00Z", None, None),
+    ] {
+        let distance: Option<f32> =
+            sqlx::query_scalar("SELECT gold.hours_from_usual_session($1::timestamptz, $2)")
+                .bind(at)
+                .bind(usual)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(distance, expected, "{at} vs {usual:?}");
+    }
 }

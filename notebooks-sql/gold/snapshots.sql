@@ -39,7 +39,8 @@ dense AS (
            coalesce(u.opted_out, false) AS opted_out,
            coalesce(u.pricing_views, 0) AS pricing_views, coalesce(u.paywall_views, 0) AS paywall_views,
            coalesce(u.trials, 0) AS trials, coalesce(u.emails_opened, 0) AS emails_opened,
-           coalesce(u.emails_clicked, 0) AS emails_clicked, coalesce(u.prompted_sessions, 0) AS prompted_sessions
+           coalesce(u.emails_clicked, 0) AS emails_clicked, coalesce(u.prompted_sessions, 0) AS prompted_sessions,
+           coalesce(u.session_hour_sin, 0) AS session_hour_sin, coalesce(u.session_hour_cos, 0) AS session_hour_cos
     FROM known k
     CROSS JOIN LATERAL generate_series(greatest(k.first_day, :'from'::date - 29), :'to'::date - 1, interval '1 day') g(day)
     LEFT JOIN gold.user_days u ON u.user_hash = k.user_hash AND u.day = g.day::date
@@ -72,9 +73,13 @@ rolled AS (
            sum(pricing_views + paywall_views + trials) OVER w7 AS intent_signals_7d,
            sum(emails_opened) OVER w30 AS emails_opened_30d,
            sum(emails_clicked) OVER w30 AS emails_clicked_30d,
-           sum(prompted_sessions) OVER w30 AS prompted_sessions_30d
+           sum(prompted_sessions) OVER w30 AS prompted_sessions_30d,
+           sum(notifs_sent) OVER w3 AS notifs_sent_3d,
+           sum(session_hour_sin) OVER w30 AS session_hour_sin_30d,
+           sum(session_hour_cos) OVER w30 AS session_hour_cos_30d
     FROM dense
-    WINDOW w7 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
+    WINDOW w3 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 2 PRECEDING AND CURRENT ROW),
+           w7 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
            w30 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 29 PRECEDING AND CURRENT ROW),
            ever AS (PARTITION BY user_hash ORDER BY day ROWS UNBOUNDED PRECEDING)
 ),
@@ -111,6 +116,10 @@ SELECT r.user_hash, r.as_of,
        r.intent_score,
        r.magnetism_index,
        CASE WHEN r.magnetism_index >= 70 THEN 'hot' WHEN r.magnetism_index >= 45 THEN 'warm'
-            WHEN r.magnetism_index >= 20 THEN 'cooling' ELSE 'cold' END
+            WHEN r.magnetism_index >= 20 THEN 'cooling' ELSE 'cold' END,
+       r.notifs_sent_3d,
+       -- The circular mean start hour of the last 30 days' sessions (none without any).
+       CASE WHEN r.sessions_30d > 0
+            THEN mod((degrees(atan2(r.session_hour_sin_30d, r.session_hour_cos_30d)) / 15 + 24)::numeric, 24)::real END
 FROM magnetism r LEFT JOIN earlier e ON e.user_hash = r.user_hash
 WHERE r.as_of > :'from'::date AND r.as_of <= :'to'::date;

@@ -7,7 +7,7 @@ INSERT INTO gold.user_days
     (user_hash, day, sessions, app_opens, in_app_events, last_session_end, contacts_created, contacts_viewed,
      outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
      last_notification_at, opted_out, pricing_views, paywall_views, trials, emails_opened,
-     emails_clicked, prompted_sessions)
+     emails_clicked, prompted_sessions, session_hour_sin, session_hour_cos)
 SELECT e.user_hash, e.day,
        coalesce(max(s.sessions), 0),
        count(*) FILTER (WHERE e.event = 'app_opened'),
@@ -28,7 +28,9 @@ SELECT e.user_hash, e.day,
        count(*) FILTER (WHERE e.event = 'trial_started'),
        count(*) FILTER (WHERE e.event = 'email_opened'),
        count(*) FILTER (WHERE e.event = 'email_clicked'),
-       coalesce(max(s.prompted), 0)
+       coalesce(max(s.prompted), 0),
+       coalesce(max(s.hour_sin), 0),
+       coalesce(max(s.hour_cos), 0)
 FROM (
     -- Only the columns the aggregates need (OFFSET 0 keeps the projection below the
     -- sort, so it does not carry every event's properties).
@@ -40,7 +42,10 @@ FROM (
 ) e
 LEFT JOIN (
     SELECT user_hash, day, count(*) AS sessions, max(ended_at) AS last_end,
-           count(*) FILTER (WHERE source IN ('push', 'email')) AS prompted
+           count(*) FILTER (WHERE source IN ('push', 'email')) AS prompted,
+           -- Start times as angles on the UTC clock (see migration 0009).
+           sum(sin(radians(15 * extract(epoch FROM started_at - day) / 3600))) AS hour_sin,
+           sum(cos(radians(15 * extract(epoch FROM started_at - day) / 3600))) AS hour_cos
     FROM silver.sessions
     WHERE day >= :'from'::date AND day < :'to'::date
     GROUP BY user_hash, day

@@ -10,12 +10,13 @@ DELETE FROM silver.sessions WHERE day >= :'from'::date AND day < :'to'::date;
 
 INSERT INTO silver.sessions (user_hash, started_at, ended_at, day, events, source)
 SELECT user_hash, min(ts), max(ts), day, count(*),
-       COALESCE((array_agg(properties->>'source' ORDER BY ts, uuid)
-                 FILTER (WHERE event = 'app_opened'))[1], 'organic')
+       COALESCE((array_agg(open_source ORDER BY ts, uuid) FILTER (WHERE is_open))[1], 'organic')
 FROM (
     SELECT *, sum(starts) OVER (PARTITION BY user_hash, day ORDER BY ts, uuid) AS session_no
     FROM (
-        SELECT user_hash, day, ts, uuid, event, properties,
+        -- Only what the sessions need: the sorts below do not carry the properties.
+        SELECT user_hash, day, ts, uuid, event = 'app_opened' AS is_open,
+               CASE WHEN event = 'app_opened' THEN properties->>'source' END AS open_source,
                CASE WHEN lag(ts) OVER (PARTITION BY user_hash, day ORDER BY ts, uuid)
                          > ts - interval '30 minutes' THEN 0 ELSE 1 END AS starts
         FROM silver.events
@@ -36,16 +37,16 @@ SELECT s.id, s.user_hash, s.ts, s.notif_type, s.arm, s.propensity, s.model_versi
        CASE WHEN r.dismissed_at < s.ts + interval '7 days' THEN r.dismissed_at END,
        tz.name
 FROM (
-    SELECT DISTINCT ON (properties->>'notification_id')
-           properties->>'notification_id' AS id, user_hash, ts, properties->>'notif_type' AS notif_type,
+    SELECT DISTINCT ON (properties->>'notification_id' COLLATE "C")
+           properties->>'notification_id' COLLATE "C" AS id, user_hash, ts, properties->>'notif_type' AS notif_type,
            properties->>'arm' AS arm, (properties->>'propensity')::real AS propensity,
            properties->>'model_version' AS model_version, properties->>'timezone' AS timezone
     FROM silver.events
     WHERE event = 'notification_sent' AND day >= :'from'::date AND day < :'to'::date
-    ORDER BY properties->>'notification_id', ts, uuid
+    ORDER BY properties->>'notification_id' COLLATE "C", ts, uuid
 ) s
 LEFT JOIN (
-    SELECT properties->>'notification_id' AS id,
+    SELECT properties->>'notification_id' COLLATE "C" AS id,
            min(ts) FILTER (WHERE event = 'notification_opened') AS opened_at,
            min(ts) FILTER (WHERE event = 'notification_dismissed') AS dismissed_at
     FROM silver.events

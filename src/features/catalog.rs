@@ -38,6 +38,8 @@ pub enum FeatureKind {
     Flag,
     /// A band name.
     Band,
+    /// An hour of the UTC day in [0, 24) (null when there is nothing to average).
+    HourOfDay,
 }
 
 impl FeatureKind {
@@ -51,6 +53,7 @@ impl FeatureKind {
             FeatureKind::Score => "score",
             FeatureKind::Flag => "flag",
             FeatureKind::Band => "band",
+            FeatureKind::HourOfDay => "hour_of_day",
         }
     }
 
@@ -58,9 +61,11 @@ impl FeatureKind {
     pub fn sql_type(self) -> &'static str {
         match self {
             FeatureKind::Count => "integer",
-            FeatureKind::Hours | FeatureKind::Days | FeatureKind::Rate | FeatureKind::Score => {
-                "real"
-            }
+            FeatureKind::Hours
+            | FeatureKind::Days
+            | FeatureKind::Rate
+            | FeatureKind::Score
+            | FeatureKind::HourOfDay => "real",
             FeatureKind::Flag => "boolean",
             FeatureKind::Band => "text",
         }

@@ -37,9 +37,11 @@ impl FeatureValue {
         }
         match kind {
             FeatureKind::Count => json.parse().ok().map(FeatureValue::Count),
-            FeatureKind::Hours | FeatureKind::Days | FeatureKind::Rate | FeatureKind::Score => {
-                json.parse().ok().map(FeatureValue::Real)
-            }
+            FeatureKind::Hours
+            | FeatureKind::Days
+            | FeatureKind::Rate
+            | FeatureKind::Score
+            | FeatureKind::HourOfDay => json.parse().ok().map(FeatureValue::Real),
             FeatureKind::Flag => json.parse().ok().map(FeatureValue::Flag),
             FeatureKind::Band => serde_json::from_str(json).ok().map(FeatureValue::Band),
         }
@@ -51,7 +53,11 @@ impl FeatureValue {
             FeatureKind::Count => row
                 .try_get::<Option<i32>, _>(name)?
                 .map(FeatureValue::Count),
-            FeatureKind::Hours | FeatureKind::Days | FeatureKind::Rate | FeatureKind::Score => row
+            FeatureKind::Hours
+            | FeatureKind::Days
+            | FeatureKind::Rate
+            | FeatureKind::Score
+            | FeatureKind::HourOfDay => row
                 .try_get::<Option<f32>, _>(name)?
                 .filter(|v| v.is_finite())
                 .map(FeatureValue::Real),
