@@ -74,6 +74,17 @@ pub struct ServeArgs {
     /// Postgres connections in the pool.
     #[arg(long, env = "NUDGE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    #[command(flatten)]
+    pub models: ModelsDirArgs,
+    /// Policy file: gates, rollout, threshold (see policy/policy.yaml).
+    #[arg(long, env = "NUDGE_POLICY", default_value = "policy/policy.yaml")]
+    pub policy: std::path::PathBuf,
+    /// Bearer token of the scheduler scope (`/v1/score`); unset = no auth (only with --dev).
+    #[arg(long, env = "NUDGE_SCHEDULER_TOKEN", hide_env_values = true)]
+    pub scheduler_token: Option<String>,
+    /// Bearer token of the admin scope (`/admin/*`); unset = admin API disabled.
+    #[arg(long, env = "NUDGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Seconds between feature freshness checks (the /metrics gauges) and, with the
     /// embedded store, reloads after a new `features refresh`.
     #[arg(long, env = "NUDGE_FEATURES_REFRESH_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -174,6 +185,9 @@ pub enum ConfigError {
     /// An empty secret would accept anything.
     #[error("{0} is set but empty")]
     EmptySecret(&'static str),
+    /// `/v1/score` would be open to anyone.
+    #[error("NUDGE_SCHEDULER_TOKEN (--scheduler-token) is required outside --dev")]
+    MissingSchedulerToken,
 }
 
 /// `nudge-serve`'s checked configuration.
@@ -195,6 +209,14 @@ pub struct ServeConfig {
     pub posthog_token: Option<String>,
     /// Postgres pool size.
     pub db_pool_size: u32,
+    /// Model registry root.
+    pub models_dir: std::path::PathBuf,
+    /// Policy file.
+    pub policy_path: std::path::PathBuf,
+    /// Scheduler-scope bearer token; `None` = no auth (dev only).
+    pub scheduler_token: Option<String>,
+    /// Admin-scope bearer token; `None` = admin API disabled.
+    pub admin_token: Option<String>,
     /// Interval of feature freshness checks and embedded reloads.
     pub features_refresh: std::time::Duration,
     /// Whether insecure dev defaults are in force.
@@ -221,6 +243,13 @@ impl TryFrom<ServeArgs> for ServeConfig {
             webhook_secret: non_empty(args.webhook_secret, "NUDGE_WEBHOOK_SECRET")?,
             posthog_token: non_empty(args.posthog_token, "NUDGE_POSTHOG_TOKEN")?,
             db_pool_size: args.db_pool_size,
+            models_dir: args.models.models_dir,
+            policy_path: args.policy,
+            scheduler_token: match non_empty(args.scheduler_token, "NUDGE_SCHEDULER_TOKEN")? {
+                None if !args.key.dev => return Err(ConfigError::MissingSchedulerToken),
+                token => token,
+            },
+            admin_token: non_empty(args.admin_token, "NUDGE_ADMIN_TOKEN")?,
             features_refresh: std::time::Duration::from_secs(args.features_refresh_secs),
             dev: args.key.dev,
         })
@@ -252,8 +281,12 @@ mod tests {
             Some(ConfigError::ShortHashKey)
         );
         assert!(parse(&["--dev"]).is_ok());
-        let cfg = parse(&["--hash-key", "0123456789abcdef"]).unwrap();
+        let key = ["--hash-key", "0123456789abcdef"];
+        assert_eq!(parse(&key).err(), Some(ConfigError::MissingSchedulerToken));
+        let cfg = parse(&[&key[..], &["--scheduler-token", "s3cret"]].concat()).unwrap();
         assert!(!cfg.dev);
+        assert_eq!(cfg.scheduler_token.as_deref(), Some("s3cret"));
+        assert!(cfg.admin_token.is_none());
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod evaluation;
 pub mod features;
 pub mod ingest;
 pub mod models;
+pub mod policy;
+pub mod rollout;
 pub mod serving;
 pub mod sim;
 pub mod store;

@@ -7,6 +7,22 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Name of the request latency histogram.
 pub const HTTP_LATENCY: &str = "nudge_http_request_duration_seconds";
+/// Counter of `/v1/score` decisions, by arm and reason of the candidate acted on.
+pub const DECISIONS: &str = "nudge_decisions_total";
+/// Gauge of decisions waiting in the log's queue.
+pub const DECISION_QUEUE_DEPTH: &str = "nudge_decision_log_queue_depth";
+/// Counter of decisions the log could not keep (queue full).
+pub const DECISION_LOG_DROPPED: &str = "nudge_decision_log_dropped_total";
+/// Counter of decisions written to Postgres.
+pub const DECISIONS_LOGGED: &str = "nudge_decision_log_written_total";
+/// Counter of failed decision-log batch writes (each is retried).
+pub const DECISION_LOG_ERRORS: &str = "nudge_decision_log_errors_total";
+/// Counter of quota-store failures on `/v1/score` (the send is refused, reason `quota_unavailable`).
+pub const QUOTA_ERRORS: &str = "nudge_quota_errors_total";
+/// Counter of online-feature lookups that failed on `/v1/score` (scored as a cold start).
+pub const FEATURE_ERRORS: &str = "nudge_score_feature_errors_total";
+/// Gauge set to 1 for the loaded model and policy versions.
+pub const LOADED_VERSION: &str = "nudge_loaded_version";
 
 /// Initialises logging to stderr (`RUST_LOG` filters, else `default_filter`). Safe to call twice.
 pub fn init_tracing(default_filter: &str) {

@@ -94,9 +94,35 @@ async fn serve_without_a_hash_key_refuses_to_start_outside_dev() {
 #[tokio::test]
 async fn readiness_reports_postgres_and_the_redis_online_store() {
     let db = TestDb::migrated().await;
+    let dir = common::TempDir::new();
     let mut cfg = config(&db.url);
     cfg.redis_url = Some(common::redis_url());
-    let app = router(prepare(&cfg).await.expect("ready"));
+    cfg.models_dir = dir.0.clone();
+    let ctx = prepare(&cfg).await.expect("ready");
+    let app = router(ctx.clone());
+    // Not ready until a policy and a ranker champion are loaded.
+    let (status, _, body) =
+        common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (status, body["models"]["ok"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!(false))
+    );
+    assert!(ctx.reload().is_ok());
+    let (status, _, body) =
+        common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no champion yet: {body}"
+    );
+    assert!(
+        body["models"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no notif_ranker champion")
+    );
+    common::write_ranker(&dir.0, "v1");
+    ctx.reload().expect("reload");
     let (status, _, body) =
         common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");

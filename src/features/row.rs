@@ -47,6 +47,25 @@ impl FeatureValue {
         }
     }
 
+    /// The value as the trainer reads a numeric column: counts and reals widened to
+    /// `f64`, flags as 0 or 1; `None` for a missing value or a band.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            FeatureValue::Count(v) => Some(f64::from(*v)),
+            FeatureValue::Real(v) => Some(f64::from(*v)),
+            FeatureValue::Flag(v) => Some(f64::from(u8::from(*v))),
+            FeatureValue::Missing | FeatureValue::Band(_) => None,
+        }
+    }
+
+    /// The value as a category: a band's name; `None` otherwise.
+    pub fn as_category(&self) -> Option<&str> {
+        match self {
+            FeatureValue::Band(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Reads column `name` of a feature of `kind` from a Postgres row.
     fn from_column(row: &PgRow, name: &str, kind: FeatureKind) -> Result<Self, sqlx::Error> {
         let value = match kind {

@@ -41,6 +41,20 @@ pub enum ApiError {
     /// No features are stored for the user.
     #[error("{0}")]
     UnknownUser(&'static str),
+    /// A request field is missing or invalid (the field is named, e.g. `candidates[2].id`).
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field's path in the request.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The bearer token is missing or lacks the scope of the route.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Models and policy are not loaded yet.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// A bug: a handler panicked.
     #[error("internal error")]
     Internal,
@@ -65,8 +79,19 @@ impl From<IngestError> for ApiError {
 }
 
 impl ApiError {
-    fn status_code_field(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+    fn status_code_field(&self) -> (StatusCode, &'static str, Option<&str>) {
         match self {
+            ApiError::InvalidField { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                Some(field.as_str()),
+            ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                Some("authorization"),
+            ),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", None),
             ApiError::Payload(PayloadError::TooLarge { .. }) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

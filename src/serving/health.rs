@@ -44,6 +44,8 @@ pub struct Readiness {
     pub database: Check,
     /// The online store (embedded or Redis) answers.
     pub online_store: Check,
+    /// Policy and ranker champion loaded.
+    pub models: Check,
 }
 
 /// `GET /readyz`: Postgres reachable with the schema this build knows, online store up.
@@ -53,7 +55,8 @@ pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
         .map(|()| "reachable, schema current".to_owned())
         .into();
     let online_store: Check = online_store_detail(&ctx).await.into();
-    let ready = database.ok && online_store.ok;
+    let models: Check = models_detail(&ctx).into();
+    let ready = database.ok && online_store.ok && models.ok;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -65,6 +68,7 @@ pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
             ready,
             database,
             online_store,
+            models,
         }),
     )
 }
@@ -77,6 +81,26 @@ async fn online_store_detail(ctx: &ApiContext) -> Result<String, StoreError> {
         "{} store answers; features: {}",
         ctx.online.kind(),
         version.as_deref().unwrap_or("none materialised")
+    ))
+}
+
+/// The loaded policy and ranker champion.
+fn models_detail(ctx: &ApiContext) -> Result<String, String> {
+    let loaded = ctx
+        .loaded
+        .load_full()
+        .ok_or("policy and models not loaded (see the log; POST /admin/reload after fixing)")?;
+    let ranker = loaded.ranker_version().ok_or_else(|| {
+        format!(
+            "no {} champion in the registry (train and promote one)",
+            super::ranker::RANKER
+        )
+    })?;
+    Ok(format!(
+        "policy {}, {} {ranker}, mode {}",
+        loaded.policy.version,
+        super::ranker::RANKER,
+        loaded.policy.rollout.mode.as_str()
     ))
 }
 

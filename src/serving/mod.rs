@@ -3,19 +3,31 @@
 //! Handlers live in one module per resource; errors become responses only in
 //! [`error`]. Start-up refuses a database whose schema this build does not know.
 
+pub mod admin;
+pub mod decisions;
 pub mod error;
 pub mod features;
 pub mod health;
 pub mod ingest;
+pub mod loaded;
+pub mod ranker;
+pub mod score;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use self::decisions::{DecisionLog, DecisionWriter};
+use self::loaded::{LoadError, Loaded};
+use crate::store::quota::QuotaStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -55,6 +67,24 @@ pub struct Inner {
     pub posthog_token: Option<String>,
     /// Prometheus recorder.
     pub metrics: PrometheusHandle,
+    /// Policy and ranker; `None` until the first successful load.
+    pub loaded: ArcSwapOption<Loaded>,
+    /// Send quotas (Redis beside the online store, or embedded).
+    pub quota: QuotaStore,
+    /// The decision log's queue.
+    pub decisions: DecisionLog,
+    /// The decision log's writer, taken at shutdown to flush.
+    pub decision_writer: Mutex<Option<DecisionWriter>>,
+    /// Catalog index of `opted_out` (the push opt-out gate reads it).
+    pub opted_out_index: Option<usize>,
+    /// Model registry root.
+    pub models_dir: PathBuf,
+    /// Policy file.
+    pub policy_path: PathBuf,
+    /// Scheduler-scope token; `None` = no auth (dev only).
+    pub scheduler_token: Option<String>,
+    /// Admin-scope token; `None` = admin API disabled.
+    pub admin_token: Option<String>,
 }
 
 impl std::ops::Deref for ApiContext {
@@ -73,11 +103,25 @@ impl ApiContext {
         pool: PgPool,
         online: OnlineStore,
     ) -> Self {
+        let (decisions, writer) = DecisionLog::start(pool.clone());
+        let opted_out_index = feature_catalog
+            .features()
+            .iter()
+            .position(|f| f.name == "opted_out");
         Self(Arc::new(Inner {
             ingestor: Ingestor::new(catalog, config.hasher.clone(), pool.clone()),
             pool,
+            quota: QuotaStore::beside(&online),
             online,
             feature_catalog,
+            loaded: ArcSwapOption::empty(),
+            decisions,
+            decision_writer: Mutex::new(Some(writer)),
+            opted_out_index,
+            models_dir: config.models_dir.clone(),
+            policy_path: config.policy_path.clone(),
+            scheduler_token: config.scheduler_token.clone(),
+            admin_token: config.admin_token.clone(),
             hasher: config.hasher.clone(),
             webhook_secret: config.webhook_secret.clone(),
             posthog_token: config.posthog_token.clone(),
@@ -86,9 +130,55 @@ impl ApiContext {
     }
 }
 
+impl ApiContext {
+    /// Loads the policy and the ranker champion and swaps them in as one value. A file
+    /// that fails validation is refused with the reason and what serves stays.
+    pub fn reload(&self) -> Result<Arc<Loaded>, LoadError> {
+        let loaded = Arc::new(Loaded::load(
+            &self.policy_path,
+            &self.models_dir,
+            &self.feature_catalog,
+        )?);
+        self.loaded.store(Some(loaded.clone()));
+        metrics::gauge!(telemetry::LOADED_VERSION, "kind" => "policy", "version" => loaded.policy.version.clone()).set(1.0);
+        if let Some(version) = loaded.ranker_version() {
+            metrics::gauge!(telemetry::LOADED_VERSION, "kind" => ranker::RANKER, "version" => version.to_owned()).set(1.0);
+        }
+        tracing::info!(policy = %loaded.policy.version, ranker = ?loaded.ranker_version(),
+                       mode = loaded.policy.rollout.mode.as_str(), "policy and models loaded");
+        Ok(loaded)
+    }
+
+    /// Flushes the decision log (waiting at most `patience`); later decisions are dropped and counted.
+    pub async fn flush_decisions(&self, patience: std::time::Duration) {
+        let writer = self
+            .decision_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            writer.finish(patience).await;
+        }
+    }
+}
+
 /// The service's routes.
 pub fn router(ctx: ApiContext) -> Router {
+    let scheduler = Router::new()
+        .route("/v1/score", post(score::score))
+        .route_layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            admin::scheduler_scope,
+        ));
+    let admin = Router::new()
+        .route("/admin/reload", post(admin::reload))
+        .route_layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            admin::admin_scope,
+        ));
     Router::new()
+        .merge(scheduler)
+        .merge(admin)
         .route("/v1/events", post(ingest::webhook))
         .route("/batch/", post(ingest::capture))
         .route("/capture/", post(ingest::capture))
@@ -178,6 +268,14 @@ pub async fn run(
         );
     }
     let ctx = prepare(&config).await?;
+    match ctx.reload() {
+        Ok(_) => {}
+        // Start anyway: /readyz says why, and a fixed file is picked up by reload or SIGHUP.
+        Err(e) => {
+            tracing::error!(error = %e, "policy or models refused; not ready until a reload succeeds")
+        }
+    }
+    admin::reload_on_sighup(ctx.clone());
     match &ctx.online {
         OnlineStore::Embedded(_) => tracing::info!(
             "online store: embedded (in-process; correct for a single replica only, set REDIS_URL to share)"
@@ -201,8 +299,10 @@ pub async fn run(
             source,
         })?;
     tracing::info!(addr = %config.listen, "nudge-serve listening");
-    axum::serve(listener, router(ctx))
+    axum::serve(listener, router(ctx.clone()))
         .with_graceful_shutdown(shutdown)
         .await?;
+    ctx.flush_decisions(std::time::Duration::from_secs(10))
+        .await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod database;
 pub mod online;
+pub mod quota;
 
 /// Errors from the stores.
 #[derive(Debug, thiserror::Error)]

@@ -11,12 +11,18 @@ use nudge::config::ServeConfig;
 use nudge::features::catalog::FeatureCatalog;
 use nudge::ingest::catalog::Catalog;
 use nudge::ingest::hashing::UserHasher;
+use nudge::models::Model;
+use nudge::models::artifact::{Estimator, FORMAT, MODEL_FILE, schema_hash};
+use nudge::models::calibration::Calibration;
+use nudge::models::preprocess::{CategoricalEncoding, NumericEncoding, Preprocessing};
+use nudge::models::registry::Registry;
 use nudge::serving::{ApiContext, router};
 use nudge::store::database;
 use nudge::store::online::OnlineStore;
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::migrate::MigrateDatabase;
+use std::path::Path;
 use tower::ServiceExt;
 
 /// Hash key used by the test apps.
@@ -25,6 +31,10 @@ pub const HASH_KEY: &str = "test-hash-key-0123456789";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 /// Capture API token used by the test apps.
 pub const TOKEN: &str = "phc_test_token";
+/// Bearer token of the scheduler scope in the test apps.
+pub const SCHEDULER_TOKEN: &str = "test-scheduler-token";
+/// Bearer token of the admin scope in the test apps.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// Postgres server for tests (`NUDGE_TEST_PG`, default the local one).
 pub fn pg_server() -> String {
@@ -140,6 +150,13 @@ pub fn config(url: &str) -> ServeConfig {
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         posthog_token: Some(TOKEN.into()),
         db_pool_size: 8,
+        models_dir: std::path::PathBuf::from("models"),
+        policy_path: std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policy/policy.yaml"
+        )),
+        scheduler_token: Some(SCHEDULER_TOKEN.into()),
+        admin_token: Some(ADMIN_TOKEN.into()),
         features_refresh: Duration::from_secs(60),
         dev: false,
     }
@@ -322,5 +339,72 @@ impl Drop for RedisPrefix {
         if !keys.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
+    }
+}
+
+/// Writes a ranker champion that scores contact reminders high (sigmoid 2 ≈ 0.88),
+/// weekly digests low (≈ 0.12) and anything else 0.5, whatever the user's features.
+pub fn write_ranker(models: &Path, version: &str) {
+    let preprocessing = Preprocessing {
+        numeric: vec![NumericEncoding {
+            name: "sessions_7d".into(),
+            mean: 0.0,
+            scale: 1.0,
+            missing_indicator: true,
+        }],
+        categorical: vec![CategoricalEncoding {
+            name: "notif_type".into(),
+            levels: vec!["contact_reminder".into(), "weekly_digest".into()],
+        }],
+    };
+    let weights = preprocessing
+        .column_names()
+        .iter()
+        .map(|c| match c.as_str() {
+            "notif_type=contact_reminder" => 2.0,
+            "notif_type=weekly_digest" => -2.0,
+            _ => 0.0,
+        })
+        .collect();
+    let model = Model {
+        format: FORMAT,
+        name: "notif_ranker".into(),
+        version: version.into(),
+        label: "returned_24h_after_notif".into(),
+        candidate: "logistic".into(),
+        schema_hash: schema_hash(["sessions_7d"], ["notif_type"]),
+        preprocessing,
+        estimator: Estimator::Logistic {
+            weights,
+            intercept: 0.0,
+        },
+        calibration: Calibration::None,
+    };
+    let registry = Registry::new(models);
+    registry
+        .save(
+            "notif_ranker",
+            version,
+            &[(MODEL_FILE, &model.to_json().unwrap())],
+        )
+        .unwrap();
+    registry.set_champion("notif_ranker", version).unwrap();
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("nudge-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

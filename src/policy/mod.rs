@@ -1,0 +1,330 @@
+//! `policy/policy.yaml`: the gates every send passes, the rollout and the model arm's
+//! score threshold. Parsed once into a validated [`Policy`] (unknown keys and out-of-range
+//! values are errors naming the key), so serving code never re-checks it.
+
+pub mod gates;
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+pub use gates::{Gates, QuietHours, Reason};
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The YAML does not match the schema (unknown key, wrong type).
+    #[error("policy does not match its schema: {0}")]
+    Schema(String),
+    /// A value is out of range.
+    #[error("policy {key}: {reason}")]
+    Invalid {
+        /// The offending key, dotted.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// How the model is rolled out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// No model: the baseline decides and no score is computed.
+    Off,
+    /// The baseline decides; the model's score and would-be decision are logged.
+    Shadow,
+    /// Users under the canary percent get the model's decision, the rest the baseline.
+    Canary,
+    /// Everyone gets the model's decision.
+    Full,
+}
+
+impl Mode {
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Shadow => "shadow",
+            Mode::Canary => "canary",
+            Mode::Full => "full",
+        }
+    }
+}
+
+/// Rollout settings: the mode and canary percent a runtime flag may override, and the
+/// bucketing salt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// Mode at start.
+    pub mode: Mode,
+    /// Share of users in the canary, in percent (0..=100, two decimals count).
+    pub canary_percent: f64,
+    /// Salt of the bucketing hash: a new salt reshuffles users.
+    pub salt: String,
+}
+
+/// The model arm's score threshold: its starting value and the bounds the controller keeps it in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    /// Threshold until the controller moves it.
+    pub initial: f64,
+    /// Lowest allowed.
+    pub min: f64,
+    /// Highest allowed.
+    pub max: f64,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// First 12 hex digits of the SHA-256 of the file: what decisions are logged under.
+    pub version: String,
+    /// Gates every send passes, in every arm.
+    pub gates: Gates,
+    /// Rollout.
+    pub rollout: Rollout,
+    /// Score threshold of the model arm.
+    pub threshold: Threshold,
+    /// When on, nothing is sent.
+    pub kill_switch: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    gates: RawGates,
+    rollout: RawRollout,
+    threshold: RawThreshold,
+    #[serde(default)]
+    kill_switch: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGates {
+    max_sends_per_day: u32,
+    min_gap_hours: f64,
+    quiet_hours: Option<RawQuietHours>,
+}
+
+impl Default for RawGates {
+    fn default() -> Self {
+        Self {
+            max_sends_per_day: 2,
+            min_gap_hours: 8.0,
+            quiet_hours: Some(RawQuietHours {
+                start: "22:00".into(),
+                end: "08:00".into(),
+            }),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuietHours {
+    start: String,
+    end: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    mode: Mode,
+    #[serde(default)]
+    canary_percent: f64,
+    salt: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThreshold {
+    initial: f64,
+    min: f64,
+    max: f64,
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Minutes after midnight of an `HH:MM` clock time.
+fn clock_minutes(key: &'static str, text: &str) -> Result<u16, PolicyError> {
+    let parsed = text.split_once(':').and_then(|(h, m)| {
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && text.len() == 5).then_some(h * 60 + m)
+    });
+    parsed.ok_or_else(|| invalid(key, format!("{text:?} is not an HH:MM time")))
+}
+
+impl Policy {
+    /// Parses and validates a policy file's text.
+    pub fn parse(yaml: &str) -> Result<Self, PolicyError> {
+        let raw: RawPolicy =
+            serde_saphyr::from_str(yaml).map_err(|e| PolicyError::Schema(e.to_string()))?;
+        if raw.gates.max_sends_per_day == 0 {
+            return Err(invalid(
+                "gates.max_sends_per_day",
+                "must be at least 1 (use kill_switch to stop sends)",
+            ));
+        }
+        if !(0.0..=24.0).contains(&raw.gates.min_gap_hours) {
+            return Err(invalid("gates.min_gap_hours", "must be within 0..=24"));
+        }
+        let quiet_hours = match raw.gates.quiet_hours {
+            None => None,
+            Some(q) => {
+                let start = clock_minutes("gates.quiet_hours.start", &q.start)?;
+                let end = clock_minutes("gates.quiet_hours.end", &q.end)?;
+                if start == end {
+                    return Err(invalid(
+                        "gates.quiet_hours",
+                        "start equals end; omit quiet_hours for none",
+                    ));
+                }
+                Some(QuietHours { start, end })
+            }
+        };
+        if !(0.0..=100.0).contains(&raw.rollout.canary_percent) {
+            return Err(invalid("rollout.canary_percent", "must be within 0..=100"));
+        }
+        if raw.rollout.salt.is_empty() {
+            return Err(invalid("rollout.salt", "must not be empty"));
+        }
+        let t = raw.threshold;
+        if !(0.0 <= t.min && t.min <= t.initial && t.initial <= t.max && t.max <= 1.0) {
+            return Err(invalid(
+                "threshold",
+                "needs 0 <= min <= initial <= max <= 1",
+            ));
+        }
+        let digest = Sha256::digest(yaml.as_bytes());
+        Ok(Self {
+            version: hex::encode(&digest[..6]),
+            gates: Gates {
+                max_sends_per_day: raw.gates.max_sends_per_day,
+                min_gap: chrono::Duration::milliseconds(
+                    (raw.gates.min_gap_hours * 3_600_000.0).round() as i64,
+                ),
+                quiet_hours,
+            },
+            rollout: Rollout {
+                mode: raw.rollout.mode,
+                canary_percent: raw.rollout.canary_percent,
+                salt: raw.rollout.salt,
+            },
+            threshold: Threshold {
+                initial: t.initial,
+                min: t.min,
+                max: t.max,
+            },
+            kill_switch: raw.kill_switch,
+        })
+    }
+
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "rollout: { mode: shadow, salt: s1 }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n";
+
+    #[test]
+    fn the_shipped_policy_parses() {
+        let policy = Policy::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policy/policy.yaml"
+        )))
+        .unwrap();
+        assert_eq!(policy.version.len(), 12);
+    }
+
+    #[test]
+    fn defaults_are_two_sends_eight_hours_and_quiet_from_22_to_8() {
+        let policy = Policy::parse(MINIMAL).unwrap();
+        assert_eq!(policy.gates.max_sends_per_day, 2);
+        assert_eq!(policy.gates.min_gap, chrono::Duration::hours(8));
+        assert_eq!(
+            policy.gates.quiet_hours,
+            Some(QuietHours {
+                start: 22 * 60,
+                end: 8 * 60
+            })
+        );
+        assert!(!policy.kill_switch);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_naming_the_key() {
+        let unknown = format!("{MINIMAL}surprise: 1\n");
+        assert!(matches!(
+            Policy::parse(&unknown),
+            Err(PolicyError::Schema(m)) if m.contains("surprise")
+        ));
+        let cases = [
+            (
+                "gates: { max_sends_per_day: 0 }\n",
+                "gates.max_sends_per_day",
+            ),
+            (
+                "gates: { quiet_hours: { start: '25:00', end: '08:00' } }\n",
+                "gates.quiet_hours.start",
+            ),
+        ];
+        for (extra, key) in cases {
+            let text = format!("{MINIMAL}{extra}");
+            match Policy::parse(&text) {
+                Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        let bad_threshold = "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.95, min: 0.05, max: 0.9 }\n";
+        assert!(matches!(
+            Policy::parse(bad_threshold),
+            Err(PolicyError::Invalid {
+                key: "threshold",
+                ..
+            })
+        ));
+        let bad_percent = "rollout: { mode: canary, canary_percent: 101, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n";
+        assert!(matches!(
+            Policy::parse(bad_percent),
+            Err(PolicyError::Invalid {
+                key: "rollout.canary_percent",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_version_changes_with_the_content() {
+        let a = Policy::parse(MINIMAL).unwrap();
+        let b = Policy::parse(&format!("{MINIMAL}kill_switch: true\n")).unwrap();
+        assert_ne!(a.version, b.version);
+        assert!(b.kill_switch);
+    }
+}

@@ -1,0 +1,496 @@
+//! `POST /v1/score`: which notification, if any, to send now.
+//!
+//! The request is parsed once into a [`ScoreRequest`] (field-level errors). Then: the
+//! user's arm, online features (a cold start when there are none, or when the store
+//! fails), a ranker row per candidate built as the trainer builds it, the baseline and
+//! model rules, the gates, an atomic quota reservation for the one candidate acted on,
+//! and a decision-log entry. Dependency failures give a 200 with a safe, explained
+//! answer, never an error.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ApiContext;
+use super::decisions::{Decision, LoggedCandidate};
+use super::error::ApiError;
+use super::ranker::SendContext;
+use crate::features::row::FeatureRow;
+use crate::policy::gates::{Reason, blocking_gate};
+use crate::rollout::{self, Arm};
+use crate::store::online::FeatureLookup;
+use crate::store::quota::Reservation;
+use crate::telemetry;
+
+/// Most candidates per request.
+pub const MAX_CANDIDATES: usize = 50;
+
+/// A candidate notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The scheduler's id.
+    pub id: String,
+    /// Notification type.
+    pub notif_type: String,
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRequest {
+    /// The user's id as the scheduler knows it (hashed before anything stores it).
+    pub user_id: String,
+    /// The decision time.
+    pub now: DateTime<Utc>,
+    /// The user's timezone, if given.
+    pub timezone: Option<Tz>,
+    /// Candidates in the scheduler's order.
+    pub candidates: Vec<Candidate>,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn string_field<'a>(object: &'a Value, key: &str, path: &str) -> Result<Option<&'a str>, ApiError> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(path, "must be a string")),
+    }
+}
+
+impl ScoreRequest {
+    /// Parses a request body; `server_now` stands in for a missing `now`.
+    pub fn parse(body: &[u8], server_now: DateTime<Utc>) -> Result<Self, ApiError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(invalid("body", "must be a JSON object"));
+        }
+        let user_id = match string_field(&value, "user_id", "user_id")? {
+            Some(id) if !id.is_empty() && id.len() <= 256 => id.to_owned(),
+            _ => {
+                return Err(invalid(
+                    "user_id",
+                    "required: a non-empty string of at most 256 bytes",
+                ));
+            }
+        };
+        let now = match string_field(&value, "now", "now")? {
+            None => server_now,
+            Some(text) => DateTime::parse_from_rfc3339(text)
+                .map_err(|e| invalid("now", format!("not an RFC 3339 time: {e}")))?
+                .to_utc(),
+        };
+        let timezone = match string_field(&value, "timezone", "timezone")? {
+            None => None,
+            Some(name) => Some(
+                name.parse::<Tz>()
+                    .map_err(|_| invalid("timezone", format!("unknown IANA timezone {name:?}")))?,
+            ),
+        };
+        let items = match value.get("candidates") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(invalid(
+                    "candidates",
+                    "required: an array of 1 to 50 candidates",
+                ));
+            }
+        };
+        if items.is_empty() || items.len() > MAX_CANDIDATES {
+            return Err(invalid(
+                "candidates",
+                format!(
+                    "holds {} candidates; 1 to {MAX_CANDIDATES} allowed",
+                    items.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let candidates = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let path = |key: &str| format!("candidates[{i}].{key}");
+                if !item.is_object() {
+                    return Err(invalid(format!("candidates[{i}]"), "must be an object"));
+                }
+                let id = match string_field(item, "id", &path("id"))? {
+                    Some(id) if !id.is_empty() && id.len() <= 128 => id.to_owned(),
+                    _ => {
+                        return Err(invalid(
+                            path("id"),
+                            "required: a non-empty string of at most 128 bytes",
+                        ));
+                    }
+                };
+                if !seen.insert(id.clone()) {
+                    return Err(invalid(
+                        path("id"),
+                        format!("duplicate candidate id {id:?}"),
+                    ));
+                }
+                let notif_type = match string_field(item, "type", &path("type"))? {
+                    Some(t) if !t.is_empty() && t.len() <= 64 => t.to_owned(),
+                    _ => {
+                        return Err(invalid(
+                            path("type"),
+                            "required: a non-empty string of at most 64 bytes",
+                        ));
+                    }
+                };
+                Ok(Candidate { id, notif_type })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            user_id,
+            now,
+            timezone,
+            candidates,
+        })
+    }
+}
+
+/// The model's name and version in a response.
+#[derive(Debug, Serialize)]
+pub struct ModelRef {
+    /// Registry name.
+    pub name: &'static str,
+    /// Version.
+    pub version: String,
+}
+
+/// One candidate's decision.
+#[derive(Debug, Serialize)]
+pub struct CandidateDecision {
+    /// Candidate id.
+    pub id: String,
+    /// Calibrated model score, whenever the model ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Whether to send it now.
+    pub send: bool,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The response.
+#[derive(Debug, Serialize)]
+pub struct ScoreResponse {
+    /// Request id (also in the decision log).
+    pub request_id: Uuid,
+    /// The user's arm.
+    pub arm: Arm,
+    /// The rollout mode in force.
+    pub mode: crate::policy::Mode,
+    /// The model that scored, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelRef>,
+    /// Policy version.
+    pub policy_version: String,
+    /// Threshold of the model rule.
+    pub threshold: f64,
+    /// No stored features for the user: scored with every user feature missing.
+    pub cold_start: bool,
+    /// No timezone given: local time is UTC.
+    pub timezone_assumed_utc: bool,
+    /// One per candidate, in request order.
+    pub decisions: Vec<CandidateDecision>,
+}
+
+/// The baseline's and the model's choices among the candidates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choices {
+    /// The scheduler's first candidate.
+    pub baseline: Option<usize>,
+    /// The best-scored candidate, if its score reaches the threshold.
+    pub model: Option<usize>,
+}
+
+/// The two rules: baseline = the scheduler's order, first candidate; model = the highest
+/// score (the earliest on ties), only at or above `threshold`.
+pub fn choose(candidates: usize, scores: Option<&[f64]>, threshold: f64) -> Choices {
+    let best = scores.and_then(|s| {
+        s.iter()
+            .enumerate()
+            .fold(None, |best: Option<(usize, f64)>, (i, &v)| match best {
+                Some((_, b)) if b >= v => best,
+                _ => Some((i, v)),
+            })
+    });
+    Choices {
+        baseline: (candidates > 0).then_some(0),
+        model: best.filter(|&(_, v)| v >= threshold).map(|(i, _)| i),
+    }
+}
+
+/// `POST /v1/score`.
+pub async fn score(
+    State(ctx): State<ApiContext>,
+    body: Bytes,
+) -> Result<Json<ScoreResponse>, ApiError> {
+    let request = ScoreRequest::parse(&body, Utc::now())?;
+    let loaded = ctx
+        .loaded
+        .load_full()
+        .ok_or_else(|| ApiError::NotReady("policy and models are not loaded".into()))?;
+    let policy = &loaded.policy;
+    let (mode, percent) = (policy.rollout.mode, policy.rollout.canary_percent);
+    let ranker = loaded
+        .ranker
+        .as_ref()
+        .filter(|_| mode != crate::policy::Mode::Off);
+    let arm = match ranker {
+        None => Arm::Off,
+        Some(_) => rollout::assign(
+            mode,
+            percent,
+            rollout::bucket(&policy.rollout.salt, &request.user_id),
+        ),
+    };
+    let user_hash = ctx.hasher.hash(&request.user_id);
+
+    let features: Option<FeatureRow> =
+        match ctx.online.features(&ctx.feature_catalog, &user_hash).await {
+            Ok(FeatureLookup::Found(row)) => Some(row),
+            Ok(FeatureLookup::Unknown | FeatureLookup::NotMaterialized) => None,
+            Err(e) => {
+                metrics::counter!(telemetry::FEATURE_ERRORS).increment(1);
+                tracing::warn!(error = %e, "online features unavailable; scoring as a cold start");
+                None
+            }
+        };
+    let context = SendContext::new(request.now, request.timezone);
+    let scores: Option<Vec<f64>> = ranker.map(|r| {
+        request
+            .candidates
+            .iter()
+            .map(|c| {
+                r.model
+                    .score(&r.row(features.as_ref(), &context, &c.notif_type))
+            })
+            .collect()
+    });
+    let threshold = policy.threshold.initial;
+    let choices = choose(request.candidates.len(), scores.as_deref(), threshold);
+    let acting = if arm.model_decides() {
+        choices.model
+    } else {
+        choices.baseline
+    };
+
+    let opted_out = features
+        .as_ref()
+        .and_then(|row| ctx.opted_out_index.and_then(|i| row.values.get(i)))
+        .and_then(|v| v.as_number())
+        .is_some_and(|v| v > 0.0);
+    let blocked = blocking_gate(
+        &policy.gates,
+        policy.kill_switch,
+        opted_out,
+        context.local_minute,
+    );
+    // The reason every candidate shares when nothing can be sent, and whether `acting` was sent.
+    let (shared, sent) = match (blocked, acting) {
+        (Some(reason), _) => (Some(reason), None),
+        (None, None) => (None, None),
+        (None, Some(i)) => {
+            let candidate = &request.candidates[i].id;
+            match ctx
+                .quota
+                .reserve(&policy.gates, &user_hash, candidate, request.now)
+                .await
+            {
+                Ok(Reservation::Granted | Reservation::Repeated) => (None, Some(i)),
+                Ok(Reservation::Refused(reason)) => (Some(reason), None),
+                Err(e) => {
+                    metrics::counter!(telemetry::QUOTA_ERRORS).increment(1);
+                    tracing::warn!(error = %e, "quota store unavailable; not sending");
+                    (Some(Reason::QuotaUnavailable), None)
+                }
+            }
+        }
+    };
+    let decisions: Vec<CandidateDecision> = request
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let score = scores.as_ref().map(|s| s[i]);
+            let reason = match shared {
+                Some(reason) => reason,
+                None if sent == Some(i) => Reason::Ok,
+                None if arm.model_decides() && score.is_some_and(|s| s < threshold) => {
+                    Reason::BelowThreshold
+                }
+                None => Reason::NotSelected,
+            };
+            CandidateDecision {
+                id: c.id.clone(),
+                score,
+                send: sent == Some(i),
+                reason,
+            }
+        })
+        .collect();
+
+    let headline = sent.map_or_else(
+        || decisions.first().map_or(Reason::NotSelected, |d| d.reason),
+        |_| Reason::Ok,
+    );
+    metrics::counter!(telemetry::DECISIONS, "arm" => arm.as_str(), "reason" => headline.as_str())
+        .increment(1);
+    let request_id = Uuid::new_v4();
+    let id_of = |i: Option<usize>| i.map(|i| request.candidates[i].id.clone());
+    ctx.decisions.record(Decision {
+        request_id,
+        decided_at: request.now,
+        user_hash,
+        arm: arm.as_str(),
+        cold_start: features.is_none(),
+        model_version: ranker.map(|r| r.version.clone()),
+        policy_version: policy.version.clone(),
+        threshold,
+        sent: id_of(sent),
+        model_choice: id_of(choices.model).filter(|_| ranker.is_some()),
+        baseline_choice: id_of(choices.baseline),
+        candidates: request
+            .candidates
+            .iter()
+            .zip(&decisions)
+            .map(|(c, d)| LoggedCandidate {
+                id: c.id.clone(),
+                notif_type: c.notif_type.clone(),
+                score: d.score,
+                send: d.send,
+                reason: d.reason.as_str(),
+            })
+            .collect(),
+    });
+    Ok(Json(ScoreResponse {
+        request_id,
+        arm,
+        mode,
+        model: ranker.map(|r| ModelRef {
+            name: super::ranker::RANKER,
+            version: r.version.clone(),
+        }),
+        policy_version: policy.version.clone(),
+        threshold,
+        cold_start: features.is_none(),
+        timezone_assumed_utc: request.timezone.is_none(),
+        decisions,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000, 0).unwrap()
+    }
+
+    fn parse(body: Value) -> Result<ScoreRequest, String> {
+        ScoreRequest::parse(body.to_string().as_bytes(), now()).map_err(|e| match e {
+            ApiError::InvalidField { field, .. } => field,
+            other => format!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn a_valid_request_parses_with_defaults() {
+        let r =
+            parse(json!({"user_id": "u1", "candidates": [{"id": "a", "type": "weekly_digest"}]}))
+                .unwrap();
+        assert_eq!((r.now, r.timezone, r.candidates.len()), (now(), None, 1));
+        let r = parse(
+            json!({"user_id": "u1", "now": "2026-11-22T18:05:00+01:00", "timezone": "Europe/Berlin",
+                              "candidates": [{"id": "a", "type": "t", "context": {"x": 1}}]}),
+        )
+        .unwrap();
+        assert_eq!(r.now.to_rfc3339(), "2026-11-22T17:05:00+00:00");
+        assert_eq!(r.timezone, Some(chrono_tz::Europe::Berlin));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let one = json!([{"id": "a", "type": "t"}]);
+        let cases = [
+            (json!({"candidates": one}), "user_id"),
+            (json!({"user_id": 7, "candidates": one}), "user_id"),
+            (
+                json!({"user_id": "u", "now": "yesterday", "candidates": one}),
+                "now",
+            ),
+            (
+                json!({"user_id": "u", "timezone": "Mars/Olympus", "candidates": one}),
+                "timezone",
+            ),
+            (json!({"user_id": "u", "candidates": []}), "candidates"),
+            (json!({"user_id": "u"}), "candidates"),
+            (
+                json!({"user_id": "u", "candidates": [{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]}),
+                "candidates[1].id",
+            ),
+            (
+                json!({"user_id": "u", "candidates": [{"id": "a"}]}),
+                "candidates[0].type",
+            ),
+            (json!({"user_id": "u", "candidates": [3]}), "candidates[0]"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(parse(body.clone()), Err(field.to_owned()), "{body}");
+        }
+        let many: Vec<Value> = (0..51)
+            .map(|i| json!({"id": i.to_string(), "type": "t"}))
+            .collect();
+        assert_eq!(
+            parse(json!({"user_id": "u", "candidates": many})),
+            Err("candidates".to_owned())
+        );
+        assert!(matches!(
+            ScoreRequest::parse(b"{not json", now()),
+            Err(ApiError::InvalidField { field, .. }) if field == "body"
+        ));
+    }
+
+    #[test]
+    fn baseline_takes_the_first_and_the_model_the_best_above_threshold() {
+        let scores = [0.2, 0.5, 0.5, 0.1];
+        assert_eq!(
+            choose(4, Some(&scores), 0.3),
+            Choices {
+                baseline: Some(0),
+                model: Some(1)
+            }
+        );
+        assert_eq!(
+            choose(4, Some(&scores), 0.6),
+            Choices {
+                baseline: Some(0),
+                model: None
+            }
+        );
+        assert_eq!(
+            choose(4, None, 0.3),
+            Choices {
+                baseline: Some(0),
+                model: None
+            }
+        );
+        assert_eq!(choose(1, Some(&[0.3]), 0.3).model, Some(0));
+    }
+}

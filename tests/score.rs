@@ -1,0 +1,440 @@
+//! `POST /v1/score` against real Postgres and Redis: gates, arms, atomic reservations
+//! across two instances, idempotent retries, reloads and token scopes.
+
+mod common;
+
+use std::path::Path;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{ADMIN_TOKEN, SCHEDULER_TOKEN, TempDir, TestDb, config, send, write_ranker};
+use nudge::features::catalog::FeatureCatalog;
+use nudge::ingest::catalog::Catalog;
+use nudge::models::artifact::MODEL_FILE;
+use nudge::models::registry::Registry;
+use nudge::serving::{ApiContext, router};
+use nudge::store::online::OnlineStore;
+use serde_json::{Value, json};
+
+/// A policy file with the given rollout and gates.
+fn write_policy(path: &Path, rollout: &str, extra: &str) {
+    std::fs::write(
+        path,
+        format!("rollout: {rollout}\nthreshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n{extra}"),
+    )
+    .unwrap();
+}
+
+struct Server {
+    ctx: ApiContext,
+    app: Router,
+}
+
+/// An instance over `db` (Redis under `prefix` when given), loaded from `dir`.
+async fn server(db: &TestDb, dir: &Path, redis_prefix: Option<&str>) -> Server {
+    let mut cfg = config(&db.url);
+    cfg.models_dir = dir.join("models");
+    cfg.policy_path = dir.join("policy.yaml");
+    let online = match redis_prefix {
+        Some(prefix) => OnlineStore::connect_redis(&common::redis_url(), prefix)
+            .await
+            .unwrap(),
+        None => OnlineStore::embedded(),
+    };
+    let ctx = ApiContext::new(
+        &cfg,
+        Catalog::builtin().unwrap(),
+        FeatureCatalog::builtin().unwrap(),
+        db.pool.clone(),
+        online,
+    );
+    ctx.reload().expect("policy and model load");
+    Server {
+        app: router(ctx.clone()),
+        ctx,
+    }
+}
+
+async fn score(app: &Router, body: &Value) -> (StatusCode, Value) {
+    score_with(app, body, Some(SCHEDULER_TOKEN)).await
+}
+
+async fn score_with(app: &Router, body: &Value, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::post("/v1/score").header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let (status, _, json) = send(app, req.body(Body::from(body.to_string())).unwrap()).await;
+    (status, json)
+}
+
+fn request(user: &str, now: &str, types: &[&str]) -> Value {
+    let candidates: Vec<Value> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"id": format!("n-{i}"), "type": t}))
+        .collect();
+    json!({"user_id": user, "now": now, "timezone": "UTC", "candidates": candidates})
+}
+
+fn reasons(body: &Value) -> Vec<(bool, String)> {
+    body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["send"].as_bool().unwrap(),
+                d["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+
+    let (status, body) = score(
+        &s.app,
+        &request(
+            "u1",
+            "2026-11-22T12:00:00Z",
+            &["weekly_digest", "contact_reminder"],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["arm"], "shadow");
+    assert_eq!(body["cold_start"], true);
+    // The baseline sends the scheduler's first candidate; the model would pick the second.
+    assert_eq!(
+        reasons(&body),
+        vec![(true, "ok".into()), (false, "not_selected".into())]
+    );
+    let scores: Vec<f64> = body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores[0] < 0.2 && scores[1] > 0.8, "{scores:?}");
+
+    s.ctx
+        .flush_decisions(std::time::Duration::from_secs(10))
+        .await;
+    let (arm, sent, model_choice, baseline): (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = sqlx::query_as("SELECT arm, sent, model_choice, baseline_choice FROM serving.decisions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            arm.as_str(),
+            sent.as_deref(),
+            model_choice.as_deref(),
+            baseline.as_deref()
+        ),
+        ("shadow", Some("n-0"), Some("n-1"), Some("n-0"))
+    );
+}
+
+#[tokio::test]
+async fn full_mode_sends_the_best_candidate_above_the_threshold_only() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: full, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+
+    let (_, body) = score(
+        &s.app,
+        &request(
+            "u1",
+            "2026-11-22T12:00:00Z",
+            &["weekly_digest", "contact_reminder"],
+        ),
+    )
+    .await;
+    assert_eq!(body["arm"], "full");
+    assert_eq!(
+        reasons(&body),
+        vec![(false, "below_threshold".into()), (true, "ok".into())]
+    );
+    let (_, body) = score(
+        &s.app,
+        &request("u2", "2026-11-22T12:00:00Z", &["weekly_digest"]),
+    )
+    .await;
+    assert_eq!(reasons(&body), vec![(false, "below_threshold".into())]);
+}
+
+#[tokio::test]
+async fn each_gate_refuses_with_its_reason() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+    let one = |user: &str, now: &str| request(user, now, &["contact_reminder"]);
+
+    // Quiet hours are local: 23:30 in Berlin is 22:30 UTC.
+    let mut berlin = one("u1", "2026-11-22T22:30:00Z");
+    berlin["timezone"] = json!("Europe/Berlin");
+    assert_eq!(
+        reasons(&score(&s.app, &berlin).await.1),
+        vec![(false, "quiet_hours".into())]
+    );
+    // Without a timezone: UTC, and the answer says so (07:30 UTC is quiet).
+    let mut no_tz = one("u1", "2026-11-22T07:30:00Z");
+    no_tz.as_object_mut().unwrap().remove("timezone");
+    let (_, body) = score(&s.app, &no_tz).await;
+    assert_eq!(
+        (reasons(&body), body["timezone_assumed_utc"].clone()),
+        (vec![(false, "quiet_hours".into())], json!(true))
+    );
+
+    // Minimum gap, then the daily cap (2 per rolling day, 8 h apart).
+    assert_eq!(
+        reasons(&score(&s.app, &one("u2", "2026-11-22T09:00:00Z")).await.1)[0],
+        (true, "ok".into())
+    );
+    let mut again = one("u2", "2026-11-22T12:00:00Z");
+    again["candidates"][0]["id"] = json!("n-other");
+    assert_eq!(
+        reasons(&score(&s.app, &again).await.1)[0],
+        (false, "min_gap".into())
+    );
+    again["now"] = json!("2026-11-22T17:00:00Z");
+    assert_eq!(
+        reasons(&score(&s.app, &again).await.1)[0],
+        (true, "ok".into())
+    );
+    let mut third = one("u2", "2026-11-23T08:30:00Z");
+    third["candidates"][0]["id"] = json!("n-third");
+    assert_eq!(
+        reasons(&score(&s.app, &third).await.1)[0],
+        (false, "daily_cap".into())
+    );
+
+    // Kill switch, after a reload.
+    write_policy(
+        &dir.0.join("policy.yaml"),
+        "{ mode: shadow, salt: s }",
+        "kill_switch: true\n",
+    );
+    s.ctx.reload().unwrap();
+    assert_eq!(
+        reasons(&score(&s.app, &one("u3", "2026-11-22T12:00:00Z")).await.1),
+        vec![(false, "kill_switch".into())]
+    );
+}
+
+#[tokio::test]
+async fn opted_out_users_are_not_sent_to() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+    // A snapshot with opted_out = true, loaded into the embedded store.
+    let hash = nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash("u-out");
+    sqlx::query(
+        "INSERT INTO gold.snapshots (user_hash, as_of, sessions_1d, sessions_7d, sessions_30d,
+             active_days_7d, active_days_30d, events_7d, contacts_created_30d, contacts_viewed_7d,
+             outreach_7d, outreach_30d, notifs_sent_7d, notifs_sent_30d, notifs_opened_7d,
+             notifs_opened_30d, notifs_dismissed_7d, opted_out, intent_score, magnetism_index,
+             magnetism_band)
+         VALUES ($1, '2026-11-22', 1, 3, 9, 2, 5, 30, 0, 1, 0, 1, 4, 12, 1, 3, 2, true, 0, 10, 'cold')",
+    )
+    .bind(&hash)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // The embedded store loads the newest snapshots at start.
+    nudge::serving::features::FeatureRefresher::start(s.ctx.clone())
+        .await
+        .unwrap();
+    let (_, body) = score(
+        &s.app,
+        &request("u-out", "2026-11-22T12:00:00Z", &["contact_reminder"]),
+    )
+    .await;
+    assert_eq!(body["cold_start"], false);
+    assert_eq!(reasons(&body), vec![(false, "opted_out".into())]);
+}
+
+#[tokio::test]
+async fn a_retry_does_not_reserve_twice_and_64_concurrent_requests_across_two_instances_send_exactly_the_cap()
+ {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(
+        &dir.0.join("policy.yaml"),
+        "{ mode: shadow, salt: s }",
+        "gates: { max_sends_per_day: 2, min_gap_hours: 0 }\n",
+    );
+    let prefix = common::RedisPrefix::new();
+    let a = server(&db, &dir.0, Some(&prefix.0)).await;
+    let b = server(&db, &dir.0, Some(&prefix.0)).await;
+
+    // The same request twice: the same decision, one reservation.
+    let first = request("retry-user", "2026-11-22T12:00:00Z", &["contact_reminder"]);
+    assert_eq!(
+        reasons(&score(&a.app, &first).await.1),
+        vec![(true, "ok".into())]
+    );
+    assert_eq!(
+        reasons(&score(&b.app, &first).await.1),
+        vec![(true, "ok".into())]
+    );
+    let mut other = first.clone();
+    other["candidates"][0]["id"] = json!("n-other");
+    assert_eq!(
+        reasons(&score(&a.app, &other).await.1),
+        vec![(true, "ok".into())]
+    );
+    other["candidates"][0]["id"] = json!("n-third");
+    assert_eq!(
+        reasons(&score(&b.app, &other).await.1),
+        vec![(false, "daily_cap".into())]
+    );
+
+    // 64 different candidates for one user at once, split over both instances.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let app = if i % 2 == 0 {
+            a.app.clone()
+        } else {
+            b.app.clone()
+        };
+        let mut body = request("busy-user", "2026-11-22T12:00:00Z", &["contact_reminder"]);
+        body["candidates"][0]["id"] = json!(format!("c-{i}"));
+        tasks.spawn(async move { score(&app, &body).await });
+    }
+    let mut sent = 0;
+    while let Some(result) = tasks.join_next().await {
+        let (status, body) = result.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let decision = &reasons(&body)[0];
+        if decision.0 {
+            sent += 1;
+        } else {
+            assert_eq!(decision.1, "daily_cap");
+        }
+    }
+    assert_eq!(sent, 2);
+}
+
+#[tokio::test]
+async fn a_bad_policy_or_model_is_refused_on_reload_and_the_old_ones_keep_serving() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+    let admin = |path: &str, token: &str| {
+        Request::post(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    std::fs::write(
+        dir.0.join("policy.yaml"),
+        "rollout: { mode: sideways, salt: s }\n",
+    )
+    .unwrap();
+    let (status, _, body) = send(&s.app, admin("/admin/reload", ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("keep serving")
+    );
+    let (status, body) = score(
+        &s.app,
+        &request("u1", "2026-11-22T12:00:00Z", &["contact_reminder"]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["arm"].clone()),
+        (StatusCode::OK, json!("shadow"))
+    );
+
+    // A corrupt champion artifact: refused, v1 keeps scoring.
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let registry = Registry::new(dir.0.join("models"));
+    registry
+        .save(
+            "notif_ranker",
+            "v2",
+            &[(MODEL_FILE, "{\"format\": 1, \"truncated")],
+        )
+        .unwrap();
+    registry.set_champion("notif_ranker", "v2").unwrap();
+    let (status, _, _) = send(&s.app, admin("/admin/reload", ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, body) = score(
+        &s.app,
+        &request("u1", "2026-11-22T12:00:00Z", &["contact_reminder"]),
+    )
+    .await;
+    assert_eq!(body["model"]["version"], "v1");
+}
+
+#[tokio::test]
+async fn tokens_are_scoped() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+    let body = request("u1", "2026-11-22T12:00:00Z", &["contact_reminder"]);
+    assert_eq!(
+        score_with(&s.app, &body, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        score_with(&s.app, &body, Some(ADMIN_TOKEN)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        score_with(&s.app, &body, Some(SCHEDULER_TOKEN)).await.0,
+        StatusCode::OK
+    );
+    let reload = |token: &str| {
+        Request::post("/admin/reload")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&s.app, reload(SCHEDULER_TOKEN)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(send(&s.app, reload(ADMIN_TOKEN)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_422_naming_the_field() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let s = server(&db, &dir.0, None).await;
+    let (status, body) = score(&s.app, &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "candidates[1].id");
+}
