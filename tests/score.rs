@@ -438,3 +438,60 @@ async fn malformed_requests_get_a_422_naming_the_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "candidates[1].id");
 }
+
+#[tokio::test]
+async fn the_servers_notification_context_equals_the_training_views_value_for_value() {
+    use chrono::{DateTime, NaiveDate, Utc};
+    use nudge::serving::ranker::{SendContext, hours_from_usual_session};
+
+    let db = TestDb::migrated().await;
+    let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    common::simulate(
+        &db,
+        nudge::sim::SimConfig::new(300, 20, 5, start, 0.3).unwrap(),
+    )
+    .await;
+    let range = nudge::features::DayRange::new(
+        start.pred_opt().unwrap(),
+        start + chrono::TimeDelta::days(21),
+    )
+    .unwrap();
+    nudge::features::refresh::refresh_with_jobs(&db.pool, range, 2)
+        .await
+        .unwrap();
+
+    type Row = (
+        DateTime<Utc>,
+        Option<String>,
+        String,
+        String,
+        Option<f32>,
+        Option<f32>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT t.example_at, n.timezone, t.local_hour, t.local_weekday, t.usual_session_hour,
+                t.hours_from_usual_session
+         FROM gold.training_notif_ranker t JOIN silver.notifications n USING (notification_id)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let zones: std::collections::HashSet<_> = rows.iter().map(|r| r.1.clone()).collect();
+    assert!(
+        rows.len() > 1_000 && zones.len() > 3,
+        "{} rows, zones {zones:?}",
+        rows.len()
+    );
+    let with_usual_hour = rows.iter().filter(|r| r.4.is_some()).count();
+    assert!(with_usual_hour > rows.len() / 2);
+    for (at, tz, hour, weekday, usual, distance) in rows {
+        let context = SendContext::new(at, tz.as_deref().map(|t| t.parse().expect("known zone")));
+        assert_eq!(
+            (context.local_hour.as_str(), context.local_weekday.as_str()),
+            (hour.as_str(), weekday.as_str()),
+            "{at} {tz:?}"
+        );
+        let served = usual.map(|u| hours_from_usual_session(at, f64::from(u)));
+        assert_eq!(served, distance.map(f64::from), "{at} usual {usual:?}");
+    }
+}

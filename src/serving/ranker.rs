@@ -135,11 +135,12 @@ impl SendContext {
 }
 
 /// Circular distance in hours (0..=12) between the UTC time of day of `at` and
-/// `usual_hour`, rounded to `f32` like the SQL function's `real` result.
+/// `usual_hour`, step by step as `gold.hours_from_usual_session` computes it (migration
+/// 0012), so trainer and server agree to the bit.
 pub fn hours_from_usual_session(at: DateTime<Utc>, usual_hour: f64) -> f64 {
-    const MICROS_PER_HOUR: f64 = 3_600_000_000.0;
-    let time_of_day = at.timestamp_micros().rem_euclid(86_400_000_000) as f64 / MICROS_PER_HOUR;
-    let d = (time_of_day - usual_hour + 48.0).rem_euclid(24.0);
+    let seconds_of_day = at.timestamp_micros().rem_euclid(86_400_000_000) as f64 / 1e6;
+    let x = seconds_of_day / 3600.0 - usual_hour + 48.0;
+    let d = x - 24.0 * (x / 24.0).floor();
     f64::from((12.0 - (12.0 - d).abs()) as f32)
 }
 
