@@ -92,13 +92,20 @@ fn reasons(body: &Value) -> Vec<(bool, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
+/// A migrated database, a directory with a ranker champion and a policy (`rollout`,
+/// then `extra` YAML), and an embedded-store instance over them.
+async fn setup(rollout: &str, extra: &str) -> (TestDb, TempDir, Server) {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
     write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    write_policy(&dir.0.join("policy.yaml"), rollout, extra);
     let s = server(&db, &dir.0, None).await;
+    (db, dir, s)
+}
+
+#[tokio::test]
+async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
+    let (db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
 
     let (status, body) = score(
         &s.app,
@@ -150,11 +157,7 @@ async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
 
 #[tokio::test]
 async fn full_mode_sends_the_best_candidate_above_the_threshold_only() {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: full, salt: s }", "");
-    let s = server(&db, &dir.0, None).await;
+    let (_db, _dir, s) = setup("{ mode: full, salt: s }", "").await;
 
     let (_, body) = score(
         &s.app,
@@ -180,11 +183,7 @@ async fn full_mode_sends_the_best_candidate_above_the_threshold_only() {
 
 #[tokio::test]
 async fn each_gate_refuses_with_its_reason() {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
-    let s = server(&db, &dir.0, None).await;
+    let (_db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let one = |user: &str, now: &str| request(user, now, &["contact_reminder"]);
 
     // Quiet hours are local: 23:30 in Berlin is 22:30 UTC.
@@ -241,11 +240,7 @@ async fn each_gate_refuses_with_its_reason() {
 
 #[tokio::test]
 async fn opted_out_users_are_not_sent_to() {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
-    let s = server(&db, &dir.0, None).await;
+    let (db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     // A snapshot with opted_out = true, loaded into the embedded store.
     let hash = nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash("u-out");
     sqlx::query(
@@ -338,11 +333,7 @@ async fn a_retry_does_not_reserve_twice_and_64_concurrent_requests_across_two_in
 
 #[tokio::test]
 async fn a_bad_policy_or_model_is_refused_on_reload_and_the_old_ones_keep_serving() {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
-    let s = server(&db, &dir.0, None).await;
+    let (_db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let admin = |path: &str, token: &str| {
         Request::post(path)
             .header("authorization", format!("Bearer {token}"))
@@ -396,11 +387,7 @@ async fn a_bad_policy_or_model_is_refused_on_reload_and_the_old_ones_keep_servin
 
 #[tokio::test]
 async fn tokens_are_scoped() {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
-    let s = server(&db, &dir.0, None).await;
+    let (_db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let body = request("u1", "2026-11-22T12:00:00Z", &["contact_reminder"]);
     assert_eq!(
         score_with(&s.app, &body, None).await.0,
@@ -429,11 +416,7 @@ async fn tokens_are_scoped() {
 
 #[tokio::test]
 async fn malformed_requests_get_a_422_naming_the_field() {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
-    let s = server(&db, &dir.0, None).await;
+    let (_db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let (status, body) = score(&s.app, &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "candidates[1].id");
