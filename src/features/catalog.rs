@@ -150,6 +150,11 @@ impl FeatureCatalog {
         &self.features
     }
 
+    /// The position of feature `name` in catalog order (and in every feature row).
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.features.iter().position(|f| f.name == name)
+    }
+
     /// The feature names, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.features.iter().map(|f| f.name.as_str())

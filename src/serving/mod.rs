@@ -104,10 +104,7 @@ impl ApiContext {
         online: OnlineStore,
     ) -> Self {
         let (decisions, writer) = DecisionLog::start(pool.clone());
-        let opted_out_index = feature_catalog
-            .features()
-            .iter()
-            .position(|f| f.name == "opted_out");
+        let opted_out_index = feature_catalog.index("opted_out");
         Self(Arc::new(Inner {
             ingestor: Ingestor::new(catalog, config.hasher.clone(), pool.clone()),
             pool,

@@ -56,7 +56,7 @@ impl Ranker {
         version: String,
         catalog: &FeatureCatalog,
     ) -> Result<Self, ModelError> {
-        let index = |name: &str| catalog.features().iter().position(|f| f.name == name);
+        let index = |name: &str| catalog.index(name);
         let unknown = |name: &str| {
             ModelError::Invalid(format!(
                 "the ranker needs {name}, which neither the feature catalog nor the request provides"

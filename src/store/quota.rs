@@ -17,12 +17,13 @@ use crate::policy::gates::{Gates, Reason, quota_check};
 
 /// Check the cap and the gap against the user's sorted set of sends (member = candidate
 /// id, score = send time in ms), then add the send: one atomic step. Same rule as
-/// `quota_check`: sends older than a day are dropped first.
+/// `quota_check`: sends older than a day are dropped first, so a retry is recognised
+/// within the day the send counts in.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local key, now, gap, cap = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('ZSCORE', key, ARGV[4]) then return 'repeated' end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - 86400000)
+if redis.call('ZSCORE', key, ARGV[4]) then return 'repeated' end
 if redis.call('ZCARD', key) >= cap then return 'daily_cap' end
 local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
 if last[2] and now - tonumber(last[2]) < gap then return 'min_gap' end
@@ -86,10 +87,10 @@ impl QuotaStore {
                 // map itself is still consistent (each update is one push or retain).
                 let mut users = users.lock().unwrap_or_else(|p| p.into_inner());
                 let sends = users.entry(user_hash.to_owned()).or_default();
+                sends.retain(|(t, _)| *t > now - Duration::days(1));
                 if sends.iter().any(|(_, id)| id == candidate_id) {
                     return Ok(Reservation::Repeated);
                 }
-                sends.retain(|(t, _)| *t > now - Duration::days(1));
                 let times: Vec<DateTime<Utc>> = sends.iter().map(|(t, _)| *t).collect();
                 Ok(match quota_check(gates, &times, now) {
                     Ok(()) => {
