@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// embedded store, reloads after a new `features refresh`.
     #[arg(long, env = "NUDGE_FEATURES_REFRESH_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub features_refresh_secs: u64,
+    /// Milliseconds between reads of the runtime flags (rollout, kill switch): how soon a
+    /// change made through another replica or `nudge-serve flag` is in force here.
+    #[arg(long, env = "NUDGE_FLAG_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub flag_poll_ms: u64,
 }
 
 /// The key user ids are hashed with; both binaries must use the same one.
@@ -219,6 +223,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Interval of feature freshness checks and embedded reloads.
     pub features_refresh: std::time::Duration,
+    /// Interval of runtime flag reads.
+    pub flag_poll: std::time::Duration,
     /// Whether insecure dev defaults are in force.
     pub dev: bool,
 }
@@ -251,6 +257,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             },
             admin_token: non_empty(args.admin_token, "NUDGE_ADMIN_TOKEN")?,
             features_refresh: std::time::Duration::from_secs(args.features_refresh_secs),
+            flag_poll: std::time::Duration::from_millis(args.flag_poll_ms),
             dev: args.key.dev,
         })
     }

@@ -21,6 +21,14 @@ pub const DECISION_LOG_ERRORS: &str = "nudge_decision_log_errors_total";
 pub const QUOTA_ERRORS: &str = "nudge_quota_errors_total";
 /// Counter of online-feature lookups that failed on `/v1/score` (scored as a cold start).
 pub const FEATURE_ERRORS: &str = "nudge_score_feature_errors_total";
+/// Counter of failed reads of the runtime flags (the last ones read stay in force).
+pub const FLAG_ERRORS: &str = "nudge_flag_errors_total";
+/// Gauge per mode (label `mode`): 1 for the rollout mode in force, 0 for the others.
+pub const ROLLOUT_MODE: &str = "nudge_rollout_mode";
+/// Gauge: the canary percent in force.
+pub const CANARY_PERCENT: &str = "nudge_rollout_canary_percent";
+/// Gauge: 1 while the kill switch (file or flag) stops sends.
+pub const KILL_SWITCH: &str = "nudge_kill_switch";
 /// Gauge set to 1 for the loaded model and policy versions.
 pub const LOADED_VERSION: &str = "nudge_loaded_version";
 

@@ -478,3 +478,162 @@ async fn the_servers_notification_context_equals_the_training_views_value_for_va
         assert_eq!(served, distance.map(f64::from), "{at} usual {usual:?}");
     }
 }
+
+/// An admin request with a JSON body (or none).
+async fn admin(app: &Router, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json");
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let (status, _, json) = send(app, req.body(body).unwrap()).await;
+    (status, json)
+}
+
+/// Polls `app`'s `GET /admin/rollout` until `accept` holds (at most 10 s).
+async fn wait_for_rollout(app: &Router, accept: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, view) = admin(app, "GET", "/admin/rollout", None).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        if accept(&view) {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second instance never saw the change: {view}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_flag_set_through_one_instance_is_in_force_on_another_without_restart() {
+    // Once over Redis, once over Postgres (the embedded deployment's flag store).
+    let prefix = common::RedisPrefix::new();
+    for shared_redis in [Some(prefix.0.as_str()), None] {
+        let db = TestDb::migrated().await;
+        let dir = TempDir::new();
+        write_ranker(&dir.0.join("models"), "v1");
+        write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+        let a = server(&db, &dir.0, shared_redis).await;
+        let b = server(&db, &dir.0, shared_redis).await;
+        b.ctx.watch_flags(std::time::Duration::from_millis(50));
+        let store = if shared_redis.is_some() {
+            "redis"
+        } else {
+            "postgres"
+        };
+        let body = request("flag-user", "2026-11-22T12:00:00Z", &["contact_reminder"]);
+        assert_eq!(score(&b.app, &body).await.1["arm"], "shadow");
+
+        let (status, view) = admin(
+            &a.app,
+            "PUT",
+            "/admin/rollout",
+            Some(json!({"mode": "full", "reason": "launch"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(
+            (&view["mode"], &view["source"], &view["flag_store"]),
+            (&json!("full"), &json!("flag"), &json!(store))
+        );
+        assert_eq!(view["flag"]["reason"], "launch");
+        let seen = wait_for_rollout(&b.app, |v| v["mode"] == "full").await;
+        assert_eq!(seen["source"], "flag");
+        assert_eq!(score(&b.app, &body).await.1["arm"], "full");
+
+        // The kill switch set through A stops sends on B.
+        let (status, _) = admin(
+            &a.app,
+            "POST",
+            "/admin/kill-switch",
+            Some(json!({"on": true, "reason": "incident"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        wait_for_rollout(&b.app, |v| v["kill_switch"] == true).await;
+        assert_eq!(
+            reasons(&score(&b.app, &body).await.1),
+            vec![(false, "kill_switch".into())]
+        );
+
+        // Clearing the flag puts the policy file's rollout back in force everywhere.
+        let (status, view) = admin(&a.app, "DELETE", "/admin/rollout", None).await;
+        assert_eq!(
+            (status, &view["source"]),
+            (StatusCode::OK, &json!("policy"))
+        );
+        wait_for_rollout(&b.app, |v| v["mode"] == "shadow").await;
+
+        // `nudge-serve flag` writes the same store with no server involved.
+        let mut args = vec!["flag", "--database-url", db.url.as_str()];
+        let url = common::redis_url();
+        if let Some(prefix) = shared_redis {
+            args.extend(["--redis-url", url.as_str(), "--redis-prefix", prefix]);
+        }
+        args.extend([
+            "set",
+            "--mode",
+            "canary",
+            "--percent",
+            "100",
+            "--reason",
+            "cli",
+        ]);
+        let out = common::run_bin(env!("CARGO_BIN_EXE_nudge-serve"), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = wait_for_rollout(&b.app, |v| v["mode"] == "canary").await;
+        assert_eq!(
+            (&seen["canary_percent"], &seen["flag"]["set_by"]),
+            (&json!(100.0), &json!("cli"))
+        );
+        assert_eq!(score(&b.app, &body).await.1["arm"], "canary");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_rollout_change_is_refused_naming_the_field() {
+    let (_db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
+    for (body, field) in [
+        (json!({"mode": "sideways"}), "mode"),
+        (json!({"canary_percent": 5}), "mode"),
+        (json!({"mode": "canary"}), "canary_percent"),
+        (
+            json!({"mode": "canary", "canary_percent": 101}),
+            "canary_percent",
+        ),
+        (
+            json!({"mode": "canary", "canary_percent": "5"}),
+            "canary_percent",
+        ),
+        (json!({"mode": "full", "reason": 3}), "reason"),
+    ] {
+        let (status, error) = admin(&s.app, "PUT", "/admin/rollout", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(error["error"]["field"], field, "{body}");
+    }
+    let (status, error) = admin(
+        &s.app,
+        "POST",
+        "/admin/kill-switch",
+        Some(json!({"on": "yes"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &error["error"]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("on"))
+    );
+    // Nothing was stored: the policy file's rollout is still in force.
+    let (_, view) = admin(&s.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(
+        (&view["mode"], &view["source"], &view["kill_switch"]),
+        (&json!("shadow"), &json!("policy"), &json!(false))
+    );
+}

@@ -1,21 +1,133 @@
-//! `nudge-serve`: the production service (ingest now; scoring, rollout and control to come).
+//! `nudge-serve`: the production service — scoring with policy gates and rollout arms,
+//! event ingest, the decision log — and the runtime flags it follows.
 
-use clap::Parser;
-use nudge::config::{ServeArgs, ServeConfig};
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use nudge::config::{DatabaseArgs, RedisArgs, ServeArgs, ServeConfig};
+use nudge::policy::Mode;
+use nudge::rollout::{KillSwitchFlag, RolloutFlag};
+use nudge::store::flags::FlagStore;
 
-/// Serves EverReach's growth models and ingests product events.
+/// Serves EverReach's growth models and ingests product events. Without a subcommand,
+/// runs the server.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read or change the runtime flags every replica follows within its poll interval
+    /// (`--flag-poll-ms`): in Redis when REDIS_URL is set, else in Postgres. Works with
+    /// no server running.
+    Flag {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(subcommand)]
+        command: FlagCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlagCommand {
+    /// Show the flags (unset flags leave the policy file in force).
+    Show,
+    /// Override the rollout's mode and canary percent.
+    Set {
+        /// off | shadow | canary | full.
+        #[arg(long)]
+        mode: Mode,
+        /// Canary share in percent, 0..=100 (required with --mode canary).
+        #[arg(long)]
+        percent: Option<f64>,
+        /// Why (kept with the flag and shown by GET /admin/rollout).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Remove the rollout override: the policy file's rollout is in force again.
+    Clear,
+    /// Stop (`on`) or resume (`off`) every send on every replica.
+    KillSwitch {
+        /// on | off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     nudge::telemetry::init_tracing(nudge::telemetry::SERVE_LOG_FILTER);
-    let config = ServeConfig::try_from(Cli::parse().serve)?;
-    nudge::serving::run(config, shutdown_signal()).await?;
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            let config = ServeConfig::try_from(cli.serve)?;
+            nudge::serving::run(config, shutdown_signal()).await?;
+        }
+        Some(Command::Flag {
+            database,
+            redis,
+            command,
+        }) => {
+            let store =
+                FlagStore::connect(redis.url(), &redis.redis_prefix, &database.database_url)
+                    .await
+                    .context("connecting to the flag store")?;
+            flag(&store, command).await?;
+            let flags = store.read().await?;
+            println!("flag store: {}", store.kind());
+            println!(
+                "rollout: {}",
+                flags.rollout.map_or_else(
+                    || "unset (policy file in force)".to_owned(),
+                    |f| serde_json::to_string(&f).unwrap_or_default()
+                )
+            );
+            println!(
+                "kill_switch: {}",
+                flags.kill_switch.map_or_else(
+                    || "unset (policy file in force)".to_owned(),
+                    |f| serde_json::to_string(&f).unwrap_or_default()
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Applies a flag command.
+async fn flag(store: &FlagStore, command: FlagCommand) -> anyhow::Result<()> {
+    match command {
+        FlagCommand::Show => {}
+        FlagCommand::Set {
+            mode,
+            percent,
+            reason,
+        } => {
+            let flag = RolloutFlag::new(mode, percent, reason, "cli", Utc::now())?;
+            store.set_rollout(Some(&flag)).await?;
+        }
+        FlagCommand::Clear => store.set_rollout(None).await?,
+        FlagCommand::KillSwitch { state, reason } => {
+            store
+                .set_kill_switch(&KillSwitchFlag {
+                    on: state == "on",
+                    reason,
+                    set_by: "cli".into(),
+                    set_at: Utc::now(),
+                })
+                .await?
+        }
+    }
     Ok(())
 }
 

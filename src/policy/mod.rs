@@ -61,6 +61,17 @@ impl Mode {
     }
 }
 
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Mode::Off, Mode::Shadow, Mode::Canary, Mode::Full]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| format!("{text:?} is not one of off, shadow, canary, full"))
+    }
+}
+
 /// Rollout settings: the mode and canary percent a runtime flag may override, and the
 /// bucketing salt.
 #[derive(Debug, Clone, PartialEq)]

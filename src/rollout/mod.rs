@@ -3,11 +3,16 @@
 //! A user's bucket is the first 8 bytes of SHA-256(salt ":" user id), big-endian, mod
 //! 10,000 (the Statsig scheme). In canary mode a bucket under percent × 100 is in the
 //! canary, so raising the percent only adds users.
+//!
+//! The runtime [`Flags`] (shared by every replica through the flag store) override the
+//! policy file's mode, percent and kill switch; the salt stays the policy's, so a flag
+//! change never reshuffles users.
 
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::policy::Mode;
+use crate::policy::{Mode, Policy};
 
 /// Buckets per population: a canary percent has two decimals.
 pub const BUCKETS: u64 = 10_000;
@@ -76,6 +81,125 @@ pub fn assign(mode: Mode, canary_percent: f64, bucket: u64) -> Arm {
     }
 }
 
+/// A runtime override of the rollout, set by an operator or by a guardrail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutFlag {
+    /// Mode in force.
+    pub mode: Mode,
+    /// Canary share in percent (0..=100).
+    pub canary_percent: f64,
+    /// Why it was set.
+    pub reason: String,
+    /// Who set it: `admin-api`, `cli` or `guardrail`.
+    pub set_by: String,
+    /// When.
+    pub set_at: DateTime<Utc>,
+}
+
+/// Why a rollout flag was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RolloutFlagError {
+    /// The percent is not a number within 0..=100.
+    #[error("canary_percent must be within 0..=100, got {0}")]
+    Percent(f64),
+    /// Canary mode without a percent.
+    #[error("canary_percent is required in canary mode")]
+    MissingPercent,
+}
+
+impl RolloutFlag {
+    /// A checked flag: the percent is required in canary mode (0 otherwise) and must lie
+    /// within 0..=100 whenever given.
+    pub fn new(
+        mode: Mode,
+        canary_percent: Option<f64>,
+        reason: String,
+        set_by: &str,
+        set_at: DateTime<Utc>,
+    ) -> Result<Self, RolloutFlagError> {
+        let canary_percent = match (mode, canary_percent) {
+            (Mode::Canary, None) => return Err(RolloutFlagError::MissingPercent),
+            (_, Some(p)) if !(0.0..=100.0).contains(&p) => {
+                return Err(RolloutFlagError::Percent(p));
+            }
+            (_, p) => p.unwrap_or(0.0),
+        };
+        Ok(Self {
+            mode,
+            canary_percent,
+            reason,
+            set_by: set_by.to_owned(),
+            set_at,
+        })
+    }
+}
+
+/// A runtime kill switch: when on, nothing is sent in any arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillSwitchFlag {
+    /// On or off.
+    pub on: bool,
+    /// Why it was set.
+    pub reason: String,
+    /// Who set it.
+    pub set_by: String,
+    /// When.
+    pub set_at: DateTime<Utc>,
+}
+
+/// The runtime flags every replica reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flags {
+    /// Rollout override; `None` = the policy file's rollout.
+    pub rollout: Option<RolloutFlag>,
+    /// Kill switch override; `None` = the policy file's.
+    pub kill_switch: Option<KillSwitchFlag>,
+}
+
+/// Where the rollout in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `policy/policy.yaml`.
+    Policy,
+    /// The runtime flag.
+    Flag,
+}
+
+/// The rollout and kill switch in force: the flags where set, else the policy file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InForce {
+    /// Mode.
+    pub mode: Mode,
+    /// Canary percent.
+    pub canary_percent: f64,
+    /// Where mode and percent come from.
+    pub source: Source,
+    /// Whether sends are stopped (the policy's or the flag's switch).
+    pub kill_switch: bool,
+}
+
+impl InForce {
+    /// What `flags` make of `policy`'s rollout. Either kill switch stops sends: a flag
+    /// cannot release a switch the file turned on (edit the file and reload for that).
+    pub fn of(policy: &Policy, flags: &Flags) -> Self {
+        let (mode, canary_percent, source) = match &flags.rollout {
+            Some(flag) => (flag.mode, flag.canary_percent, Source::Flag),
+            None => (
+                policy.rollout.mode,
+                policy.rollout.canary_percent,
+                Source::Policy,
+            ),
+        };
+        Self {
+            mode,
+            canary_percent,
+            source,
+            kill_switch: policy.kill_switch || flags.kill_switch.as_ref().is_some_and(|k| k.on),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +238,56 @@ mod tests {
         assert_eq!(assign(Mode::Off, 50.0, 0), Arm::Off);
         assert_eq!(assign(Mode::Canary, 0.0, 0), Arm::Control);
         assert_eq!(assign(Mode::Canary, 100.0, 9_999), Arm::Canary);
+    }
+
+    #[test]
+    fn flags_override_mode_and_percent_and_either_kill_switch_stops_sends() {
+        let policy = Policy::parse(
+            "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
+        )
+        .unwrap();
+        let none = InForce::of(&policy, &Flags::default());
+        assert_eq!(
+            (
+                none.mode,
+                none.canary_percent,
+                none.source,
+                none.kill_switch
+            ),
+            (Mode::Shadow, 0.0, Source::Policy, false)
+        );
+        let at = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let flags = Flags {
+            rollout: Some(RolloutFlag {
+                mode: Mode::Canary,
+                canary_percent: 5.0,
+                reason: "r".into(),
+                set_by: "cli".into(),
+                set_at: at,
+            }),
+            kill_switch: Some(KillSwitchFlag {
+                on: true,
+                reason: "r".into(),
+                set_by: "cli".into(),
+                set_at: at,
+            }),
+        };
+        let flagged = InForce::of(&policy, &flags);
+        assert_eq!(
+            (
+                flagged.mode,
+                flagged.canary_percent,
+                flagged.source,
+                flagged.kill_switch
+            ),
+            (Mode::Canary, 5.0, Source::Flag, true)
+        );
+        let mut stopped_by_file = policy.clone();
+        stopped_by_file.kill_switch = true;
+        let mut released = flags.clone();
+        released.kill_switch.as_mut().unwrap().on = false;
+        assert!(InForce::of(&stopped_by_file, &released).kill_switch);
+        assert!(!InForce::of(&policy, &released).kill_switch);
     }
 
     proptest! {

@@ -1,17 +1,23 @@
 //! Bearer-token scopes and the admin endpoints: the scheduler scope guards `/v1/score`,
 //! the admin scope guards `/admin/*` (disabled without an admin token). Reloads come from
 //! `POST /admin/reload` or SIGHUP; a refused file keeps the old policy and models serving.
+//! `/admin/rollout` and `/admin/kill-switch` set the runtime flags every replica follows.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::Utc;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::ApiContext;
 use super::error::ApiError;
+use crate::policy::Mode;
+use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
 
 /// Whether the request carries `Authorization: Bearer <expected>`. Both sides are hashed
 /// first, so the comparison takes the same time wherever they differ.
@@ -84,4 +90,166 @@ pub fn reload_on_sighup(ctx: ApiContext) {
             }
         }
     });
+}
+
+/// The rollout as `GET /admin/rollout` shows it.
+#[derive(Debug, Serialize)]
+pub struct RolloutView {
+    /// Mode in force.
+    pub mode: Mode,
+    /// Canary percent in force.
+    pub canary_percent: f64,
+    /// Whether mode and percent come from the runtime flag or the policy file.
+    pub source: Source,
+    /// The bucketing salt (the policy file's; a flag never changes it).
+    pub salt: String,
+    /// Whether sends are stopped.
+    pub kill_switch: bool,
+    /// The runtime rollout flag, if set: who set it, when and why.
+    pub flag: Option<RolloutFlag>,
+    /// The runtime kill switch flag, if set.
+    pub kill_switch_flag: Option<KillSwitchFlag>,
+    /// What the policy file says.
+    pub policy: PolicyRollout,
+    /// Where the flags live: `redis` or `postgres`.
+    pub flag_store: &'static str,
+}
+
+/// The policy file's rollout.
+#[derive(Debug, Serialize)]
+pub struct PolicyRollout {
+    /// Mode.
+    pub mode: Mode,
+    /// Canary percent.
+    pub canary_percent: f64,
+    /// Kill switch.
+    pub kill_switch: bool,
+    /// Policy version.
+    pub version: String,
+}
+
+fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
+    let loaded = ctx
+        .loaded
+        .load_full()
+        .ok_or_else(|| ApiError::NotReady("policy and models are not loaded".into()))?;
+    let policy = &loaded.policy;
+    let flags = ctx.flags.load_full();
+    let in_force = InForce::of(policy, &flags);
+    Ok(RolloutView {
+        mode: in_force.mode,
+        canary_percent: in_force.canary_percent,
+        source: in_force.source,
+        salt: policy.rollout.salt.clone(),
+        kill_switch: in_force.kill_switch,
+        flag: flags.rollout.clone(),
+        kill_switch_flag: flags.kill_switch.clone(),
+        policy: PolicyRollout {
+            mode: policy.rollout.mode,
+            canary_percent: policy.rollout.canary_percent,
+            kill_switch: policy.kill_switch,
+            version: policy.version.clone(),
+        },
+        flag_store: ctx.flag_store.kind(),
+    })
+}
+
+/// Reads the flags back after a write, so this replica answers with what is now in force.
+async fn after_flag_write(ctx: &ApiContext) -> Result<Json<RolloutView>, ApiError> {
+    ctx.refresh_flags()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+    rollout_view(ctx).map(Json)
+}
+
+fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(field_error("body", "must be a JSON object")),
+        Err(e) => Err(field_error("body", format!("not JSON: {e}"))),
+    }
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn reason_field(body: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("reason") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(r)) if r.len() <= 500 => Ok(r.clone()),
+        Some(_) => Err(field_error(
+            "reason",
+            "must be a string of at most 500 bytes",
+        )),
+    }
+}
+
+/// `GET /admin/rollout`: the rollout in force, where it comes from, and the flags.
+pub async fn get_rollout(State(ctx): State<ApiContext>) -> Result<Json<RolloutView>, ApiError> {
+    rollout_view(&ctx).map(Json)
+}
+
+/// `PUT /admin/rollout` `{"mode": "canary", "canary_percent": 5, "reason": "…"}`: sets the
+/// runtime flag every replica follows within its poll interval.
+pub async fn put_rollout(
+    State(ctx): State<ApiContext>,
+    body: Bytes,
+) -> Result<Json<RolloutView>, ApiError> {
+    let body = parse_object(&body)?;
+    let mode = match body.get("mode") {
+        Some(Value::String(m)) => m.parse::<Mode>().map_err(|e| field_error("mode", e))?,
+        _ => return Err(field_error("mode", "required: off, shadow, canary or full")),
+    };
+    let percent = match body.get("canary_percent") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(_) => return Err(field_error("canary_percent", "must be a number")),
+    };
+    let flag = RolloutFlag::new(mode, percent, reason_field(&body)?, "admin-api", Utc::now())
+        .map_err(|e| field_error("canary_percent", e.to_string()))?;
+    ctx.flag_store
+        .set_rollout(Some(&flag))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+    tracing::info!(mode = flag.mode.as_str(), percent = flag.canary_percent, reason = %flag.reason, "rollout flag set");
+    after_flag_write(&ctx).await
+}
+
+/// `DELETE /admin/rollout`: clears the runtime flag; the policy file's rollout is in force again.
+pub async fn delete_rollout(State(ctx): State<ApiContext>) -> Result<Json<RolloutView>, ApiError> {
+    ctx.flag_store
+        .set_rollout(None)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+    tracing::info!("rollout flag cleared; the policy file's rollout is in force");
+    after_flag_write(&ctx).await
+}
+
+/// `POST /admin/kill-switch` `{"on": true, "reason": "…"}`: stops (or resumes) sends on
+/// every replica. It cannot release a kill switch the policy file turned on.
+pub async fn kill_switch(
+    State(ctx): State<ApiContext>,
+    body: Bytes,
+) -> Result<Json<RolloutView>, ApiError> {
+    let body = parse_object(&body)?;
+    let on = match body.get("on") {
+        Some(Value::Bool(on)) => *on,
+        _ => return Err(field_error("on", "required: true or false")),
+    };
+    let flag = KillSwitchFlag {
+        on,
+        reason: reason_field(&body)?,
+        set_by: "admin-api".into(),
+        set_at: Utc::now(),
+    };
+    ctx.flag_store
+        .set_kill_switch(&flag)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+    tracing::warn!(on, reason = %flag.reason, "kill switch flag set");
+    after_flag_write(&ctx).await
 }

@@ -100,7 +100,7 @@ fn models_detail(ctx: &ApiContext) -> Result<String, String> {
         "policy {}, {} {ranker}, mode {}",
         loaded.policy.version,
         super::ranker::RANKER,
-        loaded.policy.rollout.mode.as_str()
+        ctx.in_force(&loaded.policy).mode.as_str()
     ))
 }
 

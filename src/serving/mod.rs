@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -27,6 +27,9 @@ use axum::routing::{get, post};
 
 use self::decisions::{DecisionLog, DecisionWriter};
 use self::loaded::{LoadError, Loaded};
+use crate::policy::Mode;
+use crate::rollout::{Flags, InForce};
+use crate::store::flags::FlagStore;
 use crate::store::quota::QuotaStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -71,6 +74,10 @@ pub struct Inner {
     pub loaded: ArcSwapOption<Loaded>,
     /// Send quotas (Redis beside the online store, or embedded).
     pub quota: QuotaStore,
+    /// Where the runtime flags live (Redis beside the online store, else Postgres).
+    pub flag_store: FlagStore,
+    /// The runtime flags as last read from the flag store.
+    pub flags: ArcSwap<Flags>,
     /// The decision log's queue.
     pub decisions: DecisionLog,
     /// The decision log's writer, taken at shutdown to flush.
@@ -107,8 +114,9 @@ impl ApiContext {
         let opted_out_index = feature_catalog.index("opted_out");
         Self(Arc::new(Inner {
             ingestor: Ingestor::new(catalog, config.hasher.clone(), pool.clone()),
-            pool,
             quota: QuotaStore::beside(&online),
+            flag_store: FlagStore::beside(&online, &pool),
+            flags: ArcSwap::from_pointee(Flags::default()),
             online,
             feature_catalog,
             loaded: ArcSwapOption::empty(),
@@ -119,6 +127,7 @@ impl ApiContext {
             policy_path: config.policy_path.clone(),
             scheduler_token: config.scheduler_token.clone(),
             admin_token: config.admin_token.clone(),
+            pool,
             hasher: config.hasher.clone(),
             webhook_secret: config.webhook_secret.clone(),
             posthog_token: config.posthog_token.clone(),
@@ -143,7 +152,63 @@ impl ApiContext {
         }
         tracing::info!(policy = %loaded.policy.version, ranker = ?loaded.ranker_version(),
                        mode = loaded.policy.rollout.mode.as_str(), "policy and models loaded");
+        self.publish_rollout();
         Ok(loaded)
+    }
+
+    /// The rollout and kill switch in force: the runtime flags over the loaded policy.
+    pub fn in_force(&self, policy: &crate::policy::Policy) -> InForce {
+        InForce::of(policy, &self.flags.load())
+    }
+
+    /// Sets the rollout gauges to what is in force.
+    fn publish_rollout(&self) {
+        let Some(loaded) = self.loaded.load_full() else {
+            return;
+        };
+        let in_force = self.in_force(&loaded.policy);
+        for mode in [Mode::Off, Mode::Shadow, Mode::Canary, Mode::Full] {
+            metrics::gauge!(telemetry::ROLLOUT_MODE, "mode" => mode.as_str())
+                .set(f64::from(u8::from(mode == in_force.mode)));
+        }
+        metrics::gauge!(telemetry::CANARY_PERCENT).set(in_force.canary_percent);
+        metrics::gauge!(telemetry::KILL_SWITCH).set(f64::from(u8::from(in_force.kill_switch)));
+    }
+
+    /// Reads the runtime flags from the flag store and puts them in force. On failure the
+    /// flags last read stay in force (counted in `nudge_flag_errors_total`).
+    pub async fn refresh_flags(&self) -> Result<Arc<Flags>, crate::store::StoreError> {
+        match self.flag_store.read().await {
+            Ok(flags) => {
+                let flags = Arc::new(flags);
+                if **self.flags.load() != *flags {
+                    tracing::info!(rollout = ?flags.rollout, kill_switch = ?flags.kill_switch, "runtime flags changed");
+                }
+                self.flags.store(flags.clone());
+                self.publish_rollout();
+                Ok(flags)
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::FLAG_ERRORS).increment(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Re-reads the runtime flags every `interval`, so a change made through any replica
+    /// or `nudge-serve flag` is in force everywhere within about that time.
+    pub fn watch_flags(&self, interval: std::time::Duration) {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = ctx.refresh_flags().await {
+                    tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force");
+                }
+            }
+        });
     }
 
     /// Flushes the decision log (waiting at most `patience`); later decisions are dropped and counted.
@@ -169,6 +234,13 @@ pub fn router(ctx: ApiContext) -> Router {
         ));
     let admin = Router::new()
         .route("/admin/reload", post(admin::reload))
+        .route(
+            "/admin/rollout",
+            get(admin::get_rollout)
+                .put(admin::put_rollout)
+                .delete(admin::delete_rollout),
+        )
+        .route("/admin/kill-switch", post(admin::kill_switch))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             admin::admin_scope,
@@ -273,6 +345,11 @@ pub async fn run(
         }
     }
     admin::reload_on_sighup(ctx.clone());
+    if let Err(e) = ctx.refresh_flags().await {
+        tracing::error!(error = %e, "runtime flags unreadable at start; the policy file's rollout is in force until they are");
+    }
+    ctx.watch_flags(config.flag_poll);
+    tracing::info!(store = ctx.flag_store.kind(), every = ?config.flag_poll, "runtime flags");
     match &ctx.online {
         OnlineStore::Embedded(_) => tracing::info!(
             "online store: embedded (in-process; correct for a single replica only, set REDIS_URL to share)"

@@ -246,7 +246,8 @@ pub async fn score(
         .load_full()
         .ok_or_else(|| ApiError::NotReady("policy and models are not loaded".into()))?;
     let policy = &loaded.policy;
-    let (mode, percent) = (policy.rollout.mode, policy.rollout.canary_percent);
+    let in_force = ctx.in_force(policy);
+    let mode = in_force.mode;
     let ranker = loaded
         .ranker
         .as_ref()
@@ -255,7 +256,7 @@ pub async fn score(
         None => Arm::Off,
         Some(_) => rollout::assign(
             mode,
-            percent,
+            in_force.canary_percent,
             rollout::bucket(&policy.rollout.salt, &request.user_id),
         ),
     };
@@ -297,7 +298,7 @@ pub async fn score(
         .is_some_and(|v| v > 0.0);
     let blocked = blocking_gate(
         &policy.gates,
-        policy.kill_switch,
+        in_force.kill_switch,
         opted_out,
         context.local_minute,
     );

@@ -2,6 +2,7 @@
 //! and the shared online state (Redis, or in-process when embedded).
 
 pub mod database;
+pub mod flags;
 pub mod online;
 pub mod quota;
 
@@ -34,6 +35,14 @@ pub enum StoreError {
     /// An online-store entry cannot be read.
     #[error("online store entry unreadable: {0}")]
     Corrupt(#[from] crate::features::row::RowDecodeError),
+    /// A stored runtime flag cannot be read.
+    #[error("runtime flag {name} unreadable: {reason}")]
+    BadFlag {
+        /// The flag.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A background write task failed.
     #[error("online store write task failed: {0}")]
     Task(String),

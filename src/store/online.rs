@@ -47,6 +47,17 @@ return old",
     )
 });
 
+/// An auto-reconnecting Redis connection that fails fast: a request path must not wait
+/// out a long reconnect backoff.
+pub async fn redis_connection(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_millis(500)));
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
 /// Which online store this process uses.
 #[derive(Clone)]
 pub enum OnlineStore {
@@ -101,15 +112,8 @@ impl OnlineStore {
 
     /// Connects to Redis at `url` (keys under `prefix`).
     pub async fn connect_redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        // Fail fast: a request path must not wait out a long reconnect backoff.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_millis(500)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self::Redis {
-            conn,
+            conn: redis_connection(url).await?,
             prefix: prefix.to_owned(),
         })
     }

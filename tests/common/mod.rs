@@ -158,6 +158,7 @@ pub fn config(url: &str) -> ServeConfig {
         scheduler_token: Some(SCHEDULER_TOKEN.into()),
         admin_token: Some(ADMIN_TOKEN.into()),
         features_refresh: Duration::from_secs(60),
+        flag_poll: Duration::from_millis(100),
         dev: false,
     }
 }
