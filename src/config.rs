@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// change made through another replica or `nudge-serve flag` is in force here.
     #[arg(long, env = "NUDGE_FLAG_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub flag_poll_ms: u64,
+    /// Requests handled at once (all routes but /healthz, /readyz, /metrics); beyond it a
+    /// request is refused at once with 503 and Retry-After instead of queueing.
+    #[arg(long, env = "NUDGE_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Milliseconds a request may take before it is answered 503 with Retry-After.
+    #[arg(long, env = "NUDGE_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
 }
 
 /// The key user ids are hashed with; both binaries must use the same one.
@@ -225,6 +232,10 @@ pub struct ServeConfig {
     pub features_refresh: std::time::Duration,
     /// Interval of runtime flag reads.
     pub flag_poll: std::time::Duration,
+    /// Requests handled at once before load is shed.
+    pub max_in_flight: usize,
+    /// Longest a request may take.
+    pub request_timeout: std::time::Duration,
     /// Whether insecure dev defaults are in force.
     pub dev: bool,
 }
@@ -258,6 +269,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             admin_token: non_empty(args.admin_token, "NUDGE_ADMIN_TOKEN")?,
             features_refresh: std::time::Duration::from_secs(args.features_refresh_secs),
             flag_poll: std::time::Duration::from_millis(args.flag_poll_ms),
+            max_in_flight: args.max_in_flight as usize,
+            request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
             dev: args.key.dev,
         })
     }

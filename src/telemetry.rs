@@ -7,6 +7,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Name of the request latency histogram.
 pub const HTTP_LATENCY: &str = "nudge_http_request_duration_seconds";
+/// Counter of requests refused with 503 by the in-flight limit or the timeout (label `cause`).
+pub const REFUSED: &str = "nudge_http_refused_total";
 /// Counter of `/v1/score` decisions, by arm and reason of the candidate acted on.
 pub const DECISIONS: &str = "nudge_decisions_total";
 /// Gauge of decisions waiting in the log's queue.

@@ -33,6 +33,16 @@ struct Server {
 
 /// An instance over `db` (Redis under `prefix` when given), loaded from `dir`.
 async fn server(db: &TestDb, dir: &Path, redis_prefix: Option<&str>) -> Server {
+    server_with_pool(db, db.pool.clone(), dir, redis_prefix).await
+}
+
+/// An instance over `db` reached through `pool`.
+async fn server_with_pool(
+    db: &TestDb,
+    pool: sqlx::PgPool,
+    dir: &Path,
+    redis_prefix: Option<&str>,
+) -> Server {
     let mut cfg = config(&db.url);
     cfg.models_dir = dir.join("models");
     cfg.policy_path = dir.join("policy.yaml");
@@ -46,7 +56,7 @@ async fn server(db: &TestDb, dir: &Path, redis_prefix: Option<&str>) -> Server {
         &cfg,
         Catalog::builtin().unwrap(),
         FeatureCatalog::builtin().unwrap(),
-        db.pool.clone(),
+        pool,
         online,
     );
     ctx.reload().expect("policy and model load");
@@ -636,4 +646,108 @@ async fn a_bad_rollout_change_is_refused_naming_the_field() {
         (&view["mode"], &view["source"], &view["kill_switch"]),
         (&json!("shadow"), &json!("policy"), &json!(false))
     );
+}
+
+/// Polls until `serving.decisions` holds `n` rows (at most 30 s).
+async fn wait_for_logged(db: &TestDb, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let logged = db.count("SELECT count(*) FROM serving.decisions").await;
+        if logged == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{logged} decisions logged, {n} expected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterwards() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let server_addr = common::pg_server();
+    let upstream = server_addr.rsplit('@').next().unwrap().to_owned();
+    let proxy = common::proxy::TcpProxy::start(upstream).await;
+    let via_proxy = db.url.replacen(
+        &server_addr,
+        &format!("postgres://postgres@{}", proxy.addr),
+        1,
+    );
+    let pool = nudge::store::database::connect(&via_proxy, 4)
+        .await
+        .unwrap();
+    let s = server_with_pool(&db, pool, &dir.0, None).await;
+
+    let body = |user: &str| request(user, "2026-11-22T12:00:00Z", &["contact_reminder"]);
+    assert_eq!(score(&s.app, &body("before")).await.0, StatusCode::OK);
+    wait_for_logged(&db, 1).await;
+
+    let write_errors = || {
+        s.ctx
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("nudge_decision_log_errors_total "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let errors_before = write_errors();
+    proxy.cut();
+    for i in 0..5 {
+        let (status, answer) = score(&s.app, &body(&format!("during-{i}"))).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(reasons(&answer), vec![(true, "ok".into())]);
+    }
+    // The writer tries, fails and keeps the five decisions for a retry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while write_errors() <= errors_before {
+        assert!(std::time::Instant::now() < deadline, "no failed write seen");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(db.count("SELECT count(*) FROM serving.decisions").await, 1);
+
+    proxy.restore();
+    wait_for_logged(&db, 6).await;
+}
+
+#[tokio::test]
+async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let redis = common::redis_url();
+    let proxy =
+        common::proxy::TcpProxy::start(redis.trim_start_matches("redis://").to_owned()).await;
+    let prefix = common::RedisPrefix::new();
+    let mut cfg = config(&db.url);
+    cfg.models_dir = dir.0.join("models");
+    cfg.policy_path = dir.0.join("policy.yaml");
+    let online = OnlineStore::connect_redis(&format!("redis://{}", proxy.addr), &prefix.0)
+        .await
+        .unwrap();
+    let ctx = ApiContext::new(
+        &cfg,
+        Catalog::builtin().unwrap(),
+        FeatureCatalog::builtin().unwrap(),
+        db.pool.clone(),
+        online,
+    );
+    ctx.reload().unwrap();
+    let app = router(ctx);
+    let body = request("redis-down", "2026-11-22T12:00:00Z", &["contact_reminder"]);
+    assert_eq!(
+        reasons(&score(&app, &body).await.1),
+        vec![(true, "ok".into())]
+    );
+
+    proxy.cut();
+    let (status, answer) = score(&app, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
+    assert_eq!(answer["cold_start"], true);
 }

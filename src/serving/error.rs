@@ -55,6 +55,12 @@ pub enum ApiError {
     /// Models and policy are not loaded yet.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// The server is at its in-flight limit: the request was refused, not queued.
+    #[error("server at its limit of requests in flight; retry shortly")]
+    Overloaded,
+    /// The request took longer than the server allows.
+    #[error("request took longer than {0:?}; retry shortly")]
+    TimedOut(std::time::Duration),
     /// A bug: a handler panicked.
     #[error("internal error")]
     Internal,
@@ -130,6 +136,8 @@ impl ApiError {
                 None,
             ),
             ApiError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user", Some("user_id")),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", None),
+            ApiError::TimedOut(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
     }

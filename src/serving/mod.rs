@@ -15,15 +15,20 @@ pub mod score;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::error::Overloaded;
+use tower::timeout::error::Elapsed;
 
 use self::decisions::{DecisionLog, DecisionWriter};
 use self::loaded::{LoadError, Loaded};
@@ -92,6 +97,10 @@ pub struct Inner {
     pub scheduler_token: Option<String>,
     /// Admin-scope token; `None` = admin API disabled.
     pub admin_token: Option<String>,
+    /// Requests handled at once before load is shed.
+    pub max_in_flight: usize,
+    /// Longest a request may take.
+    pub request_timeout: Duration,
 }
 
 impl std::ops::Deref for ApiContext {
@@ -127,6 +136,8 @@ impl ApiContext {
             policy_path: config.policy_path.clone(),
             scheduler_token: config.scheduler_token.clone(),
             admin_token: config.admin_token.clone(),
+            max_in_flight: config.max_in_flight,
+            request_timeout: config.request_timeout,
             pool,
             hasher: config.hasher.clone(),
             webhook_secret: config.webhook_secret.clone(),
@@ -224,7 +235,9 @@ impl ApiContext {
     }
 }
 
-/// The service's routes.
+/// The service's routes. Every route but the operational ones (`/healthz`, `/readyz`,
+/// `/metrics`, which must answer under load) shares one in-flight limit, beyond which a
+/// request is refused at once with 503 rather than queued, and one timeout.
 pub fn router(ctx: ApiContext) -> Router {
     let scheduler = Router::new()
         .route("/v1/score", post(score::score))
@@ -245,7 +258,13 @@ pub fn router(ctx: ApiContext) -> Router {
             ctx.clone(),
             admin::admin_scope,
         ));
-    Router::new()
+    let timeout = ctx.request_timeout;
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error| refusal(error, timeout)))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(ctx.max_in_flight))
+        .timeout(ctx.request_timeout);
+    let api = Router::new()
         .merge(scheduler)
         .merge(admin)
         .route("/v1/events", post(ingest::webhook))
@@ -254,6 +273,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/e/", post(ingest::capture))
         .route("/i/v0/e/", post(ingest::capture))
         .route("/v1/features/{user_id}", get(features::get_features))
+        .layer(limits);
+    Router::new()
+        .merge(api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -264,6 +286,21 @@ pub fn router(ctx: ApiContext) -> Router {
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(ctx)
+}
+
+/// A request the limits refused (`timeout` is the configured one): 503 with
+/// Retry-After, counted by cause.
+async fn refusal(error: BoxError, timeout: Duration) -> ApiError {
+    let (cause, answer) = if error.is::<Overloaded>() {
+        ("overloaded", ApiError::Overloaded)
+    } else if error.is::<Elapsed>() {
+        ("timeout", ApiError::TimedOut(timeout))
+    } else {
+        tracing::error!(error = %error, "request refused by an unexpected middleware error");
+        ("internal", ApiError::Internal)
+    };
+    metrics::counter!(telemetry::REFUSED, "cause" => cause).increment(1);
+    answer
 }
 
 /// Records each request's latency by route and status.

@@ -1,6 +1,8 @@
 //! Shared test fixtures: a throw-away Postgres database per test and an in-process app.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -159,6 +161,8 @@ pub fn config(url: &str) -> ServeConfig {
         admin_token: Some(ADMIN_TOKEN.into()),
         features_refresh: Duration::from_secs(60),
         flag_poll: Duration::from_millis(100),
+        max_in_flight: 512,
+        request_timeout: Duration::from_secs(20),
         dev: false,
     }
 }
