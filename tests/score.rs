@@ -1,5 +1,6 @@
-//! `POST /v1/score` against real Postgres and Redis: gates, arms, atomic reservations
-//! across two instances, idempotent retries, reloads and token scopes.
+//! nudge-serve's decisions against real Postgres and Redis: `POST /v1/score` (gates, arms,
+//! atomic reservations across two instances, idempotent retries), `/v1/churn`,
+//! `/v1/paywall`, runtime flags, reloads, token scopes and dependency outages.
 
 mod common;
 
@@ -100,6 +101,26 @@ fn reasons(body: &Value) -> Vec<(bool, String)> {
             )
         })
         .collect()
+}
+
+/// Stores a snapshot of `user` (as of 2026-11-22) with `sessions_7d` and `opted_out`;
+/// an embedded store loads it when its refresher starts.
+async fn insert_snapshot(db: &TestDb, user: &str, sessions_7d: i32, opted_out: bool) {
+    let hash = nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash(user);
+    sqlx::query(
+        "INSERT INTO gold.snapshots (user_hash, as_of, sessions_1d, sessions_7d, sessions_30d,
+             active_days_7d, active_days_30d, events_7d, contacts_created_30d, contacts_viewed_7d,
+             outreach_7d, outreach_30d, notifs_sent_7d, notifs_sent_30d, notifs_opened_7d,
+             notifs_opened_30d, notifs_dismissed_7d, opted_out, intent_score, magnetism_index,
+             magnetism_band)
+         VALUES ($1, '2026-11-22', 1, $2, 9, 2, 5, 30, 0, 1, 0, 1, 4, 12, 1, 3, 2, $3, 0, 10, 'cold')",
+    )
+    .bind(&hash)
+    .bind(sessions_7d)
+    .bind(opted_out)
+    .execute(&db.pool)
+    .await
+    .unwrap();
 }
 
 /// A migrated database, a directory with a ranker champion and a policy (`rollout`,
@@ -251,20 +272,7 @@ async fn each_gate_refuses_with_its_reason() {
 #[tokio::test]
 async fn opted_out_users_are_not_sent_to() {
     let (db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
-    // A snapshot with opted_out = true, loaded into the embedded store.
-    let hash = nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash("u-out");
-    sqlx::query(
-        "INSERT INTO gold.snapshots (user_hash, as_of, sessions_1d, sessions_7d, sessions_30d,
-             active_days_7d, active_days_30d, events_7d, contacts_created_30d, contacts_viewed_7d,
-             outreach_7d, outreach_30d, notifs_sent_7d, notifs_sent_30d, notifs_opened_7d,
-             notifs_opened_30d, notifs_dismissed_7d, opted_out, intent_score, magnetism_index,
-             magnetism_band)
-         VALUES ($1, '2026-11-22', 1, 3, 9, 2, 5, 30, 0, 1, 0, 1, 4, 12, 1, 3, 2, true, 0, 10, 'cold')",
-    )
-    .bind(&hash)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    insert_snapshot(&db, "u-out", 3, true).await;
     // The embedded store loads the newest snapshots at start.
     nudge::serving::features::FeatureRefresher::start(s.ctx.clone())
         .await
@@ -435,7 +443,7 @@ async fn malformed_requests_get_a_422_naming_the_field() {
 #[tokio::test]
 async fn the_servers_notification_context_equals_the_training_views_value_for_value() {
     use chrono::{DateTime, NaiveDate, Utc};
-    use nudge::serving::ranker::{SendContext, hours_from_usual_session};
+    use nudge::serving::served::{SendContext, hours_from_usual_session};
 
     let db = TestDb::migrated().await;
     let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
@@ -750,4 +758,180 @@ async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
     assert_eq!(answer["cold_start"], true);
+}
+
+/// POSTs `body` to `path` with the scheduler token.
+async fn post_v1(app: &Router, path: &str, body: &Value) -> (StatusCode, Value) {
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {SCHEDULER_TOKEN}"))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, _, json) = send(app, req).await;
+    (status, json)
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[tokio::test]
+async fn churn_scores_each_user_in_a_policy_band_and_says_which_were_cold_starts() {
+    let (db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;
+    let (status, error) = post_v1(&s.app, "/v1/churn", &json!({"user_ids": ["a"]})).await;
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("not_ready"))
+    );
+
+    // P(churn) = sigmoid(-sessions_7d): a cold start (sessions_7d missing, imputed 0) is 0.5.
+    common::write_logistic(
+        &dir.0.join("models"),
+        ("churn_14d", "churn_14d", "c1"),
+        &["sessions_7d"],
+        &[],
+        &[("sessions_7d", -1.0)],
+        0.0,
+    );
+    s.ctx.reload().unwrap();
+    insert_snapshot(&db, "regular", 3, false).await;
+    nudge::serving::features::FeatureRefresher::start(s.ctx.clone())
+        .await
+        .unwrap();
+    let (status, body) = post_v1(
+        &s.app,
+        "/v1/churn",
+        &json!({"user_ids": ["regular", "newcomer"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model"], json!({"name": "churn_14d", "version": "c1"}));
+    let scores = body["scores"].as_array().unwrap();
+    assert_eq!(scores[0]["user_id"], "regular");
+    assert!((scores[0]["score"].as_f64().unwrap() - sigmoid(-3.0)).abs() < 1e-9);
+    assert_eq!(
+        (&scores[0]["band"], &scores[0]["cold_start"]),
+        (&json!("low"), &json!(false))
+    );
+    assert!((scores[1]["score"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    assert_eq!(
+        (&scores[1]["band"], &scores[1]["cold_start"]),
+        (&json!("medium"), &json!(true))
+    );
+
+    let (status, error) = post_v1(&s.app, "/v1/churn", &json!({"user_ids": ["a", ""]})).await;
+    assert_eq!(
+        (status, &error["error"]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("user_ids[1]"))
+    );
+}
+
+#[tokio::test]
+async fn paywall_weighs_trial_against_bounce_in_model_arms_shows_by_baseline_otherwise_and_logs_each_answer()
+ {
+    let (db, dir, s) = setup(
+        "{ mode: shadow, salt: s }",
+        "paywall: { value_trial: 10, cost_bounce: 2, min_net_benefit: 0 }\n",
+    )
+    .await;
+    let models = dir.0.join("models");
+    // P(trial) = sigmoid(1) at contact_limit, sigmoid(-3) at settings; P(bounce) = 0.5.
+    common::write_logistic(
+        &models,
+        ("paywall_trial", "paywall_trial", "t1"),
+        &[],
+        &[("placement", &["contact_limit", "settings"])],
+        &[
+            ("placement=contact_limit", 1.0),
+            ("placement=settings", -3.0),
+        ],
+        0.0,
+    );
+    common::write_logistic(
+        &models,
+        ("paywall_bounce", "paywall_bounce", "b1"),
+        &["sessions_7d"],
+        &[],
+        &[],
+        0.0,
+    );
+    s.ctx.reload().unwrap();
+    let ask = |placement: &str| json!({"user_id": "viewer", "placement": placement, "now": "2026-11-22T12:00:00Z"});
+
+    // Shadow: the baseline shows; the model's view is computed and logged.
+    let (status, shadow) = post_v1(&s.app, "/v1/paywall", &ask("settings")).await;
+    assert_eq!(status, StatusCode::OK, "{shadow}");
+    assert_eq!(
+        (&shadow["arm"], &shadow["show"], &shadow["reason"]),
+        (&json!("shadow"), &json!(true), &json!("baseline"))
+    );
+    let expected = 10.0 * sigmoid(-3.0) - 2.0 * 0.5;
+    assert!((shadow["net_benefit"].as_f64().unwrap() - expected).abs() < 1e-9);
+    assert_eq!(
+        shadow["model"]["trial"],
+        json!({"name": "paywall_trial", "version": "t1"})
+    );
+
+    // Full (by the runtime flag): the model decides.
+    let (status, _) = admin(
+        &s.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "full"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, low) = post_v1(&s.app, "/v1/paywall", &ask("settings")).await;
+    assert_eq!(
+        (&low["arm"], &low["show"], &low["reason"]),
+        (
+            &json!("full"),
+            &json!(false),
+            &json!("net_benefit_below_min")
+        )
+    );
+    let (_, high) = post_v1(&s.app, "/v1/paywall", &ask("contact_limit")).await;
+    assert_eq!(
+        (&high["show"], &high["reason"]),
+        (&json!(true), &json!("net_benefit_above_min"))
+    );
+    assert!((high["p_trial"].as_f64().unwrap() - sigmoid(1.0)).abs() < 1e-9);
+
+    wait_for_paywall_logged(&db, 3).await;
+    let logged: Vec<(String, String, bool, Option<bool>)> = sqlx::query_as(
+        "SELECT arm, placement, show, model_show FROM serving.paywall_decisions ORDER BY arm, placement",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        logged,
+        vec![
+            ("full".into(), "contact_limit".into(), true, Some(true)),
+            ("full".into(), "settings".into(), false, Some(false)),
+            ("shadow".into(), "settings".into(), true, Some(false)),
+        ]
+    );
+
+    let (status, error) = post_v1(&s.app, "/v1/paywall", &json!({"user_id": "viewer"})).await;
+    assert_eq!(
+        (status, &error["error"]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("placement"))
+    );
+}
+
+/// Polls until `serving.paywall_decisions` holds `n` rows (at most 30 s).
+async fn wait_for_paywall_logged(db: &TestDb, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while db
+        .count("SELECT count(*) FROM serving.paywall_decisions")
+        .await
+        != n
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "paywall decisions not logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

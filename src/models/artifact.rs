@@ -228,6 +228,9 @@ impl Model {
                 model.schema_hash
             )));
         }
+        if model.preprocessing.width() == 0 {
+            return Err(ModelError::Invalid("the model has no features".into()));
+        }
         if !model.preprocessing.is_valid()
             || !model.estimator.accepts_width(model.preprocessing.width())
             || !model.calibration.is_valid()

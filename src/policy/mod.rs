@@ -95,6 +95,51 @@ pub struct Threshold {
     pub max: f64,
 }
 
+/// A churn risk band: scores from `from` up to the next band's start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnBand {
+    /// The band's name (`low`, `medium`, `high`, …).
+    pub name: String,
+    /// Lowest score in the band.
+    pub from: f64,
+}
+
+/// `/v1/churn`'s bands, ordered by their start; the first starts at 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnBands(Vec<ChurnBand>);
+
+impl ChurnBands {
+    /// The band of `score`.
+    pub fn band(&self, score: f64) -> &str {
+        self.0
+            .iter()
+            .rev()
+            .find(|b| score >= b.from)
+            .map_or(self.0[0].name.as_str(), |b| b.name.as_str())
+    }
+}
+
+/// `/v1/paywall`'s economics: show when value_trial·P(trial) − cost_bounce·P(bounce)
+/// exceeds `min_net_benefit`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paywall {
+    /// Value of a started trial.
+    pub value_trial: f64,
+    /// Cost of a user who leaves after seeing the paywall.
+    pub cost_bounce: f64,
+    /// The net benefit a view must exceed for the model to show the paywall.
+    pub min_net_benefit: f64,
+}
+
+impl Paywall {
+    /// The expected net benefit of showing the paywall.
+    pub fn net_benefit(&self, p_trial: f64, p_bounce: f64) -> f64 {
+        self.value_trial * p_trial - self.cost_bounce * p_bounce
+    }
+}
+
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -108,6 +153,10 @@ pub struct Policy {
     pub threshold: Threshold,
     /// When on, nothing is sent.
     pub kill_switch: bool,
+    /// Churn risk bands.
+    pub churn_bands: ChurnBands,
+    /// Paywall economics.
+    pub paywall: Paywall,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +168,36 @@ struct RawPolicy {
     threshold: RawThreshold,
     #[serde(default)]
     kill_switch: bool,
+    #[serde(default)]
+    churn: RawChurn,
+    #[serde(default = "default_paywall")]
+    paywall: Paywall,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChurn {
+    bands: Vec<ChurnBand>,
+}
+
+impl Default for RawChurn {
+    fn default() -> Self {
+        let band = |name: &str, from| ChurnBand {
+            name: name.into(),
+            from,
+        };
+        Self {
+            bands: vec![band("low", 0.0), band("medium", 0.3), band("high", 0.6)],
+        }
+    }
+}
+
+fn default_paywall() -> Paywall {
+    Paywall {
+        value_trial: 10.0,
+        cost_bounce: 1.0,
+        min_net_benefit: 0.0,
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,6 +302,27 @@ impl Policy {
                 "needs 0 <= min <= initial <= max <= 1",
             ));
         }
+        let bands = raw.churn.bands;
+        let ordered = bands.windows(2).all(|w| w[0].from < w[1].from);
+        if bands.first().is_none_or(|b| b.from != 0.0)
+            || !ordered
+            || bands.iter().any(|b| b.from >= 1.0 || b.name.is_empty())
+        {
+            return Err(invalid(
+                "churn.bands",
+                "needs named bands whose starts rise strictly from 0 and stay below 1",
+            ));
+        }
+        let p = raw.paywall;
+        if !(p.value_trial.is_finite() && p.value_trial >= 0.0) {
+            return Err(invalid("paywall.value_trial", "must be a number >= 0"));
+        }
+        if !(p.cost_bounce.is_finite() && p.cost_bounce >= 0.0) {
+            return Err(invalid("paywall.cost_bounce", "must be a number >= 0"));
+        }
+        if !p.min_net_benefit.is_finite() {
+            return Err(invalid("paywall.min_net_benefit", "must be a number"));
+        }
         let digest = Sha256::digest(yaml.as_bytes());
         Ok(Self {
             version: hex::encode(&digest[..6]),
@@ -244,6 +344,8 @@ impl Policy {
                 max: t.max,
             },
             kill_switch: raw.kill_switch,
+            churn_bands: ChurnBands(bands),
+            paywall: p,
         })
     }
 
@@ -326,6 +428,50 @@ mod tests {
             Policy::parse(bad_percent),
             Err(PolicyError::Invalid {
                 key: "rollout.canary_percent",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn churn_bands_cover_every_score_and_bad_bands_are_refused() {
+        let policy = Policy::parse(MINIMAL).unwrap();
+        let bands: Vec<&str> = [0.0, 0.29, 0.3, 0.59, 0.6, 1.0]
+            .iter()
+            .map(|&s| policy.churn_bands.band(s))
+            .collect();
+        assert_eq!(bands, ["low", "low", "medium", "medium", "high", "high"]);
+        for bad in [
+            "churn: { bands: [] }\n",
+            "churn: { bands: [{ name: low, from: 0.1 }] }\n",
+            "churn: { bands: [{ name: low, from: 0 }, { name: high, from: 0 }] }\n",
+        ] {
+            assert!(
+                matches!(
+                    Policy::parse(&format!("{MINIMAL}{bad}")),
+                    Err(PolicyError::Invalid {
+                        key: "churn.bands",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn net_benefit_weighs_the_trial_against_the_bounce() {
+        let policy = Policy::parse(&format!(
+            "{MINIMAL}paywall: {{ value_trial: 10, cost_bounce: 2, min_net_benefit: 0.5 }}\n"
+        ))
+        .unwrap();
+        assert!((policy.paywall.net_benefit(0.1, 0.2) - 0.6).abs() < 1e-12);
+        assert!(matches!(
+            Policy::parse(&format!(
+                "{MINIMAL}paywall: {{ value_trial: -1, cost_bounce: 2, min_net_benefit: 0 }}\n"
+            )),
+            Err(PolicyError::Invalid {
+                key: "paywall.value_trial",
                 ..
             })
         ));

@@ -81,6 +81,19 @@ pub fn assign(mode: Mode, canary_percent: f64, bucket: u64) -> Arm {
     }
 }
 
+/// The arm of `user_id` under the rollout in force: `off` when no model can run.
+pub fn arm(in_force: &InForce, salt: &str, user_id: &str, model_loaded: bool) -> Arm {
+    if model_loaded {
+        assign(
+            in_force.mode,
+            in_force.canary_percent,
+            bucket(salt, user_id),
+        )
+    } else {
+        Arm::Off
+    }
+}
+
 /// A runtime override of the rollout, set by an operator or by a guardrail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutFlag {

@@ -71,7 +71,7 @@ pub async fn reload(State(ctx): State<ApiContext>) -> Result<Json<Value>, ApiErr
     })?;
     Ok(Json(json!({
         "policy_version": loaded.policy.version,
-        "model": loaded.ranker_version().map(|v| json!({"name": super::ranker::RANKER, "version": v})),
+        "models": loaded.models().map(|m| json!({"name": m.served.name(), "version": m.version})).collect::<Vec<_>>(),
     })))
 }
 
@@ -129,10 +129,7 @@ pub struct PolicyRollout {
 }
 
 fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
-    let loaded = ctx
-        .loaded
-        .load_full()
-        .ok_or_else(|| ApiError::NotReady("policy and models are not loaded".into()))?;
+    let loaded = ctx.current()?;
     let policy = &loaded.policy;
     let flags = ctx.flags.load_full();
     let in_force = InForce::of(policy, &flags);
@@ -165,15 +162,8 @@ async fn after_flag_write(ctx: &ApiContext) -> Result<Json<RolloutView>, ApiErro
 fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(field_error("body", "must be a JSON object")),
-        Err(e) => Err(field_error("body", format!("not JSON: {e}"))),
-    }
-}
-
-fn field_error(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::InvalidField {
-        field: field.into(),
-        message: message.into(),
+        Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
+        Err(e) => Err(ApiError::invalid("body", format!("not JSON: {e}"))),
     }
 }
 
@@ -181,7 +171,7 @@ fn reason_field(body: &serde_json::Map<String, Value>) -> Result<String, ApiErro
     match body.get("reason") {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(r)) if r.len() <= 500 => Ok(r.clone()),
-        Some(_) => Err(field_error(
+        Some(_) => Err(ApiError::invalid(
             "reason",
             "must be a string of at most 500 bytes",
         )),
@@ -201,16 +191,23 @@ pub async fn put_rollout(
 ) -> Result<Json<RolloutView>, ApiError> {
     let body = parse_object(&body)?;
     let mode = match body.get("mode") {
-        Some(Value::String(m)) => m.parse::<Mode>().map_err(|e| field_error("mode", e))?,
-        _ => return Err(field_error("mode", "required: off, shadow, canary or full")),
+        Some(Value::String(m)) => m
+            .parse::<Mode>()
+            .map_err(|e| ApiError::invalid("mode", e))?,
+        _ => {
+            return Err(ApiError::invalid(
+                "mode",
+                "required: off, shadow, canary or full",
+            ));
+        }
     };
     let percent = match body.get("canary_percent") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_f64(),
-        Some(_) => return Err(field_error("canary_percent", "must be a number")),
+        Some(_) => return Err(ApiError::invalid("canary_percent", "must be a number")),
     };
     let flag = RolloutFlag::new(mode, percent, reason_field(&body)?, "admin-api", Utc::now())
-        .map_err(|e| field_error("canary_percent", e.to_string()))?;
+        .map_err(|e| ApiError::invalid("canary_percent", e.to_string()))?;
     ctx.flag_store
         .set_rollout(Some(&flag))
         .await
@@ -238,7 +235,7 @@ pub async fn kill_switch(
     let body = parse_object(&body)?;
     let on = match body.get("on") {
         Some(Value::Bool(on)) => *on,
-        _ => return Err(field_error("on", "required: true or false")),
+        _ => return Err(ApiError::invalid("on", "required: true or false")),
     };
     let flag = KillSwitchFlag {
         on,

@@ -1,5 +1,6 @@
-//! The decision log: every `/v1/score` answer goes through a bounded queue to a writer
-//! task that inserts batches into `serving.decisions`. A request never waits for
+//! The decision log: every `/v1/score` and `/v1/paywall` answer goes through a bounded
+//! queue to a writer task that inserts batches into `serving.decisions` and
+//! `serving.paywall_decisions`. A request never waits for
 //! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
 //! queue is full is an entry refused, and every refused entry is counted in
 //! `nudge_decision_log_dropped_total`.
@@ -67,10 +68,64 @@ pub struct Decision {
     pub candidates: Vec<LoggedCandidate>,
 }
 
+/// One `/v1/paywall` decision.
+#[derive(Debug, Clone)]
+pub struct PaywallDecision {
+    /// Request id (the response's).
+    pub request_id: Uuid,
+    /// The request's time.
+    pub decided_at: DateTime<Utc>,
+    /// Keyed hash of the user.
+    pub user_hash: String,
+    /// The paywall's placement.
+    pub placement: String,
+    /// Arm.
+    pub arm: &'static str,
+    /// No stored features for the user.
+    pub cold_start: bool,
+    /// `paywall_trial` version, when the models ran.
+    pub trial_version: Option<String>,
+    /// `paywall_bounce` version, when the models ran.
+    pub bounce_version: Option<String>,
+    /// Policy version.
+    pub policy_version: String,
+    /// P(trial), when the models ran.
+    pub p_trial: Option<f64>,
+    /// P(bounce), when the models ran.
+    pub p_bounce: Option<f64>,
+    /// Net benefit, when the models ran.
+    pub net_benefit: Option<f64>,
+    /// What the model rule would do, when the models ran.
+    pub model_show: Option<bool>,
+    /// What was answered.
+    pub show: bool,
+}
+
+/// An entry of the log.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A `/v1/score` decision.
+    Notification(Decision),
+    /// A `/v1/paywall` decision.
+    Paywall(PaywallDecision),
+}
+
+impl From<Decision> for Entry {
+    fn from(decision: Decision) -> Self {
+        Entry::Notification(decision)
+    }
+}
+
+impl From<PaywallDecision> for Entry {
+    fn from(decision: PaywallDecision) -> Self {
+        Entry::Paywall(decision)
+    }
+}
+
 /// The sending side of the log; cheap to clone.
 #[derive(Clone)]
 pub struct DecisionLog {
-    queue: mpsc::Sender<Decision>,
+    queue: mpsc::Sender<Entry>,
 }
 
 /// The writer task; [`DecisionWriter::finish`] flushes what is queued.
@@ -89,8 +144,8 @@ impl DecisionLog {
     }
 
     /// Queues a decision without waiting; a full queue counts the entry as dropped.
-    pub fn record(&self, decision: Decision) {
-        match self.queue.try_send(decision) {
+    pub fn record(&self, entry: impl Into<Entry>) {
+        match self.queue.try_send(entry.into()) {
             Ok(()) => metrics::gauge!(telemetry::DECISION_QUEUE_DEPTH)
                 .set((QUEUE_CAPACITY - self.queue.capacity()) as f64),
             Err(_) => metrics::counter!(telemetry::DECISION_LOG_DROPPED).increment(1),
@@ -113,7 +168,7 @@ impl DecisionWriter {
 
 async fn write_batches(
     pool: PgPool,
-    mut receiver: mpsc::Receiver<Decision>,
+    mut receiver: mpsc::Receiver<Entry>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -125,7 +180,7 @@ async fn write_batches(
         }
         let mut backoff = Duration::from_millis(50);
         loop {
-            match insert(&pool, &batch).await {
+            match insert_entries(&pool, &batch).await {
                 Ok(()) => {
                     metrics::counter!(telemetry::DECISIONS_LOGGED).increment(batch.len() as u64);
                     break;
@@ -143,8 +198,56 @@ async fn write_batches(
     }
 }
 
-async fn insert(pool: &PgPool, batch: &[Decision]) -> Result<(), sqlx::Error> {
-    let column = |f: fn(&Decision) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+/// Inserts a batch, each kind into its table. A retry after a partial failure
+/// re-inserts nothing twice: request ids are keys and conflicts are skipped.
+async fn insert_entries(pool: &PgPool, batch: &[Entry]) -> Result<(), sqlx::Error> {
+    let mut notifications = Vec::new();
+    let mut paywalls = Vec::new();
+    for entry in batch {
+        match entry {
+            Entry::Notification(d) => notifications.push(d),
+            Entry::Paywall(d) => paywalls.push(d),
+        }
+    }
+    if !notifications.is_empty() {
+        insert(pool, &notifications).await?;
+    }
+    if !paywalls.is_empty() {
+        insert_paywall(pool, &paywalls).await?;
+    }
+    Ok(())
+}
+
+async fn insert_paywall(pool: &PgPool, batch: &[&PaywallDecision]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO serving.paywall_decisions
+           (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
+            bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show)
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                              $6::bool[], $7::text[], $8::text[], $9::text[], $10::float8[],
+                              $11::float8[], $12::float8[], $13::bool[], $14::bool[])
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(column(batch, |d| d.request_id))
+    .bind(column(batch, |d| d.decided_at))
+    .bind(column(batch, |d| d.user_hash.clone()))
+    .bind(column(batch, |d| d.placement.clone()))
+    .bind(column(batch, |d| d.arm.to_owned()))
+    .bind(column(batch, |d| d.cold_start))
+    .bind(column(batch, |d| d.trial_version.clone()))
+    .bind(column(batch, |d| d.bounce_version.clone()))
+    .bind(column(batch, |d| d.policy_version.clone()))
+    .bind(column(batch, |d| d.p_trial))
+    .bind(column(batch, |d| d.p_bounce))
+    .bind(column(batch, |d| d.net_benefit))
+    .bind(column(batch, |d| d.model_show))
+    .bind(column(batch, |d| d.show))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<(), sqlx::Error> {
     let candidates: Vec<serde_json::Value> = batch
         .iter()
         .map(|d| serde_json::to_value(&d.candidates).unwrap_or(serde_json::Value::Null))
@@ -160,30 +263,25 @@ async fn insert(pool: &PgPool, batch: &[Decision]) -> Result<(), sqlx::Error> {
               AS x(r, d, u, a, c, v, p, t, s, m, b, j)
          ON CONFLICT (request_id) DO NOTHING",
     )
-    .bind(batch.iter().map(|d| d.request_id).collect::<Vec<_>>())
-    .bind(batch.iter().map(|d| d.decided_at).collect::<Vec<_>>())
-    .bind(
-        batch
-            .iter()
-            .map(|d| d.user_hash.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(batch.iter().map(|d| d.arm.to_owned()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|d| d.cold_start).collect::<Vec<_>>())
-    .bind(column(|d| d.model_version.clone()))
-    .bind(
-        batch
-            .iter()
-            .map(|d| d.policy_version.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(batch.iter().map(|d| d.threshold as f32).collect::<Vec<_>>())
-    .bind(column(|d| d.sent.clone()))
-    .bind(column(|d| d.model_choice.clone()))
-    .bind(column(|d| d.baseline_choice.clone()))
+    .bind(column(batch, |d| d.request_id))
+    .bind(column(batch, |d| d.decided_at))
+    .bind(column(batch, |d| d.user_hash.clone()))
+    .bind(column(batch, |d| d.arm.to_owned()))
+    .bind(column(batch, |d| d.cold_start))
+    .bind(column(batch, |d| d.model_version.clone()))
+    .bind(column(batch, |d| d.policy_version.clone()))
+    .bind(column(batch, |d| d.threshold as f32))
+    .bind(column(batch, |d| d.sent.clone()))
+    .bind(column(batch, |d| d.model_choice.clone()))
+    .bind(column(batch, |d| d.baseline_choice.clone()))
     .bind(candidates)
-    .bind(super::ranker::RANKER)
+    .bind(super::served::Served::Ranker.name())
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// One column of a batch, for `UNNEST`.
+fn column<D, T>(batch: &[&D], value: impl Fn(&D) -> T) -> Vec<T> {
+    batch.iter().map(|d| value(d)).collect()
 }

@@ -85,6 +85,14 @@ impl From<IngestError> for ApiError {
 }
 
 impl ApiError {
+    /// A request field is missing or invalid.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     fn status_code_field(&self) -> (StatusCode, &'static str, Option<&str>) {
         match self {
             ApiError::InvalidField { field, .. } => (

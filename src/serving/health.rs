@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::ApiContext;
+use super::served::Served;
 use crate::store::{StoreError, database};
 
 /// `GET /healthz`: the process is up.
@@ -90,16 +91,20 @@ fn models_detail(ctx: &ApiContext) -> Result<String, String> {
         .loaded
         .load_full()
         .ok_or("policy and models not loaded (see the log; POST /admin/reload after fixing)")?;
-    let ranker = loaded.ranker_version().ok_or_else(|| {
+    loaded.ranker_version().ok_or_else(|| {
         format!(
             "no {} champion in the registry (train and promote one)",
-            super::ranker::RANKER
+            Served::Ranker.name()
         )
     })?;
+    let models: Vec<String> = loaded
+        .models()
+        .map(|m| format!("{} {}", m.served.name(), m.version))
+        .collect();
     Ok(format!(
-        "policy {}, {} {ranker}, mode {}",
+        "policy {}, {}, mode {}",
         loaded.policy.version,
-        super::ranker::RANKER,
+        models.join(", "),
         ctx.in_force(&loaded.policy).mode.as_str()
     ))
 }

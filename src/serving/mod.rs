@@ -4,14 +4,16 @@
 //! [`error`]. Start-up refuses a database whose schema this build does not know.
 
 pub mod admin;
+pub mod churn;
 pub mod decisions;
 pub mod error;
 pub mod features;
 pub mod health;
 pub mod ingest;
 pub mod loaded;
-pub mod ranker;
+pub mod paywall;
 pub mod score;
+pub mod served;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,11 +47,12 @@ use self::error::ApiError;
 use crate::config::ServeConfig;
 use crate::features::FeatureError;
 use crate::features::catalog::{FeatureCatalog, FeatureCatalogError};
+use crate::features::row::FeatureRow;
 use crate::ingest::Ingestor;
 use crate::ingest::catalog::{Catalog, CatalogError};
 use crate::ingest::hashing::UserHasher;
 use crate::ingest::wire::MAX_BODY_BYTES;
-use crate::store::online::OnlineStore;
+use crate::store::online::{FeatureLookup, OnlineStore};
 use crate::store::{StoreError, database};
 use crate::telemetry;
 
@@ -158,13 +161,35 @@ impl ApiContext {
         )?);
         self.loaded.store(Some(loaded.clone()));
         metrics::gauge!(telemetry::LOADED_VERSION, "kind" => "policy", "version" => loaded.policy.version.clone()).set(1.0);
-        if let Some(version) = loaded.ranker_version() {
-            metrics::gauge!(telemetry::LOADED_VERSION, "kind" => ranker::RANKER, "version" => version.to_owned()).set(1.0);
+        for model in loaded.models() {
+            metrics::gauge!(telemetry::LOADED_VERSION, "kind" => model.served.name(), "version" => model.version.clone()).set(1.0);
+            tracing::info!(model = model.served.name(), version = %model.version, "champion loaded");
         }
-        tracing::info!(policy = %loaded.policy.version, ranker = ?loaded.ranker_version(),
-                       mode = loaded.policy.rollout.mode.as_str(), "policy and models loaded");
+        tracing::info!(policy = %loaded.policy.version, mode = loaded.policy.rollout.mode.as_str(),
+                       "policy and models loaded");
         self.publish_rollout();
         Ok(loaded)
+    }
+
+    /// The policy and models in force, or 503 until the first load succeeds.
+    pub fn current(&self) -> Result<Arc<Loaded>, ApiError> {
+        self.loaded
+            .load_full()
+            .ok_or_else(|| ApiError::NotReady("policy and models are not loaded".into()))
+    }
+
+    /// The user's online features; `None` (a cold start) when there are none or the store
+    /// fails (counted in `nudge_score_feature_errors_total`).
+    pub async fn user_features(&self, user_hash: &str) -> Option<FeatureRow> {
+        match self.online.features(&self.feature_catalog, user_hash).await {
+            Ok(FeatureLookup::Found(row)) => Some(row),
+            Ok(FeatureLookup::Unknown | FeatureLookup::NotMaterialized) => None,
+            Err(e) => {
+                metrics::counter!(telemetry::FEATURE_ERRORS).increment(1);
+                tracing::warn!(error = %e, "online features unavailable; scoring as a cold start");
+                None
+            }
+        }
     }
 
     /// The rollout and kill switch in force: the runtime flags over the loaded policy.
@@ -241,6 +266,8 @@ impl ApiContext {
 pub fn router(ctx: ApiContext) -> Router {
     let scheduler = Router::new()
         .route("/v1/score", post(score::score))
+        .route("/v1/churn", post(churn::churn))
+        .route("/v1/paywall", post(paywall::paywall))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             admin::scheduler_scope,

@@ -21,11 +21,10 @@ use uuid::Uuid;
 use super::ApiContext;
 use super::decisions::{Decision, LoggedCandidate};
 use super::error::ApiError;
-use super::ranker::SendContext;
-use crate::features::row::FeatureRow;
+use super::served::{RequestContext, SendContext, Served, ServedModel};
+use crate::policy::Mode;
 use crate::policy::gates::{Reason, blocking_gate};
 use crate::rollout::{self, Arm};
-use crate::store::online::FeatureLookup;
 use crate::store::quota::Reservation;
 use crate::telemetry;
 
@@ -54,62 +53,71 @@ pub struct ScoreRequest {
     pub candidates: Vec<Candidate>,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::InvalidField {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-fn string_field<'a>(object: &'a Value, key: &str, path: &str) -> Result<Option<&'a str>, ApiError> {
+/// The string at `key` of a JSON object (`None` when absent or null); `path` names it in
+/// the error when it is not a string.
+pub(super) fn string_field<'a>(
+    object: &'a Value,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, ApiError> {
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(path, "must be a string")),
+        Some(_) => Err(ApiError::invalid(path, "must be a string")),
+    }
+}
+
+/// The required `user_id` of a request.
+pub(super) fn user_id_field(request: &Value) -> Result<String, ApiError> {
+    match string_field(request, "user_id", "user_id")? {
+        Some(id) if !id.is_empty() && id.len() <= 256 => Ok(id.to_owned()),
+        _ => Err(ApiError::invalid(
+            "user_id",
+            "required: a non-empty string of at most 256 bytes",
+        )),
+    }
+}
+
+/// The optional RFC 3339 `now` of a request, else `server_now`.
+pub(super) fn now_field(
+    request: &Value,
+    server_now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
+    match string_field(request, "now", "now")? {
+        None => Ok(server_now),
+        Some(text) => Ok(DateTime::parse_from_rfc3339(text)
+            .map_err(|e| ApiError::invalid("now", format!("not an RFC 3339 time: {e}")))?
+            .to_utc()),
     }
 }
 
 impl ScoreRequest {
     /// Parses a request body; `server_now` stands in for a missing `now`.
     pub fn parse(body: &[u8], server_now: DateTime<Utc>) -> Result<Self, ApiError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
         if !value.is_object() {
-            return Err(invalid("body", "must be a JSON object"));
+            return Err(ApiError::invalid("body", "must be a JSON object"));
         }
-        let user_id = match string_field(&value, "user_id", "user_id")? {
-            Some(id) if !id.is_empty() && id.len() <= 256 => id.to_owned(),
-            _ => {
-                return Err(invalid(
-                    "user_id",
-                    "required: a non-empty string of at most 256 bytes",
-                ));
-            }
-        };
-        let now = match string_field(&value, "now", "now")? {
-            None => server_now,
-            Some(text) => DateTime::parse_from_rfc3339(text)
-                .map_err(|e| invalid("now", format!("not an RFC 3339 time: {e}")))?
-                .to_utc(),
-        };
+        let user_id = user_id_field(&value)?;
+        let now = now_field(&value, server_now)?;
         let timezone = match string_field(&value, "timezone", "timezone")? {
             None => None,
-            Some(name) => Some(
-                name.parse::<Tz>()
-                    .map_err(|_| invalid("timezone", format!("unknown IANA timezone {name:?}")))?,
-            ),
+            Some(name) => Some(name.parse::<Tz>().map_err(|_| {
+                ApiError::invalid("timezone", format!("unknown IANA timezone {name:?}"))
+            })?),
         };
         let items = match value.get("candidates") {
             Some(Value::Array(items)) => items,
             _ => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     "candidates",
                     "required: an array of 1 to 50 candidates",
                 ));
             }
         };
         if items.is_empty() || items.len() > MAX_CANDIDATES {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "candidates",
                 format!(
                     "holds {} candidates; 1 to {MAX_CANDIDATES} allowed",
@@ -124,19 +132,22 @@ impl ScoreRequest {
             .map(|(i, item)| {
                 let path = |key: &str| format!("candidates[{i}].{key}");
                 if !item.is_object() {
-                    return Err(invalid(format!("candidates[{i}]"), "must be an object"));
+                    return Err(ApiError::invalid(
+                        format!("candidates[{i}]"),
+                        "must be an object",
+                    ));
                 }
                 let id = match string_field(item, "id", &path("id"))? {
                     Some(id) if !id.is_empty() && id.len() <= 128 => id.to_owned(),
                     _ => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid(
                             path("id"),
                             "required: a non-empty string of at most 128 bytes",
                         ));
                     }
                 };
                 if !seen.insert(id.clone()) {
-                    return Err(invalid(
+                    return Err(ApiError::invalid(
                         path("id"),
                         format!("duplicate candidate id {id:?}"),
                     ));
@@ -144,7 +155,7 @@ impl ScoreRequest {
                 let notif_type = match string_field(item, "type", &path("type"))? {
                     Some(t) if !t.is_empty() && t.len() <= 64 => t.to_owned(),
                     _ => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid(
                             path("type"),
                             "required: a non-empty string of at most 64 bytes",
                         ));
@@ -162,13 +173,23 @@ impl ScoreRequest {
     }
 }
 
-/// The model's name and version in a response.
+/// A model's name and version in a response.
 #[derive(Debug, Serialize)]
 pub struct ModelRef {
     /// Registry name.
     pub name: &'static str,
     /// Version.
     pub version: String,
+}
+
+impl ModelRef {
+    /// The reference of a loaded model.
+    pub fn of(model: &ServedModel) -> Self {
+        Self {
+            name: model.served.name(),
+            version: model.version.clone(),
+        }
+    }
 }
 
 /// One candidate's decision.
@@ -193,7 +214,7 @@ pub struct ScoreResponse {
     /// The user's arm.
     pub arm: Arm,
     /// The rollout mode in force.
-    pub mode: crate::policy::Mode,
+    pub mode: Mode,
     /// The model that scored, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelRef>,
@@ -241,45 +262,32 @@ pub async fn score(
     body: Bytes,
 ) -> Result<Json<ScoreResponse>, ApiError> {
     let request = ScoreRequest::parse(&body, Utc::now())?;
-    let loaded = ctx
-        .loaded
-        .load_full()
-        .ok_or_else(|| ApiError::NotReady("policy and models are not loaded".into()))?;
+    let loaded = ctx.current()?;
     let policy = &loaded.policy;
     let in_force = ctx.in_force(policy);
     let mode = in_force.mode;
-    let ranker = loaded
-        .ranker
-        .as_ref()
-        .filter(|_| mode != crate::policy::Mode::Off);
-    let arm = match ranker {
-        None => Arm::Off,
-        Some(_) => rollout::assign(
-            mode,
-            in_force.canary_percent,
-            rollout::bucket(&policy.rollout.salt, &request.user_id),
-        ),
-    };
+    let ranker = loaded.model(Served::Ranker).filter(|_| mode != Mode::Off);
+    let arm = rollout::arm(
+        &in_force,
+        &policy.rollout.salt,
+        &request.user_id,
+        ranker.is_some(),
+    );
     let user_hash = ctx.hasher.hash(&request.user_id);
-
-    let features: Option<FeatureRow> =
-        match ctx.online.features(&ctx.feature_catalog, &user_hash).await {
-            Ok(FeatureLookup::Found(row)) => Some(row),
-            Ok(FeatureLookup::Unknown | FeatureLookup::NotMaterialized) => None,
-            Err(e) => {
-                metrics::counter!(telemetry::FEATURE_ERRORS).increment(1);
-                tracing::warn!(error = %e, "online features unavailable; scoring as a cold start");
-                None
-            }
-        };
+    let features = ctx.user_features(&user_hash).await;
     let context = SendContext::new(request.now, request.timezone);
     let scores: Option<Vec<f64>> = ranker.map(|r| {
         request
             .candidates
             .iter()
             .map(|c| {
-                r.model
-                    .score(&r.row(features.as_ref(), &context, &c.notif_type))
+                r.score(
+                    features.as_ref(),
+                    RequestContext::Notification {
+                        send: &context,
+                        notif_type: &c.notif_type,
+                    },
+                )
             })
             .collect()
     });
@@ -383,10 +391,7 @@ pub async fn score(
         request_id,
         arm,
         mode,
-        model: ranker.map(|r| ModelRef {
-            name: super::ranker::RANKER,
-            version: r.version.clone(),
-        }),
+        model: ranker.map(ModelRef::of),
         policy_version: policy.version.clone(),
         threshold,
         cold_start: features.is_none(),

@@ -350,50 +350,74 @@ impl Drop for RedisPrefix {
 /// Writes a ranker champion that scores contact reminders high (sigmoid 2 ≈ 0.88),
 /// weekly digests low (≈ 0.12) and anything else 0.5, whatever the user's features.
 pub fn write_ranker(models: &Path, version: &str) {
+    write_logistic(
+        models,
+        ("notif_ranker", "returned_24h_after_notif", version),
+        &["sessions_7d"],
+        &[("notif_type", &["contact_reminder", "weekly_digest"])],
+        &[
+            ("notif_type=contact_reminder", 2.0),
+            ("notif_type=weekly_digest", -2.0),
+        ],
+        0.0,
+    );
+}
+
+/// Saves a logistic model `(name, label, version)` over `numeric` features (mean 0,
+/// scale 1, with missing indicators) and `categorical` features with their levels, with
+/// the given column weights (others 0), and makes it the champion.
+pub fn write_logistic(
+    models: &Path,
+    (name, label, version): (&str, &str, &str),
+    numeric: &[&str],
+    categorical: &[(&str, &[&str])],
+    weights: &[(&str, f64)],
+    intercept: f64,
+) {
     let preprocessing = Preprocessing {
-        numeric: vec![NumericEncoding {
-            name: "sessions_7d".into(),
-            mean: 0.0,
-            scale: 1.0,
-            missing_indicator: true,
-        }],
-        categorical: vec![CategoricalEncoding {
-            name: "notif_type".into(),
-            levels: vec!["contact_reminder".into(), "weekly_digest".into()],
-        }],
+        numeric: numeric
+            .iter()
+            .map(|n| NumericEncoding {
+                name: (*n).into(),
+                mean: 0.0,
+                scale: 1.0,
+                missing_indicator: true,
+            })
+            .collect(),
+        categorical: categorical
+            .iter()
+            .map(|(n, levels)| CategoricalEncoding {
+                name: (*n).into(),
+                levels: levels.iter().map(|l| (*l).into()).collect(),
+            })
+            .collect(),
     };
     let weights = preprocessing
         .column_names()
         .iter()
-        .map(|c| match c.as_str() {
-            "notif_type=contact_reminder" => 2.0,
-            "notif_type=weekly_digest" => -2.0,
-            _ => 0.0,
+        .map(|c| {
+            weights
+                .iter()
+                .find(|(column, _)| column == c)
+                .map_or(0.0, |(_, w)| *w)
         })
         .collect();
     let model = Model {
         format: FORMAT,
-        name: "notif_ranker".into(),
+        name: name.into(),
         version: version.into(),
-        label: "returned_24h_after_notif".into(),
+        label: label.into(),
         candidate: "logistic".into(),
-        schema_hash: schema_hash(["sessions_7d"], ["notif_type"]),
+        schema_hash: schema_hash(numeric.iter().copied(), categorical.iter().map(|(n, _)| *n)),
         preprocessing,
-        estimator: Estimator::Logistic {
-            weights,
-            intercept: 0.0,
-        },
+        estimator: Estimator::Logistic { weights, intercept },
         calibration: Calibration::None,
     };
     let registry = Registry::new(models);
     registry
-        .save(
-            "notif_ranker",
-            version,
-            &[(MODEL_FILE, &model.to_json().unwrap())],
-        )
+        .save(name, version, &[(MODEL_FILE, &model.to_json().unwrap())])
         .unwrap();
-    registry.set_champion("notif_ranker", version).unwrap();
+    registry.set_champion(name, version).unwrap();
 }
 
 /// A directory removed when dropped.

@@ -1,18 +1,49 @@
-//! The notification ranker as nudge-serve runs it: a loaded champion whose feature names
-//! are resolved once, at load, to where each value comes from (the user's online
-//! features or the candidate's context), and the row it scores, built exactly as
-//! `gold.training_notif_ranker` builds a training example.
+//! The models nudge-serve runs: a loaded champion whose feature names are resolved once,
+//! at load, to where each value comes from (the user's online features or what the
+//! request says), and the row it scores, built exactly as the model's training view
+//! builds an example (`gold.training_notif_ranker`, `gold.training_churn_14d`,
+//! `gold.training_paywall`).
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 
 use crate::features::catalog::FeatureCatalog;
-use crate::features::row::FeatureRow;
+use crate::features::row::{FeatureRow, FeatureValue};
 use crate::models::preprocess::ModelInput;
 use crate::models::{Model, ModelError};
 
-/// The registry name of the ranker.
-pub const RANKER: &str = "notif_ranker";
+/// A model nudge-serve runs, by registry name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// `notif_ranker`: P(return within 24 h) of a notification sent now.
+    Ranker,
+    /// `churn_14d`: P(no app open in the next 14 days).
+    Churn,
+    /// `paywall_trial`: P(a trial starts within 24 h of a paywall view).
+    PaywallTrial,
+    /// `paywall_bounce`: P(no app open within 24 h of a paywall view).
+    PaywallBounce,
+}
+
+impl Served {
+    /// Every served model.
+    pub const ALL: [Served; 4] = [
+        Served::Ranker,
+        Served::Churn,
+        Served::PaywallTrial,
+        Served::PaywallBounce,
+    ];
+
+    /// The registry name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Served::Ranker => "notif_ranker",
+            Served::Churn => "churn_14d",
+            Served::PaywallTrial => "paywall_trial",
+            Served::PaywallBounce => "paywall_bounce",
+        }
+    }
+}
 
 /// Where a numeric input comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,11 +66,34 @@ enum Categorical {
     LocalHour,
     /// ISO weekday of the send, "1" (Monday)..“7”.
     LocalWeekday,
+    /// The paywall's placement.
+    Placement,
 }
 
-/// A loaded ranker with its inputs resolved.
+/// What a request gives a row beyond the user's features.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestContext<'a> {
+    /// A notification candidate at a send time.
+    Notification {
+        /// When and where.
+        send: &'a SendContext,
+        /// The candidate's type.
+        notif_type: &'a str,
+    },
+    /// A paywall view.
+    Paywall {
+        /// The placement.
+        placement: &'a str,
+    },
+    /// Nothing: the user's features only.
+    User,
+}
+
+/// A loaded model with its inputs resolved.
 #[derive(Debug)]
-pub struct Ranker {
+pub struct ServedModel {
+    /// Which model.
+    pub served: Served,
     /// The model.
     pub model: Model,
     /// Its registry version.
@@ -48,27 +102,32 @@ pub struct Ranker {
     categorical: Vec<Categorical>,
 }
 
-impl Ranker {
-    /// Resolves `model`'s inputs against the catalog and the context the server knows;
-    /// a feature it cannot provide refuses the model.
+impl ServedModel {
+    /// Resolves `model`'s inputs against the catalog and what requests for `served`
+    /// provide; a feature it cannot get refuses the model.
     pub fn new(
+        served: Served,
         model: Model,
         version: String,
         catalog: &FeatureCatalog,
     ) -> Result<Self, ModelError> {
-        let index = |name: &str| catalog.index(name);
+        let ranker = served == Served::Ranker;
+        let paywall = matches!(served, Served::PaywallTrial | Served::PaywallBounce);
         let unknown = |name: &str| {
             ModelError::Invalid(format!(
-                "the ranker needs {name}, which neither the feature catalog nor the request provides"
+                "{} needs {name}, which neither the feature catalog nor the request provides",
+                served.name()
             ))
         };
         let numeric = model
             .numeric_features()
             .map(|name| match name {
-                "hours_from_usual_session" => index("usual_session_hour")
+                "hours_from_usual_session" if ranker => catalog
+                    .index("usual_session_hour")
                     .map(Numeric::HoursFromUsualSession)
                     .ok_or_else(|| unknown(name)),
-                _ => index(name)
+                _ => catalog
+                    .index(name)
                     .map(Numeric::Feature)
                     .ok_or_else(|| unknown(name)),
             })
@@ -76,15 +135,18 @@ impl Ranker {
         let categorical = model
             .categorical_features()
             .map(|name| match name {
-                "notif_type" => Ok(Categorical::NotifType),
-                "local_hour" => Ok(Categorical::LocalHour),
-                "local_weekday" => Ok(Categorical::LocalWeekday),
-                _ => index(name)
+                "notif_type" if ranker => Ok(Categorical::NotifType),
+                "local_hour" if ranker => Ok(Categorical::LocalHour),
+                "local_weekday" if ranker => Ok(Categorical::LocalWeekday),
+                "placement" if paywall => Ok(Categorical::Placement),
+                _ => catalog
+                    .index(name)
                     .map(Categorical::Feature)
                     .ok_or_else(|| unknown(name)),
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
+            served,
             model,
             version,
             numeric,
@@ -92,19 +154,14 @@ impl Ranker {
         })
     }
 
-    /// The row of one candidate.
-    pub fn row<'a>(
-        &'a self,
-        features: Option<&'a FeatureRow>,
-        context: &'a SendContext,
-        notif_type: &'a str,
-    ) -> RankerRow<'a> {
-        RankerRow {
-            ranker: self,
+    /// The calibrated probability of one row: the user's `features` (`None` = a cold
+    /// start, every feature missing) and what the request gives.
+    pub fn score(&self, features: Option<&FeatureRow>, request: RequestContext<'_>) -> f64 {
+        self.model.score(&ServedRow {
+            model: self,
             features,
-            context,
-            notif_type,
-        }
+            request,
+        })
     }
 }
 
@@ -144,37 +201,41 @@ pub fn hours_from_usual_session(at: DateTime<Utc>, usual_hour: f64) -> f64 {
     f64::from((12.0 - (12.0 - d).abs()) as f32)
 }
 
-/// One candidate's model input.
-pub struct RankerRow<'a> {
-    ranker: &'a Ranker,
+/// One row's model input.
+struct ServedRow<'a> {
+    model: &'a ServedModel,
     features: Option<&'a FeatureRow>,
-    context: &'a SendContext,
-    notif_type: &'a str,
+    request: RequestContext<'a>,
 }
 
-impl RankerRow<'_> {
-    fn feature(&self, index: usize) -> Option<&crate::features::row::FeatureValue> {
+impl ServedRow<'_> {
+    fn feature(&self, index: usize) -> Option<&FeatureValue> {
         self.features.and_then(|row| row.values.get(index))
     }
 }
 
-impl ModelInput for RankerRow<'_> {
+impl ModelInput for ServedRow<'_> {
     fn numeric(&self, index: usize) -> Option<f64> {
-        match self.ranker.numeric[index] {
-            Numeric::Feature(i) => self.feature(i)?.as_number(),
-            Numeric::HoursFromUsualSession(i) => {
+        match (self.model.numeric[index], self.request) {
+            (Numeric::Feature(i), _) => self.feature(i)?.as_number(),
+            (Numeric::HoursFromUsualSession(i), RequestContext::Notification { send, .. }) => {
                 let usual = self.feature(i)?.as_number()?;
-                Some(hours_from_usual_session(self.context.now, usual))
+                Some(hours_from_usual_session(send.now, usual))
             }
+            // Resolution at load only asks a request for what its kind provides.
+            (Numeric::HoursFromUsualSession(_), _) => None,
         }
     }
 
     fn categorical(&self, index: usize) -> Option<&str> {
-        match self.ranker.categorical[index] {
-            Categorical::Feature(i) => self.feature(i)?.as_category(),
-            Categorical::NotifType => Some(self.notif_type),
-            Categorical::LocalHour => Some(&self.context.local_hour),
-            Categorical::LocalWeekday => Some(&self.context.local_weekday),
+        use RequestContext::{Notification, Paywall};
+        match (self.model.categorical[index], self.request) {
+            (Categorical::Feature(i), _) => self.feature(i)?.as_category(),
+            (Categorical::NotifType, Notification { notif_type, .. }) => Some(notif_type),
+            (Categorical::LocalHour, Notification { send, .. }) => Some(&send.local_hour),
+            (Categorical::LocalWeekday, Notification { send, .. }) => Some(&send.local_weekday),
+            (Categorical::Placement, Paywall { placement }) => Some(placement),
+            _ => None,
         }
     }
 }

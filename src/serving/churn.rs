@@ -1,0 +1,158 @@
+//! `POST /v1/churn`: the churn risk of a batch of users, each with its band from
+//! policy.yaml. Users are scored concurrently; one with no stored features is scored as
+//! a cold start and says so.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ApiContext;
+use super::error::ApiError;
+use super::score::ModelRef;
+use super::served::{RequestContext, Served};
+
+/// Most users per request.
+pub const MAX_USERS: usize = 1_000;
+
+/// A validated request: distinct user ids in the caller's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnRequest {
+    /// User ids as the caller knows them (hashed before anything stores them).
+    pub user_ids: Vec<String>,
+}
+
+impl ChurnRequest {
+    /// Parses a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+        let Some(Value::Array(items)) = value.get("user_ids") else {
+            return Err(ApiError::invalid(
+                "user_ids",
+                format!("required: an array of 1 to {MAX_USERS} user ids"),
+            ));
+        };
+        if items.is_empty() || items.len() > MAX_USERS {
+            return Err(ApiError::invalid(
+                "user_ids",
+                format!("holds {} ids; 1 to {MAX_USERS} allowed", items.len()),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let user_ids = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(id) if !id.is_empty() && id.len() <= 256 => {
+                    if seen.insert(id.as_str()) {
+                        Ok(id.clone())
+                    } else {
+                        Err(ApiError::invalid(
+                            format!("user_ids[{i}]"),
+                            format!("duplicate user id {id:?}"),
+                        ))
+                    }
+                }
+                _ => Err(ApiError::invalid(
+                    format!("user_ids[{i}]"),
+                    "must be a non-empty string of at most 256 bytes",
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { user_ids })
+    }
+}
+
+/// One user's risk.
+#[derive(Debug, Serialize)]
+pub struct ChurnScore {
+    /// The user id as given.
+    pub user_id: String,
+    /// Calibrated P(no app open in the next 14 days).
+    pub score: f64,
+    /// The policy's band of the score.
+    pub band: String,
+    /// No stored features for the user: scored with every feature missing.
+    pub cold_start: bool,
+}
+
+/// The response.
+#[derive(Debug, Serialize)]
+pub struct ChurnResponse {
+    /// The model that scored.
+    pub model: ModelRef,
+    /// Policy version (the bands').
+    pub policy_version: String,
+    /// One per user, in request order.
+    pub scores: Vec<ChurnScore>,
+}
+
+/// `POST /v1/churn`.
+pub async fn churn(
+    State(ctx): State<ApiContext>,
+    body: Bytes,
+) -> Result<Json<ChurnResponse>, ApiError> {
+    let request = ChurnRequest::parse(&body)?;
+    let loaded = ctx.current()?;
+    let model = loaded.model(Served::Churn).ok_or_else(|| {
+        ApiError::NotReady(format!("no {} champion is loaded", Served::Churn.name()))
+    })?;
+    let features = join_all(
+        request
+            .user_ids
+            .iter()
+            .map(|id| async { ctx.user_features(&ctx.hasher.hash(id)).await }),
+    )
+    .await;
+    let scores = request
+        .user_ids
+        .into_iter()
+        .zip(features)
+        .map(|(user_id, features)| {
+            let score = model.score(features.as_ref(), RequestContext::User);
+            ChurnScore {
+                user_id,
+                score,
+                band: loaded.policy.churn_bands.band(score).to_owned(),
+                cold_start: features.is_none(),
+            }
+        })
+        .collect();
+    Ok(Json(ChurnResponse {
+        model: ModelRef::of(model),
+        policy_version: loaded.policy.version.clone(),
+        scores,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(body: &str) -> String {
+        match ChurnRequest::parse(body.as_bytes()) {
+            Err(ApiError::InvalidField { field, .. }) => field,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_parse_and_errors_name_the_field() {
+        assert_eq!(
+            ChurnRequest::parse(br#"{"user_ids": ["a", "b"]}"#)
+                .unwrap()
+                .user_ids,
+            ["a", "b"]
+        );
+        assert_eq!(field(r#"{"user_ids": []}"#), "user_ids");
+        assert_eq!(field(r#"{}"#), "user_ids");
+        assert_eq!(field(r#"{"user_ids": ["a", 3]}"#), "user_ids[1]");
+        assert_eq!(field(r#"{"user_ids": ["a", "a"]}"#), "user_ids[1]");
+        assert_eq!(field("nope"), "body");
+    }
+}
