@@ -127,7 +127,7 @@ impl RejectReason {
 }
 
 /// One rejected element of a request, as reported to the caller.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rejected {
     /// Position of the event in the request's batch.
     pub index: usize,

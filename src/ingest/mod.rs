@@ -25,7 +25,7 @@ use self::event::{RejectReason, Rejected, Source, StoredEvent, normalize};
 use self::hashing::UserHasher;
 
 /// What happened to a request's events.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
     /// Events stored now.
     pub accepted: usize,

@@ -37,7 +37,7 @@ impl QuietHours {
 }
 
 /// Why a candidate was or was not sent: the `reason` of each decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Sent.

@@ -36,7 +36,7 @@ pub enum PolicyError {
 }
 
 /// How the model is rolled out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// No model: the baseline decides and no score is computed.

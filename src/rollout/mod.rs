@@ -18,7 +18,7 @@ use crate::policy::{Mode, Policy};
 pub const BUCKETS: u64 = 10_000;
 
 /// The arm a request is served by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Arm {
     /// Model switched off: the baseline decides, no score.
@@ -95,7 +95,7 @@ pub fn arm(in_force: &InForce, salt: &str, user_id: &str, model_loaded: bool) ->
 }
 
 /// A runtime override of the rollout, set by an operator or by a guardrail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutFlag {
     /// Mode in force.
     pub mode: Mode,
@@ -148,7 +148,7 @@ impl RolloutFlag {
 }
 
 /// A runtime kill switch: when on, nothing is sent in any arm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KillSwitchFlag {
     /// On or off.
     pub on: bool,
@@ -170,7 +170,7 @@ pub struct Flags {
 }
 
 /// Where the rollout in force comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// `policy/policy.yaml`.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::policy::Mode;
 use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
 
@@ -61,6 +61,9 @@ pub async fn admin_scope(
 
 /// `POST /admin/reload`: reloads policy and models; a refusal is a 422 naming the
 /// reason, and what served before keeps serving.
+#[utoipa::path(post, path = "/admin/reload", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "the policy version and the models now serving"),
+              (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reload(State(ctx): State<ApiContext>) -> Result<Json<Value>, ApiError> {
     let loaded = ctx.reload().map_err(|e| {
         tracing::warn!(error = %e, "reload refused; the previous policy and models keep serving");
@@ -93,7 +96,7 @@ pub fn reload_on_sighup(ctx: ApiContext) {
 }
 
 /// The rollout as `GET /admin/rollout` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RolloutView {
     /// Mode in force.
     pub mode: Mode,
@@ -116,7 +119,7 @@ pub struct RolloutView {
 }
 
 /// The policy file's rollout.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyRollout {
     /// Mode.
     pub mode: Mode,
@@ -179,12 +182,18 @@ fn reason_field(body: &serde_json::Map<String, Value>) -> Result<String, ApiErro
 }
 
 /// `GET /admin/rollout`: the rollout in force, where it comes from, and the flags.
+#[utoipa::path(get, path = "/admin/rollout", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody)))]
 pub async fn get_rollout(State(ctx): State<ApiContext>) -> Result<Json<RolloutView>, ApiError> {
     rollout_view(&ctx).map(Json)
 }
 
 /// `PUT /admin/rollout` `{"mode": "canary", "canary_percent": 5, "reason": "…"}`: sets the
 /// runtime flag every replica follows within its poll interval.
+#[utoipa::path(put, path = "/admin/rollout", tag = "admin", security(("admin" = [])),
+    request_body(content = Object, description = r#"{"mode": "off|shadow|canary|full", "canary_percent": 0..100 (required for canary), "reason": "..."}"#),
+    responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn put_rollout(
     State(ctx): State<ApiContext>,
     body: Bytes,
@@ -217,6 +226,9 @@ pub async fn put_rollout(
 }
 
 /// `DELETE /admin/rollout`: clears the runtime flag; the policy file's rollout is in force again.
+#[utoipa::path(delete, path = "/admin/rollout", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn delete_rollout(State(ctx): State<ApiContext>) -> Result<Json<RolloutView>, ApiError> {
     ctx.flag_store
         .set_rollout(None)
@@ -228,6 +240,10 @@ pub async fn delete_rollout(State(ctx): State<ApiContext>) -> Result<Json<Rollou
 
 /// `POST /admin/kill-switch` `{"on": true, "reason": "…"}`: stops (or resumes) sends on
 /// every replica. It cannot release a kill switch the policy file turned on.
+#[utoipa::path(post, path = "/admin/kill-switch", tag = "admin", security(("admin" = [])),
+    request_body(content = Object, description = r#"{"on": true|false, "reason": "..."}"#),
+    responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn kill_switch(
     State(ctx): State<ApiContext>,
     body: Bytes,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::score::ModelRef;
 use super::served::{RequestContext, Served};
 
@@ -20,9 +20,10 @@ use super::served::{RequestContext, Served};
 pub const MAX_USERS: usize = 1_000;
 
 /// A validated request: distinct user ids in the caller's order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct ChurnRequest {
-    /// User ids as the caller knows them (hashed before anything stores them).
+    /// 1 to 1,000 distinct user ids as the caller knows them (hashed before anything stores them).
+    #[schema(min_items = 1, max_items = 1000)]
     pub user_ids: Vec<String>,
 }
 
@@ -69,7 +70,7 @@ impl ChurnRequest {
 }
 
 /// One user's risk.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChurnScore {
     /// The user id as given.
     pub user_id: String,
@@ -82,7 +83,7 @@ pub struct ChurnScore {
 }
 
 /// The response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChurnResponse {
     /// The model that scored.
     pub model: ModelRef,
@@ -92,7 +93,11 @@ pub struct ChurnResponse {
     pub scores: Vec<ChurnScore>,
 }
 
-/// `POST /v1/churn`.
+/// `POST /v1/churn`: churn risk and band of each user.
+#[utoipa::path(post, path = "/v1/churn", tag = "scoring", request_body = ChurnRequest,
+    security(("scheduler" = [])),
+    responses((status = 200, body = ChurnResponse), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn churn(
     State(ctx): State<ApiContext>,
     body: Bytes,

@@ -6,10 +6,28 @@ use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::ingest::IngestError;
 use crate::ingest::wire::{PayloadError, TokenMismatch};
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error's code, message and the request field at fault.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_field`, `overloaded`.
+    pub code: &'static str,
+    /// What a person should read.
+    pub message: String,
+    /// The request field at fault (e.g. `candidates[1].id`), or null.
+    pub field: Option<String>,
+}
 
 /// An error answered to an HTTP caller.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +175,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "request failed");
         }
-        let body = json!({"error": {"code": code, "message": self.to_string(), "field": field}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                field: field.map(str::to_owned),
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

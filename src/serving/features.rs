@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::features::FeatureError;
 use crate::features::materialize::materialize;
 use crate::features::row::NamedFeatures;
@@ -30,15 +30,22 @@ pub const VALIDATION_PASS_SHARE: &str = "nudge_events_validation_pass_share";
 pub const EMBEDDED_USERS: &str = "nudge_features_embedded_users";
 
 /// The body of `GET /v1/features/{user_id}`.
-#[derive(Serialize)]
-struct FeaturesBody<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FeaturesBody<'a> {
+    /// The user id as asked.
     user_id: &'a str,
     /// Midnight UTC of the snapshot: every value covers events strictly before it.
     as_of: DateTime<Utc>,
+    /// Feature name → value (number, string or null), in catalog order.
+    #[schema(value_type = Object)]
     features: NamedFeatures<'a>,
 }
 
 /// `GET /v1/features/{user_id}`: the user's newest materialised features, in catalog order.
+#[utoipa::path(get, path = "/v1/features/{user_id}", tag = "features",
+    params(("user_id" = String, Path, description = "the user's id")),
+    responses((status = 200, body = FeaturesBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn get_features(
     State(ctx): State<ApiContext>,
     Path(user_id): Path<String>,

@@ -11,12 +11,13 @@ use super::served::Served;
 use crate::store::{StoreError, database};
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = r#"{"status": "ok"}"#)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// The state of one dependency.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// Whether it is usable.
     pub ok: bool,
@@ -37,7 +38,7 @@ impl<E: std::fmt::Display> From<Result<String, E>> for Check {
 }
 
 /// The readiness report.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// Whether every check passed.
     pub ready: bool,
@@ -49,6 +50,8 @@ pub struct Readiness {
     pub models: Check,
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 /// `GET /readyz`: Postgres reachable with the schema this build knows, online store up.
 pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let database: Check = database::check_schema(&ctx.pool)
@@ -110,6 +113,7 @@ fn models_detail(ctx: &ApiContext) -> Result<String, String> {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text exposition")))]
 pub async fn metrics(State(ctx): State<ApiContext>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::ingest::IngestReport;
 use crate::ingest::event::Source;
 use crate::ingest::wire;
@@ -50,6 +50,11 @@ fn declared_gzip(headers: &HeaderMap, query: Option<&CaptureQuery>) -> bool {
 }
 
 /// `POST /batch/`, `/capture/`, `/e/`, `/i/v0/e/`: PostHog's capture API.
+#[utoipa::path(post, path = "/batch/", tag = "events",
+    request_body(content = Object, description = "a PostHog capture payload: one event, an array, or {api_key|token, batch: [...]}; gzip bodies accepted"),
+    responses((status = 200, body = IngestReport), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn capture(
     State(ctx): State<ApiContext>,
     Query(query): Query<CaptureQuery>,
@@ -72,6 +77,11 @@ pub async fn capture(
 }
 
 /// `POST /v1/events`: PostHog webhook destination, signed with `X-Nudge-Signature`.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = Object, description = "a webhook event ({event, person}) or an array of them"),
+    params(("X-Nudge-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of the raw body>")),
+    responses((status = 200, body = IngestReport), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn webhook(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,

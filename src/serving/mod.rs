@@ -11,6 +11,7 @@ pub mod features;
 pub mod health;
 pub mod ingest;
 pub mod loaded;
+pub mod openapi;
 pub mod paywall;
 pub mod score;
 pub mod served;
@@ -306,6 +307,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi))
         .route_layer(middleware::from_fn(record_latency))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {

@@ -14,20 +14,21 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::decisions::PaywallDecision;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::score::{ModelRef, string_field};
 use super::served::{RequestContext, Served};
 use crate::policy::Mode;
 use crate::rollout::{self, Arm};
 
 /// A validated request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct PaywallRequest {
     /// The user's id (hashed before anything stores it).
     pub user_id: String,
-    /// Where the paywall would show.
+    /// Where the paywall would show (at most 64 bytes).
     pub placement: String,
-    /// The decision time.
+    /// The decision time (RFC 3339); the server's clock when absent.
+    #[schema(required = false)]
     pub now: DateTime<Utc>,
 }
 
@@ -59,7 +60,7 @@ impl PaywallRequest {
 }
 
 /// The paywall models that decided.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaywallModels {
     /// `paywall_trial`.
     pub trial: ModelRef,
@@ -68,7 +69,7 @@ pub struct PaywallModels {
 }
 
 /// The response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaywallResponse {
     /// Request id (also in the decision log).
     pub request_id: Uuid,
@@ -99,7 +100,11 @@ pub struct PaywallResponse {
     pub cold_start: bool,
 }
 
-/// `POST /v1/paywall`.
+/// `POST /v1/paywall`: whether to show the paywall now.
+#[utoipa::path(post, path = "/v1/paywall", tag = "scoring", request_body = PaywallRequest,
+    security(("scheduler" = [])),
+    responses((status = 200, body = PaywallResponse), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn paywall(
     State(ctx): State<ApiContext>,
     body: Bytes,

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::decisions::{Decision, LoggedCandidate};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
 use crate::policy::Mode;
 use crate::policy::gates::{Reason, blocking_gate};
@@ -32,24 +32,28 @@ use crate::telemetry;
 pub const MAX_CANDIDATES: usize = 50;
 
 /// A candidate notification.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct Candidate {
-    /// The scheduler's id.
+    /// The scheduler's id (unique in the request, at most 128 bytes).
     pub id: String,
-    /// Notification type.
+    /// Notification type (at most 64 bytes).
+    #[schema(rename = "type")]
     pub notif_type: String,
 }
 
 /// A validated request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct ScoreRequest {
     /// The user's id as the scheduler knows it (hashed before anything stores it).
     pub user_id: String,
-    /// The decision time.
+    /// The decision time (RFC 3339); the server's clock when absent.
+    #[schema(required = false)]
     pub now: DateTime<Utc>,
-    /// The user's timezone, if given.
+    /// The user's IANA timezone; UTC when absent, and the answer says so.
+    #[schema(value_type = Option<String>, example = "Europe/Berlin")]
     pub timezone: Option<Tz>,
-    /// Candidates in the scheduler's order.
+    /// 1 to 50 candidates in the scheduler's order.
+    #[schema(min_items = 1, max_items = 50)]
     pub candidates: Vec<Candidate>,
 }
 
@@ -174,7 +178,7 @@ impl ScoreRequest {
 }
 
 /// A model's name and version in a response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelRef {
     /// Registry name.
     pub name: &'static str,
@@ -193,7 +197,7 @@ impl ModelRef {
 }
 
 /// One candidate's decision.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CandidateDecision {
     /// Candidate id.
     pub id: String,
@@ -207,7 +211,7 @@ pub struct CandidateDecision {
 }
 
 /// The response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScoreResponse {
     /// Request id (also in the decision log).
     pub request_id: Uuid,
@@ -256,7 +260,11 @@ pub fn choose(candidates: usize, scores: Option<&[f64]>, threshold: f64) -> Choi
     }
 }
 
-/// `POST /v1/score`.
+/// `POST /v1/score`: which notification, if any, to send now.
+#[utoipa::path(post, path = "/v1/score", tag = "scoring", request_body = ScoreRequest,
+    security(("scheduler" = [])),
+    responses((status = 200, body = ScoreResponse), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn score(
     State(ctx): State<ApiContext>,
     body: Bytes,
