@@ -51,7 +51,7 @@ for run in 1 2 3; do
     target/release/nudge-train features materialize --database-url "$URL"
 done
 echo "redis memory: $(redis-cli -u "$REDIS" info memory | grep '^used_memory_human' | tr -d '\r')"
-RUST_LOG=warn NUDGE_HASH_KEY="$KEY" REDIS_URL="$REDIS" NUDGE_REDIS_PREFIX="$PREFIX" \
+RUST_LOG=warn NUDGE_HASH_KEY="$KEY" NUDGE_SCHEDULER_TOKEN=bench-scheduler-token REDIS_URL="$REDIS" NUDGE_REDIS_PREFIX="$PREFIX" \
   target/release/nudge-serve --database-url "$URL" --listen "127.0.0.1:$PORT" &
 SERVER=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
