@@ -34,25 +34,20 @@ struct Server {
 
 /// An instance over `db` (Redis under `prefix` when given), loaded from `dir`.
 async fn server(db: &TestDb, dir: &Path, redis_prefix: Option<&str>) -> Server {
-    server_with_pool(db, db.pool.clone(), dir, redis_prefix).await
-}
-
-/// An instance over `db` reached through `pool`.
-async fn server_with_pool(
-    db: &TestDb,
-    pool: sqlx::PgPool,
-    dir: &Path,
-    redis_prefix: Option<&str>,
-) -> Server {
-    let mut cfg = config(&db.url);
-    cfg.models_dir = dir.join("models");
-    cfg.policy_path = dir.join("policy.yaml");
     let online = match redis_prefix {
         Some(prefix) => OnlineStore::connect_redis(&common::redis_url(), prefix)
             .await
             .unwrap(),
         None => OnlineStore::embedded(),
     };
+    server_over(db, db.pool.clone(), online, dir)
+}
+
+/// An instance over `db` reached through `pool`, with `online`, loaded from `dir`.
+fn server_over(db: &TestDb, pool: sqlx::PgPool, online: OnlineStore, dir: &Path) -> Server {
+    let mut cfg = config(&db.url);
+    cfg.models_dir = dir.join("models");
+    cfg.policy_path = dir.join("policy.yaml");
     let ctx = ApiContext::new(
         &cfg,
         Catalog::builtin().unwrap(),
@@ -689,7 +684,7 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
     let pool = nudge::store::database::connect(&via_proxy, 4)
         .await
         .unwrap();
-    let s = server_with_pool(&db, pool, &dir.0, None).await;
+    let s = server_over(&db, pool, OnlineStore::embedded(), &dir.0);
 
     let body = |user: &str| request(user, "2026-11-22T12:00:00Z", &["contact_reminder"]);
     assert_eq!(score(&s.app, &body("before")).await.0, StatusCode::OK);
@@ -732,21 +727,10 @@ async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
     let proxy =
         common::proxy::TcpProxy::start(redis.trim_start_matches("redis://").to_owned()).await;
     let prefix = common::RedisPrefix::new();
-    let mut cfg = config(&db.url);
-    cfg.models_dir = dir.0.join("models");
-    cfg.policy_path = dir.0.join("policy.yaml");
     let online = OnlineStore::connect_redis(&format!("redis://{}", proxy.addr), &prefix.0)
         .await
         .unwrap();
-    let ctx = ApiContext::new(
-        &cfg,
-        Catalog::builtin().unwrap(),
-        FeatureCatalog::builtin().unwrap(),
-        db.pool.clone(),
-        online,
-    );
-    ctx.reload().unwrap();
-    let app = router(ctx);
+    let app = server_over(&db, db.pool.clone(), online, &dir.0).app;
     let body = request("redis-down", "2026-11-22T12:00:00Z", &["contact_reminder"]);
     assert_eq!(
         reasons(&score(&app, &body).await.1),
