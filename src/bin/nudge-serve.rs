@@ -85,23 +85,19 @@ async fn main() -> anyhow::Result<()> {
             flag(&store, command).await?;
             let flags = store.read().await?;
             println!("flag store: {}", store.kind());
-            println!(
-                "rollout: {}",
-                flags.rollout.map_or_else(
-                    || "unset (policy file in force)".to_owned(),
-                    |f| serde_json::to_string(&f).unwrap_or_default()
-                )
-            );
-            println!(
-                "kill_switch: {}",
-                flags.kill_switch.map_or_else(
-                    || "unset (policy file in force)".to_owned(),
-                    |f| serde_json::to_string(&f).unwrap_or_default()
-                )
-            );
+            println!("rollout: {}", describe(flags.rollout.as_ref())?);
+            println!("kill_switch: {}", describe(flags.kill_switch.as_ref())?);
         }
     }
     Ok(())
+}
+
+/// A flag as JSON, or what holds when it is unset.
+fn describe(flag: Option<&impl serde::Serialize>) -> anyhow::Result<String> {
+    Ok(match flag {
+        Some(flag) => serde_json::to_string(flag)?,
+        None => "unset (policy file in force)".to_owned(),
+    })
 }
 
 /// Applies a flag command.

@@ -154,11 +154,14 @@ fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
     })
 }
 
+/// A flag store failure: the request cannot be done without it.
+fn flag_store_down(error: crate::store::StoreError) -> ApiError {
+    ApiError::Unavailable(format!("flag store: {error}"))
+}
+
 /// Reads the flags back after a write, so this replica answers with what is now in force.
 async fn after_flag_write(ctx: &ApiContext) -> Result<Json<RolloutView>, ApiError> {
-    ctx.refresh_flags()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+    ctx.refresh_flags().await.map_err(flag_store_down)?;
     rollout_view(ctx).map(Json)
 }
 
@@ -220,7 +223,7 @@ pub async fn put_rollout(
     ctx.flag_store
         .set_rollout(Some(&flag))
         .await
-        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+        .map_err(flag_store_down)?;
     tracing::info!(mode = flag.mode.as_str(), percent = flag.canary_percent, reason = %flag.reason, "rollout flag set");
     after_flag_write(&ctx).await
 }
@@ -233,7 +236,7 @@ pub async fn delete_rollout(State(ctx): State<ApiContext>) -> Result<Json<Rollou
     ctx.flag_store
         .set_rollout(None)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+        .map_err(flag_store_down)?;
     tracing::info!("rollout flag cleared; the policy file's rollout is in force");
     after_flag_write(&ctx).await
 }
@@ -262,7 +265,7 @@ pub async fn kill_switch(
     ctx.flag_store
         .set_kill_switch(&flag)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("flag store: {e}")))?;
+        .map_err(flag_store_down)?;
     tracing::warn!(on, reason = %flag.reason, "kill switch flag set");
     after_flag_write(&ctx).await
 }
