@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the modules, what each owns and the invariants between them.
 
 pub mod config;
+pub mod control;
 pub mod evaluation;
 pub mod features;
 pub mod ingest;

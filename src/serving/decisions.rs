@@ -248,10 +248,6 @@ async fn insert_paywall(pool: &PgPool, batch: &[&PaywallDecision]) -> Result<(),
 }
 
 async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<(), sqlx::Error> {
-    let candidates: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|d| serde_json::to_value(&d.candidates).unwrap_or(serde_json::Value::Null))
-        .collect();
     sqlx::query(
         "INSERT INTO serving.decisions
            (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
@@ -274,7 +270,7 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<(), sqlx::Error> {
     .bind(column(batch, |d| d.sent.clone()))
     .bind(column(batch, |d| d.model_choice.clone()))
     .bind(column(batch, |d| d.baseline_choice.clone()))
-    .bind(candidates)
+    .bind(column(batch, |d| sqlx::types::Json(&d.candidates)))
     .bind(super::served::Served::Ranker.name())
     .execute(pool)
     .await?;
@@ -282,6 +278,6 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<(), sqlx::Error> {
 }
 
 /// One column of a batch, for `UNNEST`.
-fn column<D, T>(batch: &[&D], value: impl Fn(&D) -> T) -> Vec<T> {
-    batch.iter().map(|d| value(d)).collect()
+fn column<'a, D, T>(batch: &[&'a D], value: impl Fn(&'a D) -> T) -> Vec<T> {
+    batch.iter().map(|&d| value(d)).collect()
 }

@@ -148,7 +148,7 @@ pub async fn paywall(
         ),
         _ => (true, "baseline"),
     };
-    let request_id = Uuid::new_v4();
+    let request_id = Uuid::now_v7();
     ctx.decisions.record(PaywallDecision {
         request_id,
         decided_at: request.now,

@@ -368,7 +368,7 @@ pub async fn score(
     );
     metrics::counter!(telemetry::DECISIONS, "arm" => arm.as_str(), "reason" => headline.as_str())
         .increment(1);
-    let request_id = Uuid::new_v4();
+    let request_id = Uuid::now_v7();
     let id_of = |i: Option<usize>| i.map(|i| request.candidates[i].id.clone());
     ctx.decisions.record(Decision {
         request_id,
