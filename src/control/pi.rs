@@ -3,12 +3,17 @@
 //!
 //! Measured: the model arm's notification ROI; actuator: the model arm's score threshold.
 //! A higher threshold sends fewer, better notifications, so ROI below target raises it.
-//! The error is relative to the target, `(target − measured) / target`, so the same gains
-//! behave alike whatever the target: with Kp 0.05, ROI 10 % short of target (27 % for a
-//! 30 % target) moves the threshold by 0.005 through the proportional term.
 //!
-//! Output: `bias + Kp·e + Ki·I` (the bias is the policy's initial threshold), limited
-//! first to at most `max_step` from the current threshold, then to the policy's bounds.
+//! The law works on the threshold's log-odds, with the error in percentage points:
+//! `logit(threshold) = logit(bias) + Kp·e + Ki·I`, `e = 100 · (target − measured)`, the
+//! bias being the policy's initial threshold. Scores are calibrated probabilities, and
+//! how ROI answers a change of threshold is far more even across the range on the
+//! log-odds scale than on the probability scale (near 0 almost everything is sent
+//! whatever the threshold; near 1 a small change empties the arm), so one pair of gains
+//! suits the whole range: with Kp 0.05, a 10-point shortfall moves a 0.30 threshold to
+//! about 0.41. The result is then limited to at most `max_step` from the current
+//! threshold, then to the policy's bounds, both in threshold units as the policy states
+//! them.
 //!
 //! **Anti-windup by clamping (conditional integration):** the error is added to the
 //! integral only when that does not push the output further into a limit (the bounds or
@@ -26,9 +31,9 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Target ROI, a share in 0..1.
     pub target_roi: f64,
-    /// Proportional gain, threshold units per unit of relative error.
+    /// Proportional gain: log-odds of the threshold per percentage point of error.
     pub kp: f64,
-    /// Integral gain, threshold units per unit of accumulated relative error.
+    /// Integral gain: log-odds of the threshold per accumulated point of error.
     pub ki: f64,
     /// Output with no error and no integral: the policy's initial threshold.
     pub bias: f64,
@@ -45,7 +50,7 @@ pub struct Settings {
 /// What the controller carries from one step to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct State {
-    /// Accumulated relative error (one term per step).
+    /// Accumulated error in percentage points (one term per step).
     pub integral: f64,
     /// The threshold in force.
     pub output: f64,
@@ -102,11 +107,11 @@ pub enum Limit {
 pub struct Step {
     /// What happened.
     pub outcome: Outcome,
-    /// Relative error `(target − measured) / target`, when measured.
+    /// Error in percentage points, `100 · (target − measured)`, when measured.
     pub error: Option<f64>,
-    /// Proportional term.
+    /// Proportional term, in log-odds.
     pub p_term: f64,
-    /// Integral term.
+    /// Integral term, in log-odds.
     pub i_term: f64,
     /// Whether the error was added to the integral (false when it would wind up).
     pub integrated: bool,
@@ -114,6 +119,15 @@ pub struct Step {
     pub limit: Limit,
     /// The state after the step.
     pub next: State,
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-9, 1.0 - 1e-9);
+    (p / (1.0 - p)).ln()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// Limits `wanted` to `max_step` from `current`, then to the bounds.
@@ -147,19 +161,19 @@ pub fn step(settings: &Settings, state: &State, measured: Measurement) -> Step {
             next: *state,
         };
     }
-    let error = (settings.target_roi - measured.roi) / settings.target_roi;
+    let error = 100.0 * (settings.target_roi - measured.roi);
     let p_term = settings.kp * error;
-    let output_with = |integral: f64| settings.bias + p_term + settings.ki * integral;
+    let output_with =
+        |integral: f64| sigmoid(logit(settings.bias) + p_term + settings.ki * integral);
     let integrated_value = state.integral + error;
     let wanted = output_with(integrated_value);
     let (output, which) = limit(settings, state.output, wanted);
     // Integrate unless the limit holds the output back in the direction the error pushes.
     let winds_up = (wanted > output && error > 0.0) || (wanted < output && error < 0.0);
-    let (integral, output, which) = if winds_up {
-        let (output, which) = limit(settings, state.output, output_with(state.integral));
-        (state.integral, output, which)
+    let integral = if winds_up {
+        state.integral
     } else {
-        (integrated_value, output, which)
+        integrated_value
     };
     Step {
         outcome: Outcome::Stepped,
@@ -219,12 +233,13 @@ mod tests {
             output: 0.33,
             last_measurement: None,
         };
-        // Relative error 0.2: P = 0.05 · 0.2 = 0.01, I = 0.01 · 2.2 = 0.022.
-        let next = step(&s, &start, measured(0.24));
+        // Error 2 points: P = 0.05 · 2 = 0.1, I = 0.01 · (2 + 2) = 0.04 (log-odds).
+        let next = step(&s, &start, measured(0.28));
         assert_eq!(next.limit, Limit::None);
-        assert!((next.next.integral - 2.2).abs() < 1e-9);
-        assert!((next.next.output - (0.30 + 0.01 + 0.022)).abs() < 1e-9);
-        assert_eq!(next.next.last_measurement, Some(0.24));
+        assert!((next.next.integral - 4.0).abs() < 1e-9);
+        let expected = sigmoid(logit(0.30) + 0.1 + 0.04);
+        assert!((next.next.output - expected).abs() < 1e-12, "{next:?}");
+        assert_eq!(next.next.last_measurement, Some(0.28));
     }
 
     #[test]
@@ -234,14 +249,14 @@ mod tests {
         assert_eq!(big.limit, Limit::MaxStep);
         assert!((big.next.output - 0.35).abs() < 1e-12);
         let near_top = State {
-            integral: 0.0,
+            integral: 300.0,
             output: 0.88,
             last_measurement: None,
         };
         let top = step(&s, &near_top, measured(0.0));
         assert_eq!((top.next.output, top.limit), (0.90, Limit::Max));
         let near_bottom = State {
-            integral: 0.0,
+            integral: -300.0,
             output: 0.07,
             last_measurement: None,
         };
@@ -257,10 +272,24 @@ mod tests {
             output: 0.4,
             last_measurement: Some(0.25),
         };
-        let held = step(&s, &start, Measurement { roi: 0.0, sends: 99 });
+        let held = step(
+            &s,
+            &start,
+            Measurement {
+                roi: 0.0,
+                sends: 99,
+            },
+        );
         assert_eq!(held.outcome, Outcome::HeldSmallSample);
         assert_eq!(held.next, start);
-        let enough = step(&s, &start, Measurement { roi: 0.0, sends: 100 });
+        let enough = step(
+            &s,
+            &start,
+            Measurement {
+                roi: 0.0,
+                sends: 100,
+            },
+        );
         assert_eq!(enough.outcome, Outcome::Stepped);
     }
 
@@ -268,11 +297,14 @@ mod tests {
     fn after_a_long_saturation_it_leaves_the_bound_at_once_when_the_error_turns() {
         let s = settings();
         let mut state = State::initial(&s);
+        let mut at_bound = None;
         for _ in 0..200 {
             state = step(&s, &state, measured(0.10)).next; // unreachable: 20 points short
+            at_bound = at_bound.or((state.output == s.max).then_some(state.integral));
         }
         assert_eq!(state.output, s.max);
-        assert!(state.integral.abs() < 100.0, "wound up: {state:?}");
+        // Once on the bound the integral stopped growing (20 points a step otherwise).
+        assert_eq!(Some(state.integral), at_bound, "wound up: {state:?}");
         // The target is now below what is measured: the output must leave the bound now.
         let turned = step(&s, &state, measured(0.35));
         assert!(turned.next.output < s.max, "{turned:?}");
@@ -338,10 +370,6 @@ mod closed_loop {
     /// Opportunities per step: enough for a measurement within about a point.
     const OPPORTUNITIES: usize = 20_000;
 
-    fn sigmoid(x: f64) -> f64 {
-        1.0 / (1.0 + (-x).exp())
-    }
-
     /// One window: sends at `threshold` and the ROI they earned.
     fn window(seed: u64, step: u64, threshold: f64) -> Measurement {
         let mut rng = Pcg64Mcg::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -357,7 +385,11 @@ mod closed_loop {
             }
         }
         Measurement {
-            roi: if sends == 0 { 0.0 } else { actions as f64 / sends as f64 },
+            roi: if sends == 0 {
+                0.0
+            } else {
+                actions as f64 / sends as f64
+            },
             sends,
         }
     }
@@ -375,36 +407,69 @@ mod closed_loop {
         }
     }
 
-    /// Runs `steps` steps from `state`; returns the ROI measured at each.
+    /// Runs `steps` steps from `state`; returns the ROI measured at each step that moved.
+    /// A held step's window is carried into the next one, as the service measures from
+    /// the last step that moved.
     fn run(seed: u64, from_step: u64, s: &Settings, state: &mut State, steps: u64) -> Vec<f64> {
-        (from_step..from_step + steps)
-            .map(|k| {
-                let measured = window(seed, k, state.output);
-                *state = step(s, state, measured).next;
-                measured.roi
-            })
-            .collect()
+        let (mut sends, mut actions) = (0u64, 0.0);
+        let mut rois = Vec::new();
+        for k in from_step..from_step + steps {
+            let window = window(seed, k, state.output);
+            sends += window.sends;
+            actions += window.roi * window.sends as f64;
+            let roi = if sends == 0 {
+                0.0
+            } else {
+                actions / sends as f64
+            };
+            let taken = step(s, state, Measurement { roi, sends });
+            *state = taken.next;
+            if taken.outcome == Outcome::Stepped {
+                rois.push(roi);
+                (sends, actions) = (0, 0.0);
+            }
+        }
+        rois
+    }
+
+    /// Runs of consecutive measurements more than 2 points beyond the target on the side
+    /// opposite to where the loop started.
+    fn overshoots(rois: &[f64], target: f64) -> usize {
+        let from_below = rois[0] < target;
+        let beyond = |r: f64| {
+            if from_below {
+                r > target + 0.02
+            } else {
+                r < target - 0.02
+            }
+        };
+        rois.iter()
+            .zip(std::iter::once(&target).chain(rois))
+            .filter(|&(&r, &before)| beyond(r) && !beyond(before))
+            .count()
     }
 
     #[test]
     fn from_a_far_threshold_roi_settles_within_two_points_without_oscillating() {
         for seed in [1, 2, 3] {
-            let s = settings(0.30);
-            for start in [0.05, 0.80] {
-                let mut state = State { integral: 0.0, output: start, last_measurement: None };
-                let rois = run(seed, 0, &s, &mut state, 80);
-                let off = |roi: &f64| (roi - s.target_roi).abs() > 0.02;
-                let settled = rois.iter().position(|r| !off(r)).expect("never reached the target");
-                let tail = &rois[40..];
-                assert!(settled < 40, "seed {seed} from {start}: reached only at step {settled}: {rois:?}");
-                assert!(tail.iter().all(|r| !off(r)), "seed {seed} from {start}: left the band: {rois:?}");
-                // Overshoot: a measurement beyond 2 points on the far side of the target.
-                let approach_from_below = rois[0] < s.target_roi;
-                let overshoots = rois[settled..]
-                    .iter()
-                    .filter(|&&r| off(&r) && ((r > s.target_roi) == approach_from_below))
-                    .count();
-                assert!(overshoots <= 1, "seed {seed} from {start}: {overshoots} overshoots: {rois:?}");
+            for start in [0.05, 0.70] {
+                // The policy's initial threshold is far from the one that earns 30 % (0.18).
+                let s = Settings {
+                    bias: start,
+                    ..settings(0.30)
+                };
+                let mut state = State::initial(&s);
+                let rois = run(seed, 0, &s, &mut state, 100);
+                let within = |r: &f64| (r - s.target_roi).abs() <= 0.02;
+                let context = format!("seed {seed} from {start}: {rois:?}");
+                assert!(!within(&rois[0]), "{context}: started on target");
+                let settled = rois.iter().position(within).expect(&context);
+                assert!(settled <= 40, "reached at step {settled}; {context}");
+                assert!(rois[50..].iter().all(within), "left the band; {context}");
+                assert!(
+                    overshoots(&rois, s.target_roi) <= 1,
+                    "oscillates; {context}"
+                );
             }
         }
     }
@@ -412,18 +477,25 @@ mod closed_loop {
     #[test]
     fn an_unreachable_target_saturates_and_recovers_promptly_when_lowered() {
         let seed = 7;
-        let mut s = settings(0.95); // no threshold earns 95 %
+        // Even the highest threshold earns about 56 %: a 90 % target is out of reach.
+        let mut s = Settings {
+            max: 0.70,
+            ..settings(0.90)
+        };
         let mut state = State::initial(&s);
         run(seed, 0, &s, &mut state, 60);
         assert_eq!(state.output, s.max, "{state:?}");
         s.target_roi = 0.30;
-        let before = state.output;
-        let rois = run(seed, 60, &s, &mut state, 60);
-        let mut probe = State { output: before, ..state };
-        let first = step(&s, &probe, window(seed, 60, before));
-        probe = first.next;
-        assert!(probe.output < s.max, "stayed on the bound after the target moved: {first:?}");
-        let settled = rois.iter().position(|r| (r - 0.30).abs() <= 0.02).expect("never recovered");
-        assert!(settled <= 25, "recovered only at step {settled}: {rois:?}");
+        let rois = run(seed, 60, &s, &mut state, 1);
+        assert!(
+            state.output < s.max,
+            "stayed on the bound after the target moved: {state:?}"
+        );
+        let rois = [rois, run(seed, 61, &s, &mut state, 40)].concat();
+        let settled = rois
+            .iter()
+            .position(|r| (r - 0.30).abs() <= 0.02)
+            .expect("never recovered");
+        assert!(settled <= 30, "recovered only at step {settled}: {rois:?}");
     }
 }
