@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// change made through another replica or `nudge-serve flag` is in force here.
     #[arg(long, env = "NUDGE_FLAG_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub flag_poll_ms: u64,
+    /// Seconds between ticks of the control loop on the wall clock (guardrails, then a
+    /// controller step when its interval has passed); 0 = no ticks but those asked for with
+    /// `POST /admin/controller/tick` (a simulation ticks on its own time that way).
+    #[arg(long, env = "NUDGE_CONTROLLER_TICK_SECS", default_value_t = 60)]
+    pub controller_tick_secs: u64,
     /// Requests handled at once (all routes but /healthz, /readyz, /metrics); beyond it a
     /// request is refused at once with 503 and Retry-After instead of queueing.
     #[arg(long, env = "NUDGE_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
@@ -232,6 +237,8 @@ pub struct ServeConfig {
     pub features_refresh: std::time::Duration,
     /// Interval of runtime flag reads.
     pub flag_poll: std::time::Duration,
+    /// Interval of wall-clock control ticks; `None` = only on request.
+    pub controller_tick: Option<std::time::Duration>,
     /// Requests handled at once before load is shed.
     pub max_in_flight: usize,
     /// Longest a request may take.
@@ -269,6 +276,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             admin_token: non_empty(args.admin_token, "NUDGE_ADMIN_TOKEN")?,
             features_refresh: std::time::Duration::from_secs(args.features_refresh_secs),
             flag_poll: std::time::Duration::from_millis(args.flag_poll_ms),
+            controller_tick: (args.controller_tick_secs > 0)
+                .then(|| std::time::Duration::from_secs(args.controller_tick_secs)),
             max_in_flight: args.max_in_flight as usize,
             request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
             dev: args.key.dev,

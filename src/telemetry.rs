@@ -31,6 +31,16 @@ pub const ROLLOUT_MODE: &str = "nudge_rollout_mode";
 pub const CANARY_PERCENT: &str = "nudge_rollout_canary_percent";
 /// Gauge: 1 while the kill switch (file or flag) stops sends.
 pub const KILL_SWITCH: &str = "nudge_kill_switch";
+/// Gauge: the model arm's threshold in force (the controller's output).
+pub const CONTROLLER_THRESHOLD: &str = "nudge_controller_threshold";
+/// Controller steps by outcome (`stepped`, `held_small_sample`) and dry run.
+pub const CONTROLLER_STEPS: &str = "nudge_controller_steps_total";
+/// Control ticks that failed (Postgres or the flag store).
+pub const CONTROL_ERRORS: &str = "nudge_control_errors_total";
+/// 1 while a guardrail's last check found a breach, by metric.
+pub const GUARDRAIL_BREACHED: &str = "nudge_guardrail_breached";
+/// Rollouts switched to shadow by a guardrail.
+pub const GUARDRAIL_ROLLBACKS: &str = "nudge_guardrail_rollbacks_total";
 /// Gauge set to 1 for the loaded model and policy versions.
 pub const LOADED_VERSION: &str = "nudge_loaded_version";
 

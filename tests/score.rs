@@ -9,7 +9,7 @@ use std::path::Path;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{ADMIN_TOKEN, SCHEDULER_TOKEN, TempDir, TestDb, config, send, write_ranker};
+use common::{ADMIN_TOKEN, SCHEDULER_TOKEN, TempDir, TestDb, admin, config, send, write_ranker};
 use nudge::features::catalog::FeatureCatalog;
 use nudge::ingest::catalog::Catalog;
 use nudge::models::artifact::MODEL_FILE;
@@ -490,18 +490,6 @@ async fn the_servers_notification_context_equals_the_training_views_value_for_va
         let served = usual.map(|u| hours_from_usual_session(at, f64::from(u)));
         assert_eq!(served, distance.map(f64::from), "{at} usual {usual:?}");
     }
-}
-
-/// An admin request with a JSON body (or none).
-async fn admin(app: &Router, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .header("content-type", "application/json");
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let (status, _, json) = send(app, req.body(body).unwrap()).await;
-    (status, json)
 }
 
 /// Polls `app`'s `GET /admin/rollout` until `accept` holds (at most 10 s).

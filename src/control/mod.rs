@@ -1,7 +1,14 @@
 //! The control loop: measure the model arm's notification ROI, compare it with the
 //! target, move the model arm's score threshold; and guard the canary.
 //!
-//! [`pi`] is the controller's step, a pure function; the state and every step's history
-//! live in Postgres so a restart continues where it stopped.
+//! - [`pi`]: the controller's step, a pure function of settings, state and measurement.
+//! - [`guardrail`]: the canary-versus-control tests, pure functions of the KPIs.
+//! - [`kpi`]: per-arm KPIs of the decision log and events (the `kpi.arms` SQL).
+//! - [`tick`]: the I/O edge. One tick at a time `at`, in one transaction under an
+//!   advisory lock: guardrails, then the controller if due; state and history in
+//!   Postgres, so a restart continues where it stopped and one replica acts per tick.
 
+pub mod guardrail;
+pub mod kpi;
 pub mod pi;
+pub mod tick;

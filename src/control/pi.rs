@@ -88,6 +88,23 @@ pub enum Outcome {
     HeldSmallSample,
 }
 
+impl Outcome {
+    /// The outcome's name, as logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stepped => "stepped",
+            Outcome::HeldSmallSample => "held_small_sample",
+        }
+    }
+
+    /// The outcome named `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        [Outcome::Stepped, Outcome::HeldSmallSample]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
+
 /// Which limit, if any, shaped the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -100,6 +117,25 @@ pub enum Limit {
     Min,
     /// The highest threshold.
     Max,
+}
+
+impl Limit {
+    /// The limit's name, as logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::None => "none",
+            Limit::MaxStep => "max_step",
+            Limit::Min => "min",
+            Limit::Max => "max",
+        }
+    }
+
+    /// The limit named `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        [Limit::None, Limit::MaxStep, Limit::Min, Limit::Max]
+            .into_iter()
+            .find(|l| l.as_str() == name)
+    }
 }
 
 /// One step: the new state and everything needed to explain it.

@@ -140,6 +140,46 @@ impl Paywall {
     }
 }
 
+/// The PI controller's settings (its bounds are [`Threshold`]'s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Controller {
+    /// Whether the controller steps at all.
+    pub enabled: bool,
+    /// Log what a step would do and change nothing.
+    pub dry_run: bool,
+    /// Target ROI of the model arm, a share in 0..1.
+    pub target_roi: f64,
+    /// Proportional gain (log-odds of the threshold per point of ROI error).
+    pub kp: f64,
+    /// Integral gain (log-odds per accumulated point of error).
+    pub ki: f64,
+    /// Most the threshold moves in one step.
+    pub max_step: f64,
+    /// Time between steps.
+    pub interval: chrono::Duration,
+    /// Fewer model-arm sends since the last step than this: hold and wait for more.
+    pub min_sends: u64,
+}
+
+/// Guardrails of the canary against its control: a breach switches the rollout to shadow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guardrails {
+    /// Whether guardrails are checked at all.
+    pub enabled: bool,
+    /// Decisions considered: the last `window` before the check.
+    pub window: chrono::Duration,
+    /// Fewest users (or decisions) per arm before a proportion is tested.
+    pub min_samples: u64,
+    /// One-sided confidence a breach must reach (a two-proportion z-test).
+    pub confidence: f64,
+    /// Most the canary's opt-out rate may exceed control's.
+    pub opt_out_rate: Option<f64>,
+    /// Most the canary's D7 retention may fall short of control's.
+    pub d7_retention: Option<f64>,
+    /// Most the canary's share of decisions that send may exceed control's.
+    pub send_rate: Option<f64>,
+}
+
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -157,6 +197,10 @@ pub struct Policy {
     pub churn_bands: ChurnBands,
     /// Paywall economics.
     pub paywall: Paywall,
+    /// The threshold's PI controller.
+    pub controller: Controller,
+    /// The canary's guardrails.
+    pub guardrails: Guardrails,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +216,64 @@ struct RawPolicy {
     churn: RawChurn,
     #[serde(default = "default_paywall")]
     paywall: Paywall,
+    #[serde(default)]
+    controller: RawController,
+    #[serde(default)]
+    guardrails: RawGuardrails,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawController {
+    enabled: bool,
+    dry_run: bool,
+    target_roi: f64,
+    kp: f64,
+    ki: f64,
+    max_step: f64,
+    interval: String,
+    min_sends: u64,
+}
+
+impl Default for RawController {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dry_run: false,
+            target_roi: 0.30,
+            kp: 0.05,
+            ki: 0.01,
+            max_step: 0.05,
+            interval: "7d".into(),
+            min_sends: 500,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGuardrails {
+    enabled: bool,
+    window: String,
+    min_samples: u64,
+    confidence: f64,
+    opt_out_rate: Option<f64>,
+    d7_retention: Option<f64>,
+    send_rate: Option<f64>,
+}
+
+impl Default for RawGuardrails {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: "7d".into(),
+            min_samples: 200,
+            confidence: 0.99,
+            opt_out_rate: Some(0.005),
+            d7_retention: Some(0.03),
+            send_rate: Some(0.10),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -252,6 +354,28 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> PolicyError {
     }
 }
 
+/// A positive duration such as `7d`, `1d`, `6h` or `30m`.
+fn duration(key: &'static str, text: &str) -> Result<chrono::Duration, PolicyError> {
+    humantime::parse_duration(text)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .filter(|d| *d > chrono::Duration::zero())
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("{text:?} is not a positive duration such as 7d or 6h"),
+            )
+        })
+}
+
+/// A margin of a guardrail: a share in 0..1, or absent.
+fn margin(key: &'static str, value: Option<f64>) -> Result<Option<f64>, PolicyError> {
+    match value {
+        Some(m) if !(0.0..1.0).contains(&m) => Err(invalid(key, "must be within 0..1")),
+        other => Ok(other),
+    }
+}
+
 /// Minutes after midnight of an `HH:MM` clock time.
 fn clock_minutes(key: &'static str, text: &str) -> Result<u16, PolicyError> {
     let parsed = text.split_once(':').and_then(|(h, m)| {
@@ -323,6 +447,51 @@ impl Policy {
         if !p.min_net_benefit.is_finite() {
             return Err(invalid("paywall.min_net_benefit", "must be a number"));
         }
+        let c = raw.controller;
+        if !(c.target_roi > 0.0 && c.target_roi < 1.0) {
+            return Err(invalid(
+                "controller.target_roi",
+                "must be within 0..1, exclusive",
+            ));
+        }
+        if !(c.kp.is_finite() && c.kp >= 0.0) {
+            return Err(invalid("controller.kp", "must be a number >= 0"));
+        }
+        if !(c.ki.is_finite() && c.ki >= 0.0) {
+            return Err(invalid("controller.ki", "must be a number >= 0"));
+        }
+        if !(c.max_step > 0.0 && c.max_step <= 1.0) {
+            return Err(invalid(
+                "controller.max_step",
+                "must be within 0..=1, above 0",
+            ));
+        }
+        let g = raw.guardrails;
+        if !(0.5..1.0).contains(&g.confidence) {
+            return Err(invalid("guardrails.confidence", "must be within 0.5..1"));
+        }
+        if g.min_samples == 0 {
+            return Err(invalid("guardrails.min_samples", "must be at least 1"));
+        }
+        let controller = Controller {
+            enabled: c.enabled,
+            dry_run: c.dry_run,
+            target_roi: c.target_roi,
+            kp: c.kp,
+            ki: c.ki,
+            max_step: c.max_step,
+            interval: duration("controller.interval", &c.interval)?,
+            min_sends: c.min_sends,
+        };
+        let guardrails = Guardrails {
+            enabled: g.enabled,
+            window: duration("guardrails.window", &g.window)?,
+            min_samples: g.min_samples,
+            confidence: g.confidence,
+            opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate)?,
+            d7_retention: margin("guardrails.d7_retention", g.d7_retention)?,
+            send_rate: margin("guardrails.send_rate", g.send_rate)?,
+        };
         let digest = Sha256::digest(yaml.as_bytes());
         Ok(Self {
             version: hex::encode(&digest[..6]),
@@ -346,6 +515,8 @@ impl Policy {
             kill_switch: raw.kill_switch,
             churn_bands: ChurnBands(bands),
             paywall: p,
+            controller,
+            guardrails,
         })
     }
 
@@ -431,6 +602,38 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn controller_and_guardrails_default_to_the_design_and_refuse_bad_values() {
+        let policy = Policy::parse(MINIMAL).unwrap();
+        let c = policy.controller;
+        assert_eq!((c.target_roi, c.kp, c.ki), (0.30, 0.05, 0.01));
+        assert_eq!(c.interval, chrono::Duration::days(7));
+        assert!(c.enabled && !c.dry_run);
+        assert_eq!(policy.guardrails.opt_out_rate, Some(0.005));
+        let custom = Policy::parse(&format!(
+            "{MINIMAL}controller: {{ interval: 1d, dry_run: true }}\nguardrails: {{ window: 36h, send_rate: null }}\n"
+        ))
+        .unwrap();
+        assert_eq!(custom.controller.interval, chrono::Duration::days(1));
+        assert!(custom.controller.dry_run);
+        assert_eq!(custom.guardrails.window, chrono::Duration::hours(36));
+        assert_eq!(custom.guardrails.send_rate, None);
+        for (extra, key) in [
+            ("controller: { interval: soon }", "controller.interval"),
+            ("controller: { interval: 0s }", "controller.interval"),
+            ("controller: { target_roi: 1.5 }", "controller.target_roi"),
+            ("controller: { kp: -1 }", "controller.kp"),
+            ("controller: { max_step: 0 }", "controller.max_step"),
+            ("guardrails: { confidence: 1 }", "guardrails.confidence"),
+            ("guardrails: { opt_out_rate: 2 }", "guardrails.opt_out_rate"),
+        ] {
+            match Policy::parse(&format!("{MINIMAL}{extra}\n")) {
+                Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
     }
 
     #[test]

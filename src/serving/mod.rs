@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod churn;
+pub mod controller;
 pub mod decisions;
 pub mod error;
 pub mod features;
@@ -35,7 +36,10 @@ use tower::timeout::error::Elapsed;
 
 use self::decisions::{DecisionLog, DecisionWriter};
 use self::loaded::{LoadError, Loaded};
-use crate::policy::Mode;
+use crate::control::tick::{
+    self, ControlError, ControllerReport, GuardrailReport, Stored, TickReport, TickRun,
+};
+use crate::policy::{Mode, Policy};
 use crate::rollout::{Flags, InForce};
 use crate::store::flags::FlagStore;
 use crate::store::quota::QuotaStore;
@@ -87,6 +91,8 @@ pub struct Inner {
     pub flag_store: FlagStore,
     /// The runtime flags as last read from the flag store.
     pub flags: ArcSwap<Flags>,
+    /// The controller's state as last read from Postgres (`None` before its first tick).
+    pub controller: ArcSwapOption<Stored>,
     /// The decision log's queue.
     pub decisions: DecisionLog,
     /// The decision log's writer, taken at shutdown to flush.
@@ -130,6 +136,7 @@ impl ApiContext {
             quota: QuotaStore::beside(&online),
             flag_store: FlagStore::beside(&online, &pool),
             flags: ArcSwap::from_pointee(Flags::default()),
+            controller: ArcSwapOption::empty(),
             online,
             feature_catalog,
             loaded: ArcSwapOption::empty(),
@@ -232,8 +239,9 @@ impl ApiContext {
         }
     }
 
-    /// Re-reads the runtime flags every `interval`, so a change made through any replica
-    /// or `nudge-serve flag` is in force everywhere within about that time.
+    /// Re-reads the runtime flags and the controller's threshold every `interval`, so a
+    /// change made through any replica or `nudge-serve flag`, or a controller step taken
+    /// by another replica, is in force everywhere within about that time.
     pub fn watch_flags(&self, interval: std::time::Duration) {
         let ctx = self.clone();
         tokio::spawn(async move {
@@ -243,6 +251,102 @@ impl ApiContext {
                 ticks.tick().await;
                 if let Err(e) = ctx.refresh_flags().await {
                     tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force");
+                }
+                if let Err(e) = ctx.refresh_controller().await {
+                    tracing::warn!(error = %e, "controller state unreadable; the last threshold read stays in force");
+                }
+            }
+        });
+    }
+
+    /// Reads the controller's state from Postgres and puts its threshold in force. On
+    /// failure the state last read stays (counted in `nudge_control_errors_total`).
+    pub async fn refresh_controller(&self) -> Result<(), sqlx::Error> {
+        match tick::load(&self.pool).await {
+            Ok(stored) => {
+                self.controller.store(stored.map(Arc::new));
+                self.publish_threshold();
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::CONTROL_ERRORS).increment(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The model arm's threshold in force under `policy`.
+    pub fn threshold(&self, policy: &Policy) -> f64 {
+        tick::threshold_in_force(policy, self.controller.load().as_deref())
+    }
+
+    fn publish_threshold(&self) {
+        if let Some(loaded) = self.loaded.load_full() {
+            metrics::gauge!(telemetry::CONTROLLER_THRESHOLD).set(self.threshold(&loaded.policy));
+        }
+    }
+
+    /// One tick of the control loop at `at` (guardrails, then the controller if due),
+    /// under the policy and rollout in force; puts its results in force here at once.
+    pub async fn control_tick(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<TickReport, ApiError> {
+        let loaded = self.current()?;
+        let in_force = self.in_force(&loaded.policy);
+        let report = tick::tick(
+            &self.pool,
+            &self.flag_store,
+            &loaded.policy,
+            (in_force.mode, in_force.canary_percent),
+            at,
+        )
+        .await
+        .map_err(|e: ControlError| {
+            metrics::counter!(telemetry::CONTROL_ERRORS).increment(1);
+            ApiError::Unavailable(e.to_string())
+        })?;
+        if let TickReport::Ran(run) = &report {
+            let TickRun {
+                guardrails,
+                controller,
+                state,
+                ..
+            } = run.as_ref();
+            self.controller.store(Some(Arc::new(*state)));
+            self.publish_threshold();
+            if let GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } =
+                guardrails
+            {
+                for c in checks {
+                    metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => c.metric.as_str())
+                        .set(f64::from(u8::from(c.breached)));
+                }
+            }
+            if let GuardrailReport::RolledBack { .. } = guardrails {
+                metrics::counter!(telemetry::GUARDRAIL_ROLLBACKS).increment(1);
+                // Best effort: the watch loop reads the flag again within its interval.
+                let _ = self.refresh_flags().await;
+            }
+            if let ControllerReport::Stepped(record) = controller {
+                metrics::counter!(telemetry::CONTROLLER_STEPS, "outcome" => record.step.outcome.as_str(),
+                                  "dry_run" => record.dry_run.to_string())
+                .increment(1);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ticks the control loop on the wall clock every `interval`.
+    pub fn tick_controller(&self, interval: std::time::Duration) {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = ctx.control_tick(chrono::Utc::now()).await {
+                    tracing::warn!(error = %e, "control tick failed; the next one retries");
                 }
             }
         });
@@ -282,6 +386,8 @@ pub fn router(ctx: ApiContext) -> Router {
                 .delete(admin::delete_rollout),
         )
         .route("/admin/kill-switch", post(admin::kill_switch))
+        .route("/admin/controller", get(controller::get_controller))
+        .route("/admin/controller/tick", post(controller::post_tick))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             admin::admin_scope,
@@ -414,7 +520,17 @@ pub async fn run(
     if let Err(e) = ctx.refresh_flags().await {
         tracing::error!(error = %e, "runtime flags unreadable at start; the policy file's rollout is in force until they are");
     }
+    if let Err(e) = ctx.refresh_controller().await {
+        tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
+    }
     ctx.watch_flags(config.flag_poll);
+    match config.controller_tick {
+        Some(every) => {
+            ctx.tick_controller(every);
+            tracing::info!(every = ?every, "control loop ticks on the wall clock");
+        }
+        None => tracing::info!("control loop ticks only on POST /admin/controller/tick"),
+    }
     tracing::info!(store = ctx.flag_store.kind(), every = ?config.flag_poll, "runtime flags");
     match &ctx.online {
         OnlineStore::Embedded(_) => tracing::info!(

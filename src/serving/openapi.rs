@@ -21,6 +21,8 @@ use utoipa::{Modify, OpenApi};
         super::admin::put_rollout,
         super::admin::delete_rollout,
         super::admin::kill_switch,
+        super::controller::get_controller,
+        super::controller::post_tick,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,

@@ -299,7 +299,7 @@ pub async fn score(
             })
             .collect()
     });
-    let threshold = policy.threshold.initial;
+    let threshold = ctx.threshold(policy);
     let choices = choose(request.candidates.len(), scores.as_deref(), threshold);
     let acting = if arm.model_decides() {
         choices.model

@@ -161,6 +161,7 @@ pub fn config(url: &str) -> ServeConfig {
         admin_token: Some(ADMIN_TOKEN.into()),
         features_refresh: Duration::from_secs(60),
         flag_poll: Duration::from_millis(100),
+        controller_tick: None,
         max_in_flight: 512,
         request_timeout: Duration::from_secs(20),
         dev: false,
@@ -436,4 +437,21 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// An admin-scope request with a JSON body (or none).
+pub async fn admin(
+    app: &Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json");
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let (status, _, json) = send(app, req.body(body).expect("request")).await;
+    (status, json)
 }

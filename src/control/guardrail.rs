@@ -1,0 +1,221 @@
+//! Guardrails: is the canary measurably worse than its control? Pure functions over the
+//! per-arm KPIs.
+//!
+//! Each guardrail compares one proportion between the arms with a one-sided
+//! two-proportion z-test against a margin: H0 "the canary is worse by at most the margin"
+//! is rejected, and the guardrail breached, only when
+//! `z = (harm − margin) / SE ≥ z₁₋α`, with `harm` the canary's excess (or shortfall) and
+//! SE the unpooled standard error. A single noisy day cannot trip it: both arms need
+//! `min_samples` trials, and the excess must stand out of the sampling noise.
+
+use serde::Serialize;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use super::kpi::ArmKpis;
+use crate::policy::Guardrails;
+
+/// A count of successes out of trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Proportion {
+    /// Successes.
+    pub successes: u64,
+    /// Trials.
+    pub trials: u64,
+}
+
+impl Proportion {
+    /// The share, when there are trials.
+    pub fn rate(self) -> Option<f64> {
+        (self.trials > 0).then(|| self.successes as f64 / self.trials as f64)
+    }
+}
+
+/// Which guardrail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Users who turned push off after their first decision: higher is worse.
+    OptOutRate,
+    /// Users active on the 7th day after their first decision: lower is worse.
+    D7Retention,
+    /// Decisions answered with a send: higher is worse.
+    SendRate,
+}
+
+impl Metric {
+    /// The metric's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::OptOutRate => "opt_out_rate",
+            Metric::D7Retention => "d7_retention",
+            Metric::SendRate => "send_rate",
+        }
+    }
+
+    /// The metric's proportion in one arm.
+    pub fn of(self, arm: &ArmKpis) -> Proportion {
+        let (successes, trials) = match self {
+            Metric::OptOutRate => (arm.opted_out, arm.users),
+            Metric::D7Retention => (arm.retained_d7, arm.d7_users),
+            Metric::SendRate => (arm.sends, arm.decisions),
+        };
+        Proportion { successes, trials }
+    }
+
+    /// Whether a higher rate in the canary is the harm (else a lower one is).
+    fn higher_is_worse(self) -> bool {
+        !matches!(self, Metric::D7Retention)
+    }
+}
+
+/// One guardrail's check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// Which guardrail.
+    pub metric: Metric,
+    /// The canary's proportion.
+    pub canary: Proportion,
+    /// The control's proportion.
+    pub control: Proportion,
+    /// The harm tolerated.
+    pub margin: f64,
+    /// The test statistic; `None` when an arm has fewer than `min_samples` trials.
+    pub z: Option<f64>,
+    /// Whether the canary is worse than the margin allows, with the confidence required.
+    pub breached: bool,
+}
+
+/// The z statistic of "the canary's harm exceeds `margin`" (one-sided, unpooled SE).
+pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f64) -> Option<f64> {
+    let (p1, p2) = (canary.rate()?, control.rate()?);
+    let harm = if metric.higher_is_worse() {
+        p1 - p2
+    } else {
+        p2 - p1
+    };
+    let variance = p1 * (1.0 - p1) / canary.trials as f64 + p2 * (1.0 - p2) / control.trials as f64;
+    // With no variance in either arm, only the sign of the excess over the margin is known.
+    let se = variance.sqrt().max(1e-12);
+    Some((harm - margin) / se)
+}
+
+/// Checks every configured guardrail of `canary` against `control`.
+pub fn check(settings: &Guardrails, canary: &ArmKpis, control: &ArmKpis) -> Vec<Check> {
+    let critical = Normal::standard().inverse_cdf(settings.confidence);
+    [
+        (Metric::OptOutRate, settings.opt_out_rate),
+        (Metric::D7Retention, settings.d7_retention),
+        (Metric::SendRate, settings.send_rate),
+    ]
+    .into_iter()
+    .filter_map(|(metric, margin)| margin.map(|m| (metric, m)))
+    .map(|(metric, margin)| {
+        let (a, b) = (metric.of(canary), metric.of(control));
+        let enough = a.trials >= settings.min_samples && b.trials >= settings.min_samples;
+        let z = enough.then(|| harm_z(metric, a, b, margin)).flatten();
+        Check {
+            metric,
+            canary: a,
+            control: b,
+            margin,
+            z,
+            breached: z.is_some_and(|z| z >= critical),
+        }
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn settings() -> Guardrails {
+        Guardrails {
+            enabled: true,
+            window: chrono::Duration::days(7),
+            min_samples: 200,
+            confidence: 0.99,
+            opt_out_rate: Some(0.005),
+            d7_retention: Some(0.03),
+            send_rate: None,
+        }
+    }
+
+    fn arm(users: u64, opted_out: u64, d7_users: u64, retained_d7: u64) -> ArmKpis {
+        ArmKpis {
+            arm: "x".into(),
+            users,
+            decisions: users * 3,
+            sends: users,
+            measured_sends: users,
+            actioned: users / 4,
+            opened: users / 3,
+            opted_out,
+            d7_users,
+            retained_d7,
+        }
+    }
+
+    fn breached(checks: &[Check], metric: Metric) -> bool {
+        checks.iter().any(|c| c.metric == metric && c.breached)
+    }
+
+    #[test]
+    fn a_clear_excess_of_opt_outs_breaches() {
+        let checks = check(&settings(), &arm(5_000, 250, 0, 0), &arm(5_000, 50, 0, 0));
+        assert!(breached(&checks, Metric::OptOutRate), "{checks:?}");
+    }
+
+    #[test]
+    fn a_small_sample_or_an_excess_within_noise_does_not() {
+        // 5 % vs 1 % but only 100 users each: not enough evidence to act on.
+        let small = check(&settings(), &arm(100, 5, 0, 0), &arm(100, 1, 0, 0));
+        assert!(!breached(&small, Metric::OptOutRate));
+        assert_eq!(small[0].z, None);
+        // 1.2 % vs 1.0 % over 5,000 users each: within the margin and the noise.
+        let noise = check(&settings(), &arm(5_000, 60, 0, 0), &arm(5_000, 50, 0, 0));
+        assert!(!breached(&noise, Metric::OptOutRate), "{noise:?}");
+    }
+
+    #[test]
+    fn retention_breaches_when_the_canary_falls_short_not_when_it_leads() {
+        let short = check(
+            &settings(),
+            &arm(5_000, 0, 5_000, 2_000),
+            &arm(5_000, 0, 5_000, 2_500),
+        );
+        assert!(breached(&short, Metric::D7Retention), "{short:?}");
+        let leads = check(
+            &settings(),
+            &arm(5_000, 0, 5_000, 2_500),
+            &arm(5_000, 0, 5_000, 2_000),
+        );
+        assert!(!breached(&leads, Metric::D7Retention));
+    }
+
+    #[test]
+    fn unset_margins_are_not_checked() {
+        let checks = check(&settings(), &arm(5_000, 0, 0, 0), &arm(5_000, 0, 0, 0));
+        assert!(checks.iter().all(|c| c.metric != Metric::SendRate));
+    }
+
+    proptest! {
+        /// With equal rates in both arms, no guardrail ever breaches, whatever the sizes.
+        #[test]
+        fn equal_arms_never_breach(rate in 0.0..1.0f64, n1 in 1u64..100_000, n2 in 1u64..100_000) {
+            let count = |n: u64| (rate * n as f64).round() as u64;
+            let checks = check(
+                &settings(),
+                &arm(n1, count(n1), n1, count(n1)),
+                &arm(n2, count(n2), n2, count(n2)),
+            );
+            for c in checks {
+                // Rounding can differ by one count; the margin covers it once samples are large.
+                if c.canary.trials >= 2_000 && c.control.trials >= 2_000 {
+                    prop_assert!(!c.breached, "{c:?}");
+                }
+            }
+        }
+    }
+}

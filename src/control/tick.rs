@@ -1,0 +1,475 @@
+//! One tick of the control loop, at a given time: check the canary's guardrails, then
+//! step the controller if its interval has passed. The state and every step live in
+//! Postgres (`serving.controller`, `serving.controller_steps`,
+//! `serving.guardrail_checks`); a tick runs in one transaction under an advisory lock,
+//! so exactly one replica acts per tick and a restart continues where it stopped.
+//!
+//! Time is the tick's `at`, never the clock: the service ticks with the wall clock, and
+//! a simulation ticks on simulated time.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use super::guardrail::{self, Check};
+use super::kpi::{self, ArmKpis};
+use super::pi::{self, Measurement, Outcome, Settings, State, Step};
+use crate::policy::{Mode, Policy};
+use crate::rollout::RolloutFlag;
+use crate::store::StoreError;
+use crate::store::flags::FlagStore;
+
+/// The advisory lock a tick holds (an arbitrary constant shared by every replica).
+const LOCK_KEY: i64 = 0x6e75_6467_6563_746c; // "nudgectl"
+
+/// How long after a send its outcome is known.
+const OUTCOME_WINDOW_HOURS: i64 = 24;
+
+/// Why a tick failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Postgres.
+    #[error("controller state: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The flag store refused the guardrail's rollback.
+    #[error("guardrail rollback not written: {0}")]
+    Flags(#[from] StoreError),
+}
+
+/// The controller's settings from a policy.
+pub fn settings(policy: &Policy) -> Settings {
+    let c = &policy.controller;
+    Settings {
+        target_roi: c.target_roi,
+        kp: c.kp,
+        ki: c.ki,
+        bias: policy.threshold.initial,
+        min: policy.threshold.min,
+        max: policy.threshold.max,
+        max_step: c.max_step,
+        min_sends: c.min_sends,
+    }
+}
+
+/// The stored state with its bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Stored {
+    /// The PI state.
+    #[serde(flatten)]
+    pub state: State,
+    /// The next measurement starts here.
+    pub measured_until: Option<DateTime<Utc>>,
+    /// The last step (moved, held or dry run).
+    pub last_step_at: Option<DateTime<Utc>>,
+    /// Guardrail evidence older than this (the last trip) is ignored.
+    pub guardrails_since: Option<DateTime<Utc>>,
+}
+
+impl Stored {
+    fn initial(policy: &Policy) -> Self {
+        Self {
+            state: State::initial(&settings(policy)),
+            measured_until: None,
+            last_step_at: None,
+            guardrails_since: None,
+        }
+    }
+
+    /// When the next step is due under `interval`.
+    pub fn next_step_at(&self, interval: Duration) -> Option<DateTime<Utc>> {
+        self.last_step_at.map(|t| t + interval)
+    }
+}
+
+/// The threshold in force under `policy`: the controller's output within the policy's
+/// bounds, or the initial threshold before any step (or with the controller disabled).
+pub fn threshold_in_force(policy: &Policy, stored: Option<&Stored>) -> f64 {
+    match stored {
+        Some(s) if policy.controller.enabled => s
+            .state
+            .output
+            .clamp(policy.threshold.min, policy.threshold.max),
+        _ => policy.threshold.initial,
+    }
+}
+
+type StoredRow = (
+    f64,
+    f64,
+    Option<f64>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+const SELECT_STORED: &str = "SELECT integral, output, last_measurement, measured_until, \
+     last_step_at, guardrails_since FROM serving.controller";
+const SELECT_STORED_FOR_UPDATE: &str = "SELECT integral, output, last_measurement, \
+     measured_until, last_step_at, guardrails_since FROM serving.controller FOR UPDATE";
+
+fn stored_of(row: StoredRow) -> Stored {
+    Stored {
+        state: State {
+            integral: row.0,
+            output: row.1,
+            last_measurement: row.2,
+        },
+        measured_until: row.3,
+        last_step_at: row.4,
+        guardrails_since: row.5,
+    }
+}
+
+/// The stored state, if the controller ever ticked.
+pub async fn load(pool: &PgPool) -> Result<Option<Stored>, sqlx::Error> {
+    let row: Option<StoredRow> = sqlx::query_as(SELECT_STORED).fetch_optional(pool).await?;
+    Ok(row.map(stored_of))
+}
+
+/// One logged step.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct StepRecord {
+    /// The step's time.
+    pub at: DateTime<Utc>,
+    /// Decisions measured: from.
+    pub window_from: DateTime<Utc>,
+    /// Decisions measured: until (excluded).
+    pub window_to: DateTime<Utc>,
+    /// Model-arm sends measured.
+    pub sends: u64,
+    /// Of those, followed by an action within 24 h.
+    pub actioned: u64,
+    /// Their ROI, when there were sends.
+    pub roi: Option<f64>,
+    /// Whether the step only logged what it would do.
+    pub dry_run: bool,
+    /// Threshold before.
+    pub output_before: f64,
+    /// The step itself.
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+/// The last `limit` steps, newest first.
+pub async fn history(pool: &PgPool, limit: i64) -> Result<Vec<StepRecord>, sqlx::Error> {
+    type Row = (
+        DateTime<Utc>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        i64,
+        i64,
+        Option<f64>,
+        String,
+        bool,
+        Option<f64>,
+        f64,
+        f64,
+        bool,
+        String,
+        f64,
+        f64,
+        f64,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT at, window_from, window_to, sends, actioned, roi, outcome, dry_run, error,
+                p_term, i_term, integrated, limit_hit, output_before, output_after, integral_after
+         FROM serving.controller_steps ORDER BY at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StepRecord {
+            at: r.0,
+            window_from: r.1,
+            window_to: r.2,
+            sends: u64::try_from(r.3).unwrap_or(0),
+            actioned: u64::try_from(r.4).unwrap_or(0),
+            roi: r.5,
+            dry_run: r.7,
+            output_before: r.13,
+            step: Step {
+                outcome: Outcome::named(&r.6).unwrap_or(Outcome::HeldSmallSample),
+                error: r.8,
+                p_term: r.9,
+                i_term: r.10,
+                integrated: r.11,
+                limit: pi::Limit::named(&r.12).unwrap_or(pi::Limit::None),
+                next: State {
+                    integral: r.15,
+                    output: r.14,
+                    last_measurement: r.5,
+                },
+            },
+        })
+        .collect())
+}
+
+/// What the guardrails found at a tick.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum GuardrailReport {
+    /// Disabled in the policy.
+    Disabled,
+    /// Nothing to compare: the rollout in force is not a canary.
+    NotCanary,
+    /// Checked: nothing breached.
+    Passed {
+        /// Each guardrail's check.
+        checks: Vec<Check>,
+    },
+    /// Breached: the rollout was switched to shadow.
+    RolledBack {
+        /// Each guardrail's check.
+        checks: Vec<Check>,
+        /// The reason written on the flag.
+        reason: String,
+    },
+}
+
+/// What the controller did at a tick.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ControllerReport {
+    /// Disabled in the policy.
+    Disabled,
+    /// The interval has not passed since the last step.
+    NotDue {
+        /// When it is.
+        next_step_at: DateTime<Utc>,
+    },
+    /// No complete outcome window since the last measurement.
+    NothingToMeasure,
+    /// A step (moved, held or dry run).
+    Stepped(StepRecord),
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TickReport {
+    /// Another replica holds the lock: it is ticking now.
+    Busy,
+    /// This tick ran.
+    Ran(Box<TickRun>),
+}
+
+/// What a tick that ran did.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct TickRun {
+    /// The tick's time.
+    pub at: DateTime<Utc>,
+    /// Guardrails.
+    pub guardrails: GuardrailReport,
+    /// The controller.
+    pub controller: ControllerReport,
+    /// The state after the tick.
+    pub state: Stored,
+}
+
+/// Ticks at `at` under `policy` with `mode` in force (the runtime flag over the policy):
+/// guardrails first (a breach writes a shadow rollout flag to `flags`, set by
+/// `guardrail`), then the controller if its interval has passed.
+pub async fn tick(
+    pool: &PgPool,
+    flags: &FlagStore,
+    policy: &Policy,
+    in_force: (Mode, f64),
+    at: DateTime<Utc>,
+) -> Result<TickReport, ControlError> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(TickReport::Busy);
+    }
+    let row: Option<StoredRow> = sqlx::query_as(SELECT_STORED_FOR_UPDATE)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mut stored = row.map_or_else(|| Stored::initial(policy), stored_of);
+
+    let guardrails = check_guardrails(&mut tx, flags, policy, in_force, at, &mut stored).await?;
+    let controller = step_controller(&mut tx, policy, at, &mut stored).await?;
+
+    sqlx::query(
+        "INSERT INTO serving.controller
+           (id, integral, output, last_measurement, measured_until, last_step_at, guardrails_since)
+         VALUES (true, $1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET integral = $1, output = $2, last_measurement = $3,
+           measured_until = $4, last_step_at = $5, guardrails_since = $6, updated_at = now()",
+    )
+    .bind(stored.state.integral)
+    .bind(stored.state.output)
+    .bind(stored.state.last_measurement)
+    .bind(stored.measured_until)
+    .bind(stored.last_step_at)
+    .bind(stored.guardrails_since)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(TickReport::Ran(Box::new(TickRun {
+        at,
+        guardrails,
+        controller,
+        state: stored,
+    })))
+}
+
+async fn check_guardrails(
+    tx: &mut PgConnection,
+    flags: &FlagStore,
+    policy: &Policy,
+    (mode, canary_percent): (Mode, f64),
+    at: DateTime<Utc>,
+    stored: &mut Stored,
+) -> Result<GuardrailReport, ControlError> {
+    let settings = &policy.guardrails;
+    if !settings.enabled {
+        return Ok(GuardrailReport::Disabled);
+    }
+    if mode != Mode::Canary {
+        return Ok(GuardrailReport::NotCanary);
+    }
+    let window_start = at - settings.window;
+    let from = stored
+        .guardrails_since
+        .map_or(window_start, |t| t.max(window_start));
+    let arms = kpi::arms(&mut *tx, from, at, at).await?;
+    let (Some(canary), Some(control)) = (kpi::find(&arms, "canary"), kpi::find(&arms, "control"))
+    else {
+        return Ok(GuardrailReport::Passed { checks: Vec::new() });
+    };
+    let checks = guardrail::check(settings, canary, control);
+    for c in &checks {
+        sqlx::query(
+            "INSERT INTO serving.guardrail_checks (at, metric, canary_successes, canary_trials,
+               control_successes, control_trials, margin, z, breached)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(at)
+        .bind(c.metric.as_str())
+        .bind(c.canary.successes as i64)
+        .bind(c.canary.trials as i64)
+        .bind(c.control.successes as i64)
+        .bind(c.control.trials as i64)
+        .bind(c.margin)
+        .bind(c.z)
+        .bind(c.breached)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let breached: Vec<&Check> = checks.iter().filter(|c| c.breached).collect();
+    if breached.is_empty() {
+        return Ok(GuardrailReport::Passed { checks });
+    }
+    let reason = breach_reason(&breached, at);
+    let flag = RolloutFlag {
+        mode: Mode::Shadow,
+        canary_percent,
+        reason: reason.clone(),
+        set_by: "guardrail".into(),
+        set_at: Utc::now(),
+    };
+    flags.set_rollout(Some(&flag)).await?;
+    stored.guardrails_since = Some(at);
+    tracing::error!(%reason, "guardrail breached: rollout switched to shadow");
+    Ok(GuardrailReport::RolledBack { checks, reason })
+}
+
+/// The flag's reason: each breached guardrail with both arms' rates.
+fn breach_reason(breached: &[&Check], at: DateTime<Utc>) -> String {
+    let parts: Vec<String> = breached
+        .iter()
+        .map(|c| {
+            format!(
+                "{} canary {:.2}% vs control {:.2}% (margin {:.2} points, z {:.2})",
+                c.metric.as_str(),
+                100.0 * c.canary.rate().unwrap_or(0.0),
+                100.0 * c.control.rate().unwrap_or(0.0),
+                100.0 * c.margin,
+                c.z.unwrap_or(0.0),
+            )
+        })
+        .collect();
+    format!(
+        "guardrail breached at {}: {}",
+        at.to_rfc3339(),
+        parts.join("; ")
+    )
+}
+
+async fn step_controller(
+    tx: &mut PgConnection,
+    policy: &Policy,
+    at: DateTime<Utc>,
+    stored: &mut Stored,
+) -> Result<ControllerReport, ControlError> {
+    let c = &policy.controller;
+    if !c.enabled {
+        return Ok(ControllerReport::Disabled);
+    }
+    if let Some(next) = stored.next_step_at(c.interval).filter(|&next| at < next) {
+        return Ok(ControllerReport::NotDue { next_step_at: next });
+    }
+    let outcome_window = Duration::hours(OUTCOME_WINDOW_HOURS);
+    let to = at - outcome_window;
+    let from = stored
+        .measured_until
+        .unwrap_or(at - c.interval - outcome_window);
+    if to <= from {
+        return Ok(ControllerReport::NothingToMeasure);
+    }
+    let arms: Vec<ArmKpis> = kpi::arms(&mut *tx, from, to, at).await?;
+    let (measurement, actioned): (Measurement, u64) = kpi::model_arm(&arms);
+    let step = pi::step(&settings(policy), &stored.state, measurement);
+    let record = StepRecord {
+        at,
+        window_from: from,
+        window_to: to,
+        sends: measurement.sends,
+        actioned,
+        roi: (measurement.sends > 0).then_some(measurement.roi),
+        dry_run: c.dry_run,
+        output_before: stored.state.output,
+        step,
+    };
+    sqlx::query(
+        "INSERT INTO serving.controller_steps (at, window_from, window_to, sends, actioned, roi,
+           outcome, dry_run, error, p_term, i_term, integrated, limit_hit, output_before,
+           output_after, integral_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(at)
+    .bind(from)
+    .bind(to)
+    .bind(measurement.sends as i64)
+    .bind(actioned as i64)
+    .bind(record.roi)
+    .bind(step.outcome.as_str())
+    .bind(c.dry_run)
+    .bind(step.error)
+    .bind(step.p_term)
+    .bind(step.i_term)
+    .bind(step.integrated)
+    .bind(step.limit.as_str())
+    .bind(stored.state.output)
+    .bind(step.next.output)
+    .bind(step.next.integral)
+    .execute(&mut *tx)
+    .await?;
+    stored.last_step_at = Some(at);
+    if step.outcome == Outcome::Stepped {
+        // A held step keeps the window open, so its sends count at the next step.
+        stored.measured_until = Some(to);
+        if !c.dry_run {
+            stored.state = step.next;
+        }
+    }
+    tracing::info!(at = %at, roi = ?record.roi, sends = record.sends, outcome = step.outcome.as_str(),
+                   before = record.output_before, after = step.next.output, dry_run = c.dry_run,
+                   "controller step");
+    Ok(ControllerReport::Stepped(record))
+}

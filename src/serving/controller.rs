@@ -1,0 +1,123 @@
+//! `GET /admin/controller` (state, settings and history of the PI controller, and the
+//! last guardrail checks) and `POST /admin/controller/tick` (one tick of the control
+//! loop now, or at a given time when a simulation drives it).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::ApiContext;
+use super::error::{ApiError, ErrorBody};
+use crate::control::tick::{self, StepRecord, Stored, TickReport};
+
+/// Steps shown by `GET /admin/controller`.
+const HISTORY: i64 = 100;
+
+/// The controller's settings as in force.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SettingsView {
+    /// Whether it steps.
+    pub enabled: bool,
+    /// Whether it only logs what it would do.
+    pub dry_run: bool,
+    /// Target ROI of the model arm.
+    pub target_roi: f64,
+    /// Proportional gain (log-odds per point).
+    pub kp: f64,
+    /// Integral gain (log-odds per accumulated point).
+    pub ki: f64,
+    /// Most the threshold moves per step.
+    pub max_step: f64,
+    /// Threshold bounds: lowest.
+    pub min: f64,
+    /// Threshold bounds: highest.
+    pub max: f64,
+    /// The threshold before any step.
+    pub initial: f64,
+    /// Seconds between steps.
+    pub interval_secs: i64,
+    /// Fewest model-arm sends a step acts on.
+    pub min_sends: u64,
+}
+
+/// `GET /admin/controller`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ControllerView {
+    /// The model arm's threshold in force on this replica.
+    pub threshold: f64,
+    /// Settings from the policy.
+    pub settings: SettingsView,
+    /// Stored state; null before the first tick.
+    pub state: Option<Stored>,
+    /// When the next step is due; null before the first.
+    pub next_step_at: Option<DateTime<Utc>>,
+    /// Latest steps, newest first.
+    pub history: Vec<StepRecord>,
+}
+
+/// `GET /admin/controller`: the controller's state, settings and latest steps.
+#[utoipa::path(get, path = "/admin/controller", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = ControllerView), (status = 401, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub async fn get_controller(
+    State(ctx): State<ApiContext>,
+) -> Result<Json<ControllerView>, ApiError> {
+    let loaded = ctx.current()?;
+    let policy = &loaded.policy;
+    let unavailable = |e: sqlx::Error| ApiError::Unavailable(format!("controller state: {e}"));
+    let state = tick::load(&ctx.pool).await.map_err(unavailable)?;
+    let history = tick::history(&ctx.pool, HISTORY)
+        .await
+        .map_err(unavailable)?;
+    let c = &policy.controller;
+    Ok(Json(ControllerView {
+        threshold: tick::threshold_in_force(policy, state.as_ref()),
+        settings: SettingsView {
+            enabled: c.enabled,
+            dry_run: c.dry_run,
+            target_roi: c.target_roi,
+            kp: c.kp,
+            ki: c.ki,
+            max_step: c.max_step,
+            min: policy.threshold.min,
+            max: policy.threshold.max,
+            initial: policy.threshold.initial,
+            interval_secs: c.interval.num_seconds(),
+            min_sends: c.min_sends,
+        },
+        next_step_at: state.and_then(|s| s.next_step_at(c.interval)),
+        state,
+        history,
+    }))
+}
+
+/// `POST /admin/controller/tick` `{"at": "RFC 3339"}` (optional; now when absent): checks
+/// the guardrails, then steps the controller if its interval has passed by `at`.
+#[utoipa::path(post, path = "/admin/controller/tick", tag = "admin", security(("admin" = [])),
+    request_body(content = Object, description = r#"{"at": "2026-03-01T00:00:00Z"} (optional)"#),
+    responses((status = 200, body = TickReport), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn post_tick(
+    State(ctx): State<ApiContext>,
+    body: Bytes,
+) -> Result<Json<TickReport>, ApiError> {
+    let at = if body.iter().all(u8::is_ascii_whitespace) {
+        Utc::now()
+    } else {
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        match value.get("at") {
+            None | Some(serde_json::Value::Null) => Utc::now(),
+            Some(serde_json::Value::String(text)) => DateTime::parse_from_rfc3339(text)
+                .map_err(|e| ApiError::invalid("at", format!("not an RFC 3339 time: {e}")))?
+                .to_utc(),
+            Some(_) => return Err(ApiError::invalid("at", "must be an RFC 3339 time string")),
+        }
+    };
+    ctx.control_tick(at).await.map(Json)
+}

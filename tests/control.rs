@@ -1,0 +1,438 @@
+//! The control loop against real Postgres: the KPI definitions on hand-made decisions and
+//! events with known answers, controller steps (state that survives a restart, one
+//! replica per interval, holds, dry run) and the guardrail's automatic rollback.
+
+mod common;
+
+use std::path::Path;
+
+use axum::Router;
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use common::{TempDir, TestDb, admin, config, send, write_ranker};
+use nudge::control::kpi;
+use nudge::control::pi::{self, Measurement, State};
+use nudge::control::tick;
+use nudge::features::catalog::FeatureCatalog;
+use nudge::ingest::catalog::Catalog;
+use nudge::policy::Policy;
+use nudge::serving::{ApiContext, router};
+use nudge::store::online::OnlineStore;
+use serde_json::{Value, json};
+
+const T0: &str = "2026-03-02T12:00:00Z";
+
+fn t0() -> DateTime<Utc> {
+    T0.parse().unwrap()
+}
+
+fn policy_text(extra: &str) -> String {
+    format!(
+        "rollout: {{ mode: canary, canary_percent: 50, salt: s }}\n\
+         threshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n{extra}"
+    )
+}
+
+struct Instance {
+    ctx: ApiContext,
+    app: Router,
+}
+
+/// An instance over `db` loaded from `dir`, with the controller state read as at start.
+async fn instance(db: &TestDb, dir: &Path) -> Instance {
+    let mut cfg = config(&db.url);
+    cfg.models_dir = dir.join("models");
+    cfg.policy_path = dir.join("policy.yaml");
+    let ctx = ApiContext::new(
+        &cfg,
+        Catalog::builtin().unwrap(),
+        FeatureCatalog::builtin().unwrap(),
+        db.pool.clone(),
+        OnlineStore::embedded(),
+    );
+    ctx.reload().expect("policy and model load");
+    ctx.refresh_flags().await.expect("flags");
+    ctx.refresh_controller().await.expect("controller state");
+    Instance {
+        app: router(ctx.clone()),
+        ctx,
+    }
+}
+
+async fn setup(controller: &str) -> (TestDb, TempDir, Instance) {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    std::fs::write(dir.0.join("policy.yaml"), policy_text(controller)).unwrap();
+    let one = instance(&db, &dir.0).await;
+    (db, dir, one)
+}
+
+/// A decision of `user` in `arm` at `at`; `sent` names the candidate sent, if any.
+async fn decision(db: &TestDb, user: &str, arm: &str, at: DateTime<Utc>, sent: Option<&str>) {
+    sqlx::query(
+        "INSERT INTO serving.decisions (request_id, decided_at, user_hash, arm, cold_start,
+           policy_version, threshold, sent, candidates)
+         VALUES (gen_random_uuid(), $1, $2, $3, false, 'p', 0.3, $4, '[]')",
+    )
+    .bind(at)
+    .bind(user)
+    .bind(arm)
+    .bind(sent)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+/// A silver event of `user`.
+async fn event(db: &TestDb, user: &str, name: &str, at: DateTime<Utc>, properties: Value) {
+    sqlx::query(
+        "INSERT INTO silver.events (uuid, user_hash, distinct_hash, event, ts, day, in_app, properties)
+         VALUES (gen_random_uuid(), $1, $1, $2, $3, ($3 AT TIME ZONE 'UTC')::date, true, $4)",
+    )
+    .bind(user)
+    .bind(name)
+    .bind(at)
+    .bind(properties)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+/// `n` decisions of distinct users in `arm` at `at`, each sending; the first `acted` of
+/// them followed by a push open an hour later, the first `opted_out` by a push opt-out.
+async fn arm_sends(
+    db: &TestDb,
+    arm: &str,
+    n: usize,
+    at: DateTime<Utc>,
+    acted: usize,
+    opted_out: usize,
+) {
+    for i in 0..n {
+        let user = format!("{arm}-{}-{i}", at.timestamp());
+        decision(db, &user, arm, at, Some(&format!("n-{user}"))).await;
+        if i < acted {
+            event(
+                db,
+                &user,
+                "app_opened",
+                at + Duration::hours(1),
+                json!({"source": "push"}),
+            )
+            .await;
+        }
+        if i < opted_out {
+            event(
+                db,
+                &user,
+                "push_opt_out",
+                at + Duration::hours(2),
+                json!({}),
+            )
+            .await;
+        }
+    }
+}
+
+async fn tick_at(app: &Router, at: DateTime<Utc>) -> Value {
+    let (status, body) = admin(
+        app,
+        "POST",
+        "/admin/controller/tick",
+        Some(json!({"at": at})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn score_threshold(app: &Router) -> f64 {
+    let body = json!({"user_id": "someone", "now": T0, "timezone": "UTC",
+                      "candidates": [{"id": "a", "type": "weekly_digest"}]});
+    let req = axum::http::Request::post("/v1/score")
+        .header("content-type", "application/json")
+        .header(
+            "authorization",
+            format!("Bearer {}", common::SCHEDULER_TOKEN),
+        )
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let (status, _, json) = send(app, req).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    json["threshold"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn kpis_count_each_outcome_by_its_definition() {
+    let (db, _dir, _one) = setup("").await;
+    let at = t0();
+    // A: acts within 24 h from a push, opens the notification, is active on day 7.
+    decision(&db, "A", "canary", at, Some("nA")).await;
+    event(
+        &db,
+        "A",
+        "app_opened",
+        at + Duration::hours(2),
+        json!({"source": "push"}),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO silver.notifications (notification_id, user_hash, sent_at, notif_type, opened_at)
+         VALUES ('nA', 'A', $1, 'weekly_digest', $2)",
+    )
+    .bind(at)
+    .bind(at + Duration::hours(2))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let session = |user: &'static str, start: DateTime<Utc>| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO silver.sessions (user_hash, started_at, ended_at, day, events, source)
+                 VALUES ($1, $2, $2, ($2 AT TIME ZONE 'UTC')::date, 1, 'organic')",
+            )
+            .bind(user)
+            .bind(start)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    session("A", at + Duration::days(7) + Duration::hours(1)).await;
+    // B: an outreach only after 24 h, an organic open, opts out, active on day 6 only.
+    decision(&db, "B", "canary", at, Some("nB")).await;
+    decision(&db, "B", "canary", at + Duration::hours(3), None).await;
+    event(
+        &db,
+        "B",
+        "outreach_sent",
+        at + Duration::hours(30),
+        json!({"channel": "sms"}),
+    )
+    .await;
+    event(
+        &db,
+        "B",
+        "app_opened",
+        at + Duration::hours(1),
+        json!({"source": "organic"}),
+    )
+    .await;
+    event(&db, "B", "push_opt_out", at + Duration::hours(5), json!({})).await;
+    session("B", at + Duration::days(6)).await;
+    // C: control, acts by an outreach within 24 h.
+    decision(&db, "C", "control", at, Some("nC")).await;
+    event(
+        &db,
+        "C",
+        "outreach_sent",
+        at + Duration::hours(5),
+        json!({"channel": "email"}),
+    )
+    .await;
+
+    let day = Duration::days(1);
+    let arms = kpi::arms(&db.pool, at, at + day, at + Duration::days(9))
+        .await
+        .unwrap();
+    let canary = kpi::find(&arms, "canary").unwrap();
+    assert_eq!(
+        (
+            canary.users,
+            canary.decisions,
+            canary.sends,
+            canary.measured_sends
+        ),
+        (2, 3, 2, 2)
+    );
+    assert_eq!(
+        (canary.actioned, canary.opened, canary.opted_out),
+        (1, 1, 1)
+    );
+    assert_eq!((canary.d7_users, canary.retained_d7), (2, 1));
+    assert_eq!(
+        (canary.roi(), canary.sends_per_user()),
+        (Some(0.5), Some(1.0))
+    );
+    let control = kpi::find(&arms, "control").unwrap();
+    assert_eq!((control.measured_sends, control.actioned), (1, 1));
+    // Outcomes not yet observed are not counted: 12 h after, no send's 24 h is complete.
+    let early = kpi::arms(&db.pool, at, at + day, at + Duration::hours(12))
+        .await
+        .unwrap();
+    let canary = kpi::find(&early, "canary").unwrap();
+    assert_eq!(
+        (canary.sends, canary.measured_sends, canary.d7_users),
+        (2, 0, 0)
+    );
+    // The controller measures the model arm only.
+    let (measured, actioned) = kpi::model_arm(&arms);
+    assert_eq!((measured.sends, actioned), (2, 1));
+}
+
+#[tokio::test]
+async fn a_tick_steps_on_the_measured_roi_and_a_restarted_instance_continues() {
+    let (db, dir, one) =
+        setup("controller: { interval: 1d, min_sends: 50 }\nguardrails: { enabled: false }\n")
+            .await;
+    let at = t0();
+    arm_sends(&db, "canary", 100, at, 10, 0).await; // ROI 10 %: below the 30 % target
+    arm_sends(&db, "control", 100, at, 60, 0).await; // not the model arm: not measured
+    assert_eq!(score_threshold(&one.app).await, 0.3);
+
+    let report = tick_at(&one.app, at + Duration::days(2)).await;
+    let step = &report["controller"];
+    assert_eq!(step["status"], "stepped", "{report}");
+    assert_eq!(
+        (step["sends"].as_u64(), step["roi"].as_f64()),
+        (Some(100), Some(0.1))
+    );
+    let policy = Policy::load(&dir.0.join("policy.yaml")).unwrap();
+    let expected = pi::step(
+        &tick::settings(&policy),
+        &State::initial(&tick::settings(&policy)),
+        Measurement {
+            roi: 0.1,
+            sends: 100,
+        },
+    );
+    assert!(expected.next.output > 0.3);
+    let output = report["state"]["output"].as_f64().unwrap();
+    assert!((output - expected.next.output).abs() < 1e-12, "{report}");
+    assert_eq!(score_threshold(&one.app).await, output);
+
+    let (status, view) = admin(&one.app, "GET", "/admin/controller", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["threshold"].as_f64(), Some(output));
+    assert_eq!(view["history"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        view["next_step_at"],
+        json!((at + Duration::days(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    );
+
+    // A restarted replica reads the state and serves the same threshold.
+    let two = instance(&db, &dir.0).await;
+    assert_eq!(score_threshold(&two.app).await, output);
+
+    // Before the interval has passed: nothing happens.
+    let early = tick_at(&two.app, at + Duration::days(2) + Duration::hours(1)).await;
+    assert_eq!(early["controller"]["status"], "not_due");
+    // A day later with no new sends: held, and the next step measures from the same start.
+    let held = tick_at(&two.app, at + Duration::days(3)).await;
+    assert_eq!(held["controller"]["outcome"], "held_small_sample", "{held}");
+    assert_eq!(held["state"]["output"].as_f64(), Some(output));
+    assert_eq!(
+        held["controller"]["window_from"],
+        report["controller"]["window_to"]
+    );
+    arm_sends(&db, "canary", 60, at + Duration::days(2), 30, 0).await; // ROI 50 %
+    let next = tick_at(&two.app, at + Duration::days(4)).await;
+    assert_eq!(next["controller"]["status"], "stepped");
+    assert_eq!(
+        next["controller"]["window_from"],
+        report["controller"]["window_to"]
+    );
+    assert!(next["state"]["output"].as_f64().unwrap() < output, "{next}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM serving.controller_steps")
+            .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn only_one_replica_steps_per_interval() {
+    let (db, dir, one) = setup("controller: { interval: 1d, min_sends: 10 }\n").await;
+    let two = instance(&db, &dir.0).await;
+    let at = t0();
+    arm_sends(&db, "canary", 40, at, 4, 0).await;
+    let when = at + Duration::days(2);
+    let (a, b) = tokio::join!(tick_at(&one.app, when), tick_at(&two.app, when));
+    let stepped = [&a, &b]
+        .iter()
+        .filter(|r| r["controller"]["status"] == "stepped")
+        .count();
+    assert_eq!(stepped, 1, "{a}\n{b}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM serving.controller_steps")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_logs_what_it_would_do_and_changes_nothing() {
+    let (db, _dir, one) =
+        setup("controller: { interval: 1d, min_sends: 10, dry_run: true }\n").await;
+    let at = t0();
+    arm_sends(&db, "canary", 40, at, 2, 0).await;
+    let report = tick_at(&one.app, at + Duration::days(2)).await;
+    assert_eq!(report["controller"]["dry_run"], true);
+    let would = report["controller"]["next"]["output"].as_f64().unwrap();
+    assert!(would > 0.3, "{report}");
+    assert_eq!(report["state"]["output"].as_f64(), Some(0.3));
+    assert_eq!(score_threshold(&one.app).await, 0.3);
+}
+
+#[tokio::test]
+async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_it_back() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\nguardrails: { window: 7d, min_samples: 200, opt_out_rate: 0.01 }\n",
+    )
+    .await;
+    let at = t0();
+    arm_sends(&db, "canary", 400, at, 40, 60).await; // 15 % opted out
+    arm_sends(&db, "control", 400, at, 40, 4).await; // 1 %
+    let report = tick_at(&one.app, at + Duration::days(1)).await;
+    assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["mode"], "shadow", "{rollout}");
+    assert_eq!(rollout["flag"]["set_by"], "guardrail");
+    assert!(
+        rollout["flag"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("opt_out_rate")
+    );
+    let metrics = one.ctx.metrics.render();
+    assert!(
+        metrics.contains("nudge_guardrail_rollbacks_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nudge_guardrail_breached{metric=\"opt_out_rate\"} 1"));
+
+    // A human turns the canary back on: the evidence that tripped it is not reused.
+    let (status, _) = admin(
+        &one.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "canary", "canary_percent": 50, "reason": "fixed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let again = tick_at(&one.app, at + Duration::days(1) + Duration::hours(1)).await;
+    assert_eq!(again["guardrails"]["status"], "passed", "{again}");
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["mode"], "canary");
+    assert_eq!(
+        db.count("SELECT count(*) FROM serving.guardrail_checks WHERE breached")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_tick_with_a_bad_time_is_refused_naming_the_field() {
+    let (_db, _dir, one) = setup("").await;
+    let (status, body) = admin(
+        &one.app,
+        "POST",
+        "/admin/controller/tick",
+        Some(json!({"at": "tomorrow"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "at");
+}
