@@ -436,3 +436,18 @@ async fn a_tick_with_a_bad_time_is_refused_naming_the_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "at");
 }
+
+#[tokio::test]
+async fn held_steps_accumulate_sends_until_there_are_enough() {
+    let (db, _dir, one) = setup("controller: { interval: 1d, min_sends: 50 }\n").await;
+    let at = t0();
+    arm_sends(&db, "canary", 30, at, 3, 0).await;
+    let held = tick_at(&one.app, at + Duration::days(2)).await;
+    assert_eq!(held["controller"]["outcome"], "held_small_sample", "{held}");
+    assert_eq!(held["controller"]["sends"], 30);
+    arm_sends(&db, "canary", 30, at + Duration::days(1), 3, 0).await;
+    let stepped = tick_at(&one.app, at + Duration::days(3)).await;
+    assert_eq!(stepped["controller"]["outcome"], "stepped", "{stepped}");
+    assert_eq!(stepped["controller"]["sends"], 60);
+    assert_eq!(stepped["controller"]["window_from"], held["controller"]["window_from"]);
+}

@@ -5,14 +5,17 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use nudge::config::ServeConfig;
 use nudge::config::{DatabaseArgs, HashKeyArgs, ModelsDirArgs, RedisArgs, SimulateArgs};
+use nudge::control::closed_loop::{self, ServeClient};
+use nudge::control::kpi;
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::materialize::materialize;
 use nudge::features::{DayRange, labels, refresh, status};
 use nudge::ingest::hashing::UserHasher;
 use nudge::models::registry::Registry;
 use nudge::sim::report::oracle_report;
-use nudge::sim::run::{RunOptions, run};
+use nudge::sim::run::{RunOptions, SimDriver, run};
 use nudge::sim::{SimConfig, policy::DEFAULT_EXPLORATION};
 use nudge::store::database;
 use nudge::store::online::OnlineStore;
@@ -106,9 +109,13 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
-    /// Run the whole loop end to end; for now: migrate → simulate a small population →
-    /// features → fit every spec in training/ → promote what passes its gates → the
-    /// model cards' headlines. Replaces any simulated population in the database.
+    /// Run the whole loop end to end: migrate → simulate a population's history under
+    /// the logging policy → features → fit every spec in training/ → promote what passes
+    /// its gates → start nudge-serve (in process, on loopback) → closed-loop days in
+    /// which nudge-serve decides every notification, features are refreshed daily and the
+    /// controller and guardrails tick on simulated time → a per-arm report and the
+    /// controller's trajectory. Replaces any simulated population and serving state in
+    /// the database.
     Demo {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -123,9 +130,15 @@ enum Command {
         /// Simulated users.
         #[arg(long, default_value_t = 2_000)]
         users: u32,
-        /// Simulated days.
+        /// Simulated days of history (logging policy) before training.
         #[arg(long, default_value_t = 42)]
         days: i32,
+        /// Simulated days in closed loop with nudge-serve after training (0 = none).
+        #[arg(long, default_value_t = 28)]
+        loop_days: i32,
+        /// nudge-serve's policy in the closed loop.
+        #[arg(long, default_value = "policy/closed-loop.yaml")]
+        policy: std::path::PathBuf,
         /// Seed.
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -294,6 +307,8 @@ async fn main() -> anyhow::Result<()> {
             hash_key,
             users,
             days,
+            loop_days,
+            policy,
             seed,
         } => {
             let key = HashKeyArgs {
@@ -307,13 +322,20 @@ async fn main() -> anyhow::Result<()> {
             }
             migrate(&database.database_url).await?;
             let pool = database::connect(&database.database_url, 8).await?;
+            database::reset_serving_state(&pool).await?;
             let start = NaiveDate::from_ymd_opt(2026, 1, 5).context("demo start date")?;
-            let config = SimConfig::new(users, days, seed, start, DEFAULT_EXPLORATION)?;
+            let config = SimConfig::new(users, days + loop_days, seed, start, DEFAULT_EXPLORATION)?;
             let options = RunOptions {
                 replace: true,
                 ..RunOptions::default()
             };
-            simulate(&pool, config, key.hasher()?, options).await?;
+            let hasher = key.hasher()?;
+            let mut driver =
+                SimDriver::start(config, hasher.clone(), pool.clone(), options).await?;
+            let bar = progress_bar("history")?;
+            driver.play_logged(days, &bar).await?;
+            bar.finish_and_clear();
+            println!("demo: simulated {users} users × {days} days of history");
             // The day before the start holds the first signups' anonymous funnel events.
             let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
             refresh_features(&pool, Some((start.pred_opt().unwrap_or(start), end)), None).await?;
@@ -331,10 +353,158 @@ async fn main() -> anyhow::Result<()> {
             for line in headlines {
                 println!("  {line}");
             }
-            println!("demo: next come serve → closed-loop traffic → report.");
+            if loop_days > 0 {
+                let serve =
+                    DemoServer::start(&database.database_url, &models.models_dir, &policy, hasher)
+                        .await?;
+                let bar = progress_bar("closed loop")?;
+                let summary =
+                    closed_loop::run(&mut driver, &serve.client, &pool, start, loop_days, &bar)
+                        .await?;
+                bar.finish_and_clear();
+                print!(
+                    "{}",
+                    closed_loop_report(&pool, &serve.client, &summary).await?
+                );
+                serve.stop().await?;
+            }
+            let summary = driver.finish().await?;
+            println!("{summary}");
             Ok(())
         }
     }
+}
+
+/// A day-counting progress bar named `stage`.
+fn progress_bar(stage: &str) -> anyhow::Result<ProgressBar> {
+    Ok(ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(&format!(
+            "{stage} [{{bar:30}}] day {{pos}}/{{len}} · {{msg}} · {{elapsed}}"
+        ))
+        .context("progress template")?
+        .progress_chars("=> "),
+    ))
+}
+
+/// nudge-serve running in this process on a loopback port, for the closed loop.
+struct DemoServer {
+    client: ServeClient,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), nudge::serving::StartError>>,
+}
+
+impl DemoServer {
+    async fn start(
+        database_url: &str,
+        models_dir: &std::path::Path,
+        policy: &std::path::Path,
+        hasher: UserHasher,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        // Tokens of this run only: nothing outside this process can call it.
+        let (scheduler, admin) = (
+            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::new_v4().to_string(),
+        );
+        let config = ServeConfig {
+            database_url: database_url.to_owned(),
+            redis_url: None,
+            redis_prefix: String::new(),
+            listen: addr,
+            hasher,
+            webhook_secret: None,
+            posthog_token: None,
+            db_pool_size: 8,
+            models_dir: models_dir.to_owned(),
+            policy_path: policy.to_owned(),
+            scheduler_token: Some(scheduler.clone()),
+            admin_token: Some(admin.clone()),
+            features_refresh: std::time::Duration::from_secs(1),
+            flag_poll: std::time::Duration::from_millis(500),
+            controller_tick: None,
+            max_in_flight: 512,
+            request_timeout: std::time::Duration::from_secs(10),
+            dev: false,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(nudge::serving::run_on(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = ServeClient::new(&format!("http://{addr}"), &scheduler, &admin);
+        for _ in 0..100 {
+            if client.rollout().await.is_ok() {
+                println!("demo: nudge-serve on {addr} (policy {})", policy.display());
+                return Ok(Self { client, stop, task });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("nudge-serve did not become ready on {addr}")
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// The closed loop's per-arm table and the controller's trajectory.
+async fn closed_loop_report(
+    pool: &PgPool,
+    client: &ServeClient,
+    summary: &closed_loop::LoopSummary,
+) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "\nclosed loop {} → {}: {} decisions, {} sends",
+        summary.from.date_naive(),
+        summary.to.date_naive(),
+        summary.scored,
+        summary.sent
+    )?;
+    let arms = kpi::arms(pool, summary.from, summary.to, summary.to).await?;
+    out.push_str(&kpi::table(&arms));
+    writeln!(out, "\ncontroller (one step per simulated day):")?;
+    writeln!(
+        out,
+        "  {:<12} {:>7} {:>8} {:>10} {:>10}",
+        "day", "sends", "ROI", "threshold", "outcome"
+    )?;
+    for tick in &summary.ticks {
+        let c = &tick["controller"];
+        if c["status"] != "stepped" {
+            continue;
+        }
+        writeln!(
+            out,
+            "  {:<12} {:>7} {:>8} {:>10.3} {:>10}",
+            tick["at"].as_str().unwrap_or("").get(..10).unwrap_or(""),
+            c["sends"],
+            c["roi"]
+                .as_f64()
+                .map_or_else(|| "n/a".into(), |r| format!("{:.1}%", 100.0 * r)),
+            c["next"]["output"].as_f64().unwrap_or(f64::NAN),
+            c["outcome"].as_str().unwrap_or(""),
+        )?;
+    }
+    let rollout = client.rollout().await?;
+    writeln!(
+        out,
+        "rollout at the end: {} ({}){}",
+        rollout["mode"].as_str().unwrap_or("?"),
+        rollout["source"].as_str().unwrap_or("?"),
+        rollout["flag"]["set_by"]
+            .as_str()
+            .filter(|by| *by == "guardrail")
+            .map_or_else(String::new, |_| format!(
+                " — {}",
+                rollout["flag"]["reason"].as_str().unwrap_or("")
+            ))
+    )?;
+    Ok(out)
 }
 
 async fn simulate(

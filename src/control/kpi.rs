@@ -129,3 +129,118 @@ pub fn model_arm(arms: &[ArmKpis]) -> (Measurement, u64) {
 pub fn find<'a>(arms: &'a [ArmKpis], name: &str) -> Option<&'a ArmKpis> {
     arms.iter().find(|a| a.arm == name)
 }
+
+/// The 95 % Wilson interval of a share of `successes` out of `trials`.
+pub fn wilson(successes: u64, trials: u64) -> Option<(f64, f64)> {
+    if trials == 0 {
+        return None;
+    }
+    let (n, p, z) = (trials as f64, successes as f64 / trials as f64, 1.96);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z / (1.0 + z * z / n) * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    Some((centre - half, centre + half))
+}
+
+/// A difference of two shares with its 95 % (Wald) half-width.
+pub fn difference(a: (u64, u64), b: (u64, u64)) -> Option<(f64, f64)> {
+    let (p1, p2) = (share(a.0, a.1)?, share(b.0, b.1)?);
+    let se = (p1 * (1.0 - p1) / a.1 as f64 + p2 * (1.0 - p2) / b.1 as f64).sqrt();
+    Some((p1 - p2, 1.96 * se))
+}
+
+/// Sends per user with a 95 % half-width (sends counted as Poisson).
+pub fn sends_per_user(arm: &ArmKpis) -> Option<(f64, f64)> {
+    let users = arm.users as f64;
+    (arm.users > 0).then(|| {
+        (
+            arm.sends as f64 / users,
+            1.96 * (arm.sends as f64).sqrt() / users,
+        )
+    })
+}
+
+fn percent_with_interval(successes: u64, trials: u64) -> String {
+    match (share(successes, trials), wilson(successes, trials)) {
+        (Some(p), Some((lo, hi))) => format!(
+            "{:5.1}% [{:4.1}, {:4.1}]",
+            100.0 * p,
+            100.0 * lo,
+            100.0 * hi
+        ),
+        _ => "n/a".into(),
+    }
+}
+
+/// A per-arm table of the KPIs with 95 % intervals, and canary minus control.
+pub fn table(arms: &[ArmKpis]) -> String {
+    let mut out = format!(
+        "{:<8} {:>6} {:>16} {:>21} {:>21} {:>21} {:>21}\n",
+        "arm", "users", "sends/user", "ROI (24 h)", "open rate", "opt-out", "D7 retention"
+    );
+    for a in arms {
+        let spu =
+            sends_per_user(a).map_or_else(|| "n/a".into(), |(v, h)| format!("{v:.2} ± {h:.2}"));
+        out.push_str(&format!(
+            "{:<8} {:>6} {:>16} {:>21} {:>21} {:>21} {:>21}\n",
+            a.arm,
+            a.users,
+            spu,
+            percent_with_interval(a.actioned, a.measured_sends),
+            percent_with_interval(a.opened, a.measured_sends),
+            percent_with_interval(a.opted_out, a.users),
+            percent_with_interval(a.retained_d7, a.d7_users),
+        ));
+    }
+    if let (Some(c), Some(k)) = (find(arms, "canary"), find(arms, "control")) {
+        let points = |d: Option<(f64, f64)>| {
+            d.map_or_else(
+                || "n/a".into(),
+                |(v, h)| format!("{:+.1} ± {:.1} points", 100.0 * v, 100.0 * h),
+            )
+        };
+        let spu = match (sends_per_user(c), sends_per_user(k)) {
+            (Some((a, ha)), Some((b, hb))) => {
+                format!("{:+.2} ± {:.2}", a - b, (ha * ha + hb * hb).sqrt())
+            }
+            _ => "n/a".into(),
+        };
+        out.push_str(&format!(
+            "canary − control: D7 retention {}, ROI {}, opt-out {}, sends/user {}\n",
+            points(difference(
+                (c.retained_d7, c.d7_users),
+                (k.retained_d7, k.d7_users)
+            )),
+            points(difference(
+                (c.actioned, c.measured_sends),
+                (k.actioned, k.measured_sends)
+            )),
+            points(difference((c.opted_out, c.users), (k.opted_out, k.users))),
+            spu,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wilson_interval_holds_the_share_and_narrows_with_trials() {
+        let (lo, hi) = wilson(30, 100).unwrap();
+        assert!(lo < 0.30 && 0.30 < hi);
+        let (lo2, hi2) = wilson(3_000, 10_000).unwrap();
+        assert!(hi2 - lo2 < (hi - lo) / 5.0);
+        assert_eq!(wilson(0, 0), None);
+        let (lo, hi) = wilson(0, 50).unwrap();
+        assert!(lo.abs() < 1e-12 && hi > 0.0, "{lo} {hi}");
+    }
+
+    #[test]
+    fn the_difference_of_equal_shares_is_zero_within_its_interval() {
+        let (d, half) = difference((300, 1_000), (600, 2_000)).unwrap();
+        assert!(d.abs() < 1e-12 && half > 0.0);
+        let (d, _) = difference((400, 1_000), (300, 1_000)).unwrap();
+        assert!((d - 0.1).abs() < 1e-12);
+    }
+}

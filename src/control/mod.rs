@@ -8,6 +8,7 @@
 //!   advisory lock: guardrails, then the controller if due; state and history in
 //!   Postgres, so a restart continues where it stopped and one replica acts per tick.
 
+pub mod closed_loop;
 pub mod guardrail;
 pub mod kpi;
 pub mod pi;

@@ -462,11 +462,13 @@ async fn step_controller(
     .await?;
     stored.last_step_at = Some(at);
     if step.outcome == Outcome::Stepped {
-        // A held step keeps the window open, so its sends count at the next step.
         stored.measured_until = Some(to);
         if !c.dry_run {
             stored.state = step.next;
         }
+    } else {
+        // A held step keeps its window open, so its sends count at the next step.
+        stored.measured_until = Some(from);
     }
     tracing::info!(at = %at, roi = ?record.roi, sends = record.sends, outcome = step.outcome.as_str(),
                    before = record.output_before, after = step.next.output, dry_run = c.dry_run,

@@ -498,9 +498,24 @@ pub async fn prepare(config: &ServeConfig) -> Result<ApiContext, StartError> {
     ))
 }
 
-/// Runs the service until `shutdown` resolves.
+/// Runs the service on `config.listen` until `shutdown` resolves.
 pub async fn run(
     config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    run_on(config, listener, shutdown).await
+}
+
+/// Runs the service on `listener` (whatever `config.listen` says) until `shutdown` resolves.
+pub async fn run_on(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     if config.dev {
@@ -548,13 +563,7 @@ pub async fn run(
         capture_api = config.posthog_token.is_some(),
         "ingest endpoints"
     );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    tracing::info!(addr = %config.listen, "nudge-serve listening");
+    tracing::info!(addr = %listener.local_addr()?, "nudge-serve listening");
     axum::serve(listener, router(ctx.clone()))
         .with_graceful_shutdown(shutdown)
         .await?;

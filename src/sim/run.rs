@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::day::DayOutput;
-use super::policy::LoggingPolicy;
+use super::policy::{Decision, LoggingPolicy, Opportunity};
 use super::store::{self, RunStart, SimStoreError, TruthCounts};
 use super::{SimConfig, Simulation};
 use crate::ingest::catalog::{Catalog, CatalogError};
@@ -207,7 +207,8 @@ fn batches(events: Vec<Value>, user_ends: &[usize], size: usize) -> Vec<Vec<Valu
     out
 }
 
-/// Simulates `config` into the database behind `pool`; `progress` counts days.
+/// Simulates `config` into the database behind `pool` under the logging policy;
+/// `progress` counts days.
 pub async fn run(
     config: SimConfig,
     hasher: UserHasher,
@@ -215,68 +216,38 @@ pub async fn run(
     options: RunOptions,
     progress: &ProgressBar,
 ) -> Result<RunSummary, SimRunError> {
-    let started = Instant::now();
-    let start = store::prepare_run(&pool, &config, options.replace).await?;
-    let sim = {
-        let (config, hasher) = (config.clone(), hasher.clone());
-        tokio::task::spawn_blocking(move || Simulation::new(config, &hasher)).await?
-    };
-    store::write_users(&pool, &config, sim.users()).await?;
-    let user_hashes: Arc<Vec<String>> = Arc::new(
-        sim.users()
-            .iter()
-            .map(|u| u.traits.user_hash.clone())
-            .collect(),
-    );
-
-    let (tx, mut rx) = mpsc::channel::<(bool, DayOutput)>(2);
     let days = config.days();
-    let generator = tokio::task::spawn_blocking(move || {
-        let mut sim = sim;
-        let mut policy = LoggingPolicy::new(sim.config().seed(), sim.config().exploration());
-        for day in 0..days {
-            if tx
-                .blocking_send((true, sim.step(day, &mut policy)))
-                .is_err()
-            {
-                return;
-            }
-        }
-        let _ = tx.blocking_send((false, sim.finish()));
-    });
+    let mut driver = SimDriver::start(config, hasher, pool, options).await?;
+    driver.play_logged(days, progress).await?;
+    driver.finish().await
+}
 
-    let ingestor = Ingestor::new(Catalog::builtin()?, hasher, pool.clone());
-    let mut summary = RunSummary {
-        users: config.users(),
-        days,
-        seed: config.seed(),
-        repeat: start == RunStart::Repeat,
-        emitted: BTreeMap::new(),
-        accepted: 0,
-        duplicates: 0,
-        rejected: BTreeMap::new(),
-        notification_truths: 0,
-        churn_truths: 0,
-        paywall_truths: 0,
-        elapsed: Duration::ZERO,
-    };
-    progress.set_length(days as u64);
-    while let Some((is_day, mut out)) = rx.recv().await {
+/// Writes a played day: its events through the ingest path (concurrent batches split
+/// only between users), its truths to the sim schema.
+struct DayWriter {
+    ingestor: Ingestor,
+    pool: PgPool,
+    user_hashes: Arc<Vec<String>>,
+    options: RunOptions,
+}
+
+impl DayWriter {
+    async fn write(&self, mut out: DayOutput, summary: &mut RunSummary) -> Result<(), SimRunError> {
         summary.absorb_counts(&out.event_counts);
         let events = std::mem::take(&mut out.events);
         let user_ends = std::mem::take(&mut out.user_ends);
         let truth = {
-            let (pool, hashes) = (pool.clone(), user_hashes.clone());
+            let (pool, hashes) = (self.pool.clone(), self.user_hashes.clone());
             tokio::spawn(async move { store::write_truth(&pool, &out, &hashes).await })
         };
         let mut tasks: JoinSet<Result<IngestReport, IngestError>> = JoinSet::new();
-        for batch in batches(events, &user_ends, options.batch_size) {
-            while tasks.len() >= options.concurrency.max(1) {
+        for batch in batches(events, &user_ends, self.options.batch_size) {
+            while tasks.len() >= self.options.concurrency.max(1) {
                 if let Some(done) = tasks.join_next().await {
                     summary.absorb_ingest(&done??);
                 }
             }
-            let ingestor = ingestor.clone();
+            let ingestor = self.ingestor.clone();
             tasks.spawn(async move {
                 ingestor
                     .ingest(Source::Simulator, batch.iter().map(Ok))
@@ -287,17 +258,174 @@ pub async fn run(
             summary.absorb_ingest(&done??);
         }
         summary.absorb_truth(truth.await??);
-        if is_day {
+        Ok(())
+    }
+}
+
+/// A simulation in progress: the population, the day it has reached, and its writer.
+/// Days are played under the logging policy ([`SimDriver::play_logged`]) or with
+/// decisions from elsewhere, such as `nudge-serve` in closed loop
+/// ([`SimDriver::plan`] then [`SimDriver::play`]).
+pub struct SimDriver {
+    sim: Option<Simulation>,
+    writer: DayWriter,
+    summary: RunSummary,
+    next_day: i32,
+    days: i32,
+    started: Instant,
+}
+
+impl SimDriver {
+    /// Draws the population of `config` and stores it (replacing the stored one when
+    /// `options.replace`); no day is played yet.
+    pub async fn start(
+        config: SimConfig,
+        hasher: UserHasher,
+        pool: PgPool,
+        options: RunOptions,
+    ) -> Result<Self, SimRunError> {
+        let started = Instant::now();
+        let start = store::prepare_run(&pool, &config, options.replace).await?;
+        let sim = {
+            let (config, hasher) = (config.clone(), hasher.clone());
+            tokio::task::spawn_blocking(move || Simulation::new(config, &hasher)).await?
+        };
+        store::write_users(&pool, &config, sim.users()).await?;
+        let user_hashes = Arc::new(
+            sim.users()
+                .iter()
+                .map(|u| u.traits.user_hash.clone())
+                .collect(),
+        );
+        Ok(Self {
+            sim: Some(sim),
+            writer: DayWriter {
+                ingestor: Ingestor::new(Catalog::builtin()?, hasher, pool.clone()),
+                pool,
+                user_hashes,
+                options,
+            },
+            summary: RunSummary {
+                users: config.users(),
+                days: config.days(),
+                seed: config.seed(),
+                repeat: start == RunStart::Repeat,
+                emitted: BTreeMap::new(),
+                accepted: 0,
+                duplicates: 0,
+                rejected: BTreeMap::new(),
+                notification_truths: 0,
+                churn_truths: 0,
+                paywall_truths: 0,
+                elapsed: Duration::ZERO,
+            },
+            next_day: 0,
+            days: config.days(),
+            started,
+        })
+    }
+
+    /// The next day to play (0 = the first).
+    pub fn next_day(&self) -> i32 {
+        self.next_day
+    }
+
+    /// Days left before the horizon.
+    pub fn days_left(&self) -> i32 {
+        self.days - self.next_day
+    }
+
+    fn take_sim(&mut self) -> Simulation {
+        self.sim
+            .take()
+            .expect("the simulation is back between calls")
+    }
+
+    /// Plays the next `days` days under the logging policy, simulating a day ahead of
+    /// the writer; `progress` counts days.
+    pub async fn play_logged(
+        &mut self,
+        days: i32,
+        progress: &ProgressBar,
+    ) -> Result<(), SimRunError> {
+        let (first, last) = (self.next_day, (self.next_day + days).min(self.days));
+        let (tx, mut rx) = mpsc::channel::<DayOutput>(2);
+        let mut sim = self.take_sim();
+        let generator = tokio::task::spawn_blocking(move || {
+            let mut policy = LoggingPolicy::new(sim.config().seed(), sim.config().exploration());
+            for day in first..last {
+                if tx.blocking_send(sim.step(day, &mut policy)).is_err() {
+                    break;
+                }
+            }
+            sim
+        });
+        progress.set_length((last - first) as u64);
+        let mut written = Ok(());
+        while let Some(out) = rx.recv().await {
+            if let Err(e) = self.writer.write(out, &mut self.summary).await {
+                written = Err(e);
+                break;
+            }
             progress.inc(1);
             progress.set_message(format!(
                 "{} events, {:.0}/s",
-                summary.total_emitted(),
-                summary.total_emitted() as f64 / started.elapsed().as_secs_f64()
+                self.summary.total_emitted(),
+                self.summary.total_emitted() as f64 / self.started.elapsed().as_secs_f64()
             ));
         }
+        drop(rx);
+        self.sim = Some(generator.await?);
+        written?;
+        self.next_day = last;
+        Ok(())
     }
-    generator.await?;
-    summary.elapsed = started.elapsed();
-    store::finish_run(&pool, &serde_json::to_value(&summary).unwrap_or_default()).await?;
-    Ok(summary)
+
+    /// The next day's notification opportunities, in user order.
+    pub async fn plan(&mut self) -> Result<Vec<Opportunity>, SimRunError> {
+        let mut sim = self.take_sim();
+        let day = self.next_day;
+        let (sim, opportunities) = tokio::task::spawn_blocking(move || {
+            let opportunities = sim.plan_day(day);
+            (sim, opportunities)
+        })
+        .await?;
+        self.sim = Some(sim);
+        Ok(opportunities)
+    }
+
+    /// Plays the planned day with one decision per opportunity and writes it.
+    pub async fn play(
+        &mut self,
+        opportunities: Vec<Opportunity>,
+        decisions: Vec<Decision>,
+    ) -> Result<(), SimRunError> {
+        let mut sim = self.take_sim();
+        let day = self.next_day;
+        let (sim, out) = tokio::task::spawn_blocking(move || {
+            // The deciding policy's probabilities are unknown: truths that need them are left out.
+            let out = sim.play_day(day, &opportunities, &decisions, &|_: &Opportunity| None);
+            (sim, out)
+        })
+        .await?;
+        self.sim = Some(sim);
+        self.writer.write(out, &mut self.summary).await?;
+        self.next_day += 1;
+        Ok(())
+    }
+
+    /// Closes what the horizon leaves open, writes it, and records the run's summary.
+    pub async fn finish(mut self) -> Result<RunSummary, SimRunError> {
+        let mut sim = self.take_sim();
+        let out = tokio::task::spawn_blocking(move || sim.finish()).await?;
+        self.writer.write(out, &mut self.summary).await?;
+        self.summary.days = self.next_day;
+        self.summary.elapsed = self.started.elapsed();
+        store::finish_run(
+            &self.writer.pool,
+            &serde_json::to_value(&self.summary).unwrap_or_default(),
+        )
+        .await?;
+        Ok(self.summary)
+    }
 }

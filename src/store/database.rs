@@ -87,6 +87,18 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Empties what nudge-serve has written: decisions, runtime flags, the controller's state
+/// and history and the guardrail checks. For a fresh demo or simulation, never production.
+pub async fn reset_serving_state(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "TRUNCATE serving.decisions, serving.paywall_decisions, serving.flags,
+                  serving.controller, serving.controller_steps, serving.guardrail_checks",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// One applied migration as recorded in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {

@@ -1,0 +1,234 @@
+//! The closed loop: the simulator with `nudge-serve` as its notification policy. Day by
+//! day, every user due a notification is scored through `POST /v1/score` (as the
+//! scheduler would), the simulator plays the day with the answers, its events are
+//! ingested and refreshed into silver and gold (the daily feature job), and the control
+//! loop ticks at the day's end on simulated time (`POST /admin/controller/tick`).
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use futures_util::StreamExt;
+use futures_util::stream;
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::features::refresh;
+use crate::features::{DayRange, FeatureError};
+use crate::sim::policy::{Decision, Opportunity};
+use crate::sim::population::app_id;
+use crate::sim::run::{SimDriver, SimRunError};
+
+/// Requests in flight at once, like a scheduler's worker pool.
+const CONCURRENCY: usize = 16;
+
+/// Why the closed loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClosedLoopError {
+    /// The simulator or its writes.
+    #[error(transparent)]
+    Sim(#[from] SimRunError),
+    /// The daily feature refresh.
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    /// nudge-serve could not be reached.
+    #[error("nudge-serve unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    /// nudge-serve answered with an error.
+    #[error("nudge-serve answered {status} to {path}: {body}")]
+    Refused {
+        /// The route.
+        path: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// Its body.
+        body: String,
+    },
+}
+
+/// A client of one nudge-serve, with the scheduler's and the admin's tokens.
+#[derive(Debug, Clone)]
+pub struct ServeClient {
+    http: reqwest::Client,
+    base: String,
+    scheduler_token: String,
+    admin_token: String,
+}
+
+/// The arm names a response may carry, as the simulator records them.
+fn arm_name(arm: &str) -> &'static str {
+    match arm {
+        "canary" => "canary",
+        "control" => "control",
+        "shadow" => "shadow",
+        "full" => "full",
+        _ => "off",
+    }
+}
+
+impl ServeClient {
+    /// A client of the nudge-serve at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, scheduler_token: &str, admin_token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            scheduler_token: scheduler_token.to_owned(),
+            admin_token: admin_token.to_owned(),
+        }
+    }
+
+    async fn call(
+        &self,
+        path: &'static str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClosedLoopError> {
+        let url = format!("{}{path}", self.base);
+        let request = match body {
+            Some(body) => self.http.post(url).json(body),
+            None => self.http.get(url),
+        };
+        let response = request.bearer_auth(token).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ClosedLoopError::Refused {
+                path,
+                status: status.as_u16(),
+                body: response.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(response.json().await?)
+    }
+
+    /// The decision for one opportunity at `at`.
+    async fn decide_one(
+        &self,
+        opportunity: &Opportunity,
+        at: DateTime<Utc>,
+    ) -> Result<Decision, ClosedLoopError> {
+        let candidates: Vec<Value> = opportunity
+            .candidates
+            .iter()
+            .map(|c| json!({"id": c.id, "type": c.notif_type.as_str()}))
+            .collect();
+        let request = json!({
+            "user_id": app_id(opportunity.user),
+            "now": at,
+            "timezone": opportunity.timezone,
+            "candidates": candidates,
+        });
+        let answer = self
+            .call("/v1/score", &self.scheduler_token, Some(&request))
+            .await?;
+        let send = answer["decisions"].as_array().and_then(|decisions| {
+            decisions
+                .iter()
+                .position(|d| d["send"].as_bool() == Some(true))
+        });
+        let arm = arm_name(answer["arm"].as_str().unwrap_or("off"));
+        let model_decides = matches!(arm, "canary" | "full");
+        Ok(Decision {
+            send,
+            propensity: None,
+            arm,
+            model_version: answer["model"]["version"]
+                .as_str()
+                .filter(|_| model_decides)
+                .map(str::to_owned),
+        })
+    }
+
+    /// One decision per opportunity, in order; `start` is the simulation's first instant.
+    pub async fn decide(
+        &self,
+        opportunities: &[Opportunity],
+        start: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, ClosedLoopError> {
+        stream::iter(opportunities)
+            .map(|o| {
+                let at = start
+                    + Duration::days(i64::from(o.day))
+                    + Duration::milliseconds((o.secs * 1000.0).round() as i64);
+                self.decide_one(o, at)
+            })
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// One control tick at `at`; the tick's report.
+    pub async fn tick(&self, at: DateTime<Utc>) -> Result<Value, ClosedLoopError> {
+        self.call(
+            "/admin/controller/tick",
+            &self.admin_token,
+            Some(&json!({"at": at})),
+        )
+        .await
+    }
+
+    /// `GET /admin/controller`.
+    pub async fn controller(&self) -> Result<Value, ClosedLoopError> {
+        self.call("/admin/controller", &self.admin_token, None)
+            .await
+    }
+
+    /// `GET /admin/rollout`.
+    pub async fn rollout(&self) -> Result<Value, ClosedLoopError> {
+        self.call("/admin/rollout", &self.admin_token, None).await
+    }
+}
+
+/// What a closed-loop run did.
+#[derive(Debug, Clone)]
+pub struct LoopSummary {
+    /// First simulated instant of the loop.
+    pub from: DateTime<Utc>,
+    /// End of the last day played.
+    pub to: DateTime<Utc>,
+    /// Opportunities scored.
+    pub scored: u64,
+    /// Sends answered.
+    pub sent: u64,
+    /// Each day's tick report, in order.
+    pub ticks: Vec<Value>,
+}
+
+/// Plays `days` days of `driver` with `client`'s nudge-serve deciding, refreshing the
+/// features and ticking the control loop at each day's end. `first_day` is the date of
+/// the simulation's day 0.
+pub async fn run(
+    driver: &mut SimDriver,
+    client: &ServeClient,
+    pool: &PgPool,
+    first_day: NaiveDate,
+    days: i32,
+    progress: &ProgressBar,
+) -> Result<LoopSummary, ClosedLoopError> {
+    let start = first_day.and_time(chrono::NaiveTime::MIN).and_utc();
+    let days = days.min(driver.days_left());
+    let from = start + Duration::days(i64::from(driver.next_day()));
+    let mut summary = LoopSummary {
+        from,
+        to: from,
+        scored: 0,
+        sent: 0,
+        ticks: Vec::new(),
+    };
+    progress.set_length(days as u64);
+    for _ in 0..days {
+        let day = driver.next_day();
+        let opportunities = driver.plan().await?;
+        let decisions = client.decide(&opportunities, start).await?;
+        summary.scored += decisions.len() as u64;
+        summary.sent += decisions.iter().filter(|d| d.send.is_some()).count() as u64;
+        driver.play(opportunities, decisions).await?;
+        let date = first_day + Duration::days(i64::from(day));
+        refresh::refresh(pool, DayRange::new(date, date + Duration::days(1))?).await?;
+        let day_end = start + Duration::days(i64::from(day) + 1);
+        summary.ticks.push(client.tick(day_end).await?);
+        summary.to = day_end;
+        progress.inc(1);
+        progress.set_message(format!("{} scored, {} sent", summary.scored, summary.sent));
+    }
+    Ok(summary)
+}
