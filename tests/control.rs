@@ -449,5 +449,8 @@ async fn held_steps_accumulate_sends_until_there_are_enough() {
     let stepped = tick_at(&one.app, at + Duration::days(3)).await;
     assert_eq!(stepped["controller"]["outcome"], "stepped", "{stepped}");
     assert_eq!(stepped["controller"]["sends"], 60);
-    assert_eq!(stepped["controller"]["window_from"], held["controller"]["window_from"]);
+    assert_eq!(
+        stepped["controller"]["window_from"],
+        held["controller"]["window_from"]
+    );
 }

@@ -120,7 +120,7 @@ CREATE INDEX controller_steps_at ON serving.controller_steps (at);
 CREATE TABLE serving.guardrail_checks (
     id                bigserial   PRIMARY KEY,
     at                timestamptz NOT NULL,
-    metric            text        NOT NULL,  -- opt_out_rate | d7_retention | send_rate
+    metric            text        NOT NULL,  -- opt_out_rate | d7_retention | send_rate | roi
     canary_successes  bigint      NOT NULL,
     canary_trials     bigint      NOT NULL,
     control_successes bigint      NOT NULL,

@@ -40,6 +40,9 @@ pub enum Metric {
     D7Retention,
     /// Decisions answered with a send: higher is worse.
     SendRate,
+    /// Sends followed by an action within 24 h: lower is worse (the model's sends do
+    /// less than the baseline's).
+    Roi,
 }
 
 impl Metric {
@@ -49,6 +52,7 @@ impl Metric {
             Metric::OptOutRate => "opt_out_rate",
             Metric::D7Retention => "d7_retention",
             Metric::SendRate => "send_rate",
+            Metric::Roi => "roi",
         }
     }
 
@@ -58,13 +62,14 @@ impl Metric {
             Metric::OptOutRate => (arm.opted_out, arm.users),
             Metric::D7Retention => (arm.retained_d7, arm.d7_users),
             Metric::SendRate => (arm.sends, arm.decisions),
+            Metric::Roi => (arm.actioned, arm.measured_sends),
         };
         Proportion { successes, trials }
     }
 
     /// Whether a higher rate in the canary is the harm (else a lower one is).
     fn higher_is_worse(self) -> bool {
-        !matches!(self, Metric::D7Retention)
+        !matches!(self, Metric::D7Retention | Metric::Roi)
     }
 }
 
@@ -106,6 +111,7 @@ pub fn check(settings: &Guardrails, canary: &ArmKpis, control: &ArmKpis) -> Vec<
         (Metric::OptOutRate, settings.opt_out_rate),
         (Metric::D7Retention, settings.d7_retention),
         (Metric::SendRate, settings.send_rate),
+        (Metric::Roi, settings.roi),
     ]
     .into_iter()
     .filter_map(|(metric, margin)| margin.map(|m| (metric, m)))
@@ -139,6 +145,7 @@ mod tests {
             opt_out_rate: Some(0.005),
             d7_retention: Some(0.03),
             send_rate: None,
+            roi: None,
         }
     }
 
@@ -197,7 +204,25 @@ mod tests {
     #[test]
     fn unset_margins_are_not_checked() {
         let checks = check(&settings(), &arm(5_000, 0, 0, 0), &arm(5_000, 0, 0, 0));
-        assert!(checks.iter().all(|c| c.metric != Metric::SendRate));
+        assert!(
+            checks
+                .iter()
+                .all(|c| !matches!(c.metric, Metric::SendRate | Metric::Roi))
+        );
+    }
+
+    #[test]
+    fn sends_that_do_less_than_the_baselines_breach_the_roi_guardrail() {
+        let settings = Guardrails {
+            roi: Some(0.05),
+            ..settings()
+        };
+        let mut canary = arm(1_000, 0, 0, 0);
+        let control = arm(1_000, 0, 0, 0); // ROI 25 %
+        canary.actioned = 50; // 5 %
+        assert!(breached(&check(&settings, &canary, &control), Metric::Roi));
+        canary.actioned = 400; // 40 %: better than the baseline
+        assert!(!breached(&check(&settings, &canary, &control), Metric::Roi));
     }
 
     proptest! {

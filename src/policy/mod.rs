@@ -178,6 +178,8 @@ pub struct Guardrails {
     pub d7_retention: Option<f64>,
     /// Most the canary's share of decisions that send may exceed control's.
     pub send_rate: Option<f64>,
+    /// Most the canary's ROI may fall short of control's.
+    pub roi: Option<f64>,
 }
 
 /// A validated policy.
@@ -260,6 +262,7 @@ struct RawGuardrails {
     opt_out_rate: Option<f64>,
     d7_retention: Option<f64>,
     send_rate: Option<f64>,
+    roi: Option<f64>,
 }
 
 impl Default for RawGuardrails {
@@ -272,6 +275,7 @@ impl Default for RawGuardrails {
             opt_out_rate: Some(0.005),
             d7_retention: Some(0.03),
             send_rate: Some(0.10),
+            roi: Some(0.05),
         }
     }
 }
@@ -491,6 +495,7 @@ impl Policy {
             opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate)?,
             d7_retention: margin("guardrails.d7_retention", g.d7_retention)?,
             send_rate: margin("guardrails.send_rate", g.send_rate)?,
+            roi: margin("guardrails.roi", g.roi)?,
         };
         let digest = Sha256::digest(yaml.as_bytes());
         Ok(Self {
