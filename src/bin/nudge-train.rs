@@ -2,7 +2,7 @@
 //! the feature pipeline, spec-driven training, the model registry and the end-to-end demo.
 
 use anyhow::Context;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nudge::config::ServeConfig;
@@ -103,6 +103,23 @@ enum Command {
         name: String,
         #[command(flatten)]
         models: ModelsDirArgs,
+    },
+    /// KPIs of nudge-serve's decisions per arm (sends per user, ROI, open rate, opt-out
+    /// rate, D7 retention, with 95 % intervals, and canary minus control), from the
+    /// decision log and the silver events; outcomes count once observed (up to the
+    /// newest silver event). Decisions in [--from, --to), by default all of them.
+    Kpis {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// First day of decisions (UTC); default: the first logged.
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// Day after the last (UTC); default: the day after the last logged.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// One table per window of this many days; default: one for the whole range.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        every_days: Option<u32>,
     },
     /// The model registry.
     Models {
@@ -300,6 +317,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Models {
             command: ModelsCommand::List { models },
         } => list_models(&Registry::new(&models.models_dir)),
+        Command::Kpis {
+            database,
+            from,
+            to,
+            every_days,
+        } => {
+            let pool = connect_migrated(&database.database_url).await?;
+            kpi_report(&pool, from, to, every_days).await
+        }
         Command::Demo {
             database,
             models,
@@ -373,6 +399,42 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `nudge-train kpis`: a table per window of the decision log.
+async fn kpi_report(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    every_days: Option<u32>,
+) -> anyhow::Result<()> {
+    let (first, last, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        sqlx::query_as(
+            "SELECT (SELECT min(decided_at) FROM serving.decisions),
+                    (SELECT max(decided_at) FROM serving.decisions),
+                    (SELECT max(ts) FROM silver.events)",
+        )
+        .fetch_one(pool)
+        .await?;
+    let (Some(first), Some(last)) = (first, last) else {
+        println!("kpis: the decision log is empty");
+        return Ok(());
+    };
+    let observed = observed.unwrap_or(last);
+    let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+    let from = midnight(from.unwrap_or(first.date_naive()));
+    let to = midnight(to.unwrap_or(last.date_naive() + chrono::Days::new(1)));
+    let step = every_days.map_or(to - from, |d| chrono::Duration::days(i64::from(d)));
+    println!("kpis: outcomes observed up to {observed} (the newest silver event)");
+    let mut window = from;
+    while window < to {
+        let end = (window + step).min(to);
+        let arms = kpi::arms(pool, window, end, observed).await?;
+        println!("\ndecisions {} → {}", window.date_naive(), end.date_naive());
+        print!("{}", kpi::table(&arms));
+        window = end;
+    }
+    Ok(())
 }
 
 /// A day-counting progress bar named `stage`.
