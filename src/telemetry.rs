@@ -59,6 +59,10 @@ pub fn init_tracing(default_filter: &str) {
 pub const SERVE_LOG_FILTER: &str = "info,sqlx=warn";
 /// `nudge-train`'s default log filter: long bulk queries are its job, not a warning.
 pub const TRAIN_LOG_FILTER: &str = "info,sqlx=error";
+/// The demo's default log filter: its printed summaries say what each stage did, so the
+/// per-day refresh and the in-process server's routine logs would only bury them.
+pub const DEMO_LOG_FILTER: &str =
+    "info,sqlx=error,nudge::features::refresh=warn,nudge::serving=warn,nudge::control=warn";
 
 /// The process's Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {

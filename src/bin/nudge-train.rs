@@ -227,8 +227,12 @@ enum SimCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    nudge::telemetry::init_tracing(nudge::telemetry::TRAIN_LOG_FILTER);
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    nudge::telemetry::init_tracing(match cli.command {
+        Command::Demo { .. } => nudge::telemetry::DEMO_LOG_FILTER,
+        _ => nudge::telemetry::TRAIN_LOG_FILTER,
+    });
+    match cli.command {
         Command::Migrate { database } => migrate(&database.database_url).await,
         Command::Simulate { database, key, sim } => {
             let pool = connect_migrated(&database.database_url).await?;
@@ -408,14 +412,17 @@ async fn kpi_report(
     to: Option<NaiveDate>,
     every_days: Option<u32>,
 ) -> anyhow::Result<()> {
-    let (first, last, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as(
-            "SELECT (SELECT min(decided_at) FROM serving.decisions),
+    let (first, last, observed): (
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    ) = sqlx::query_as(
+        "SELECT (SELECT min(decided_at) FROM serving.decisions),
                     (SELECT max(decided_at) FROM serving.decisions),
                     (SELECT max(ts) FROM silver.events)",
-        )
-        .fetch_one(pool)
-        .await?;
+    )
+    .fetch_one(pool)
+    .await?;
     let (Some(first), Some(last)) = (first, last) else {
         println!("kpis: the decision log is empty");
         return Ok(());
