@@ -412,14 +412,11 @@ async fn kpi_report(
     to: Option<NaiveDate>,
     every_days: Option<u32>,
 ) -> anyhow::Result<()> {
-    let (first, last, observed): (
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    ) = sqlx::query_as(
+    type Instant = Option<DateTime<Utc>>;
+    let (first, last, observed): (Instant, Instant, Instant) = sqlx::query_as(
         "SELECT (SELECT min(decided_at) FROM serving.decisions),
-                    (SELECT max(decided_at) FROM serving.decisions),
-                    (SELECT max(ts) FROM silver.events)",
+                (SELECT max(decided_at) FROM serving.decisions),
+                (SELECT max(ts) FROM silver.events)",
     )
     .fetch_one(pool)
     .await?;
