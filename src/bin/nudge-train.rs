@@ -354,6 +354,9 @@ async fn main() -> anyhow::Result<()> {
             let pool = database::connect(&database.database_url, 8).await?;
             database::reset_serving_state(&pool).await?;
             let start = NaiveDate::from_ymd_opt(2026, 1, 5).context("demo start date")?;
+            // The day before the start holds the first signups' anonymous funnel events.
+            let first_day = start.pred_opt().unwrap_or(start);
+            refresh::forget_from(&pool, first_day).await?;
             let config = SimConfig::new(users, days + loop_days, seed, start, DEFAULT_EXPLORATION)?;
             let options = RunOptions {
                 replace: true,
@@ -366,9 +369,8 @@ async fn main() -> anyhow::Result<()> {
             driver.play_logged(days, &bar).await?;
             bar.finish_and_clear();
             println!("demo: simulated {users} users × {days} days of history");
-            // The day before the start holds the first signups' anonymous funnel events.
             let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
-            refresh_features(&pool, Some((start.pred_opt().unwrap_or(start), end)), None).await?;
+            refresh_features(&pool, Some((first_day, end)), None).await?;
             print!("{}", labels::label_report(&pool).await?);
             let registry = Registry::new(&models.models_dir);
             let mut headlines = Vec::new();

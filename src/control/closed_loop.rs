@@ -2,7 +2,9 @@
 //! day, every user due a notification is scored through `POST /v1/score` (as the
 //! scheduler would), the simulator plays the day with the answers, its events are
 //! ingested and refreshed into silver and gold (the daily feature job), and the control
-//! loop ticks at the day's end on simulated time (`POST /admin/controller/tick`).
+//! loop ticks at the day's end on simulated time (`POST /admin/controller/tick`). The
+//! next day starts only once nudge-serve serves the refreshed features (its embedded
+//! store reloads after a refresh), so a seed gives the same run whatever the timing.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures_util::StreamExt;
@@ -20,6 +22,9 @@ use crate::sim::run::{SimDriver, SimRunError};
 /// Requests in flight at once, like a scheduler's worker pool.
 const CONCURRENCY: usize = 16;
 
+/// Polls (50 ms apart) for nudge-serve to load a day's refreshed features.
+const FEATURE_WAIT_POLLS: usize = 600;
+
 /// Why the closed loop stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ClosedLoopError {
@@ -32,6 +37,10 @@ pub enum ClosedLoopError {
     /// nudge-serve could not be reached.
     #[error("nudge-serve unreachable: {0}")]
     Http(#[from] reqwest::Error),
+    /// nudge-serve did not load the refreshed features in time (its online store must be
+    /// the embedded one, which reloads after each refresh).
+    #[error("nudge-serve did not load the refreshed features within 30 s")]
+    StaleFeatures,
     /// nudge-serve answered with an error.
     #[error("nudge-serve answered {status} to {path}: {body}")]
     Refused {
@@ -172,6 +181,25 @@ impl ServeClient {
             .await
     }
 
+    /// The feature version nudge-serve's online store serves (`GET /readyz`).
+    pub async fn features_version(&self) -> Result<Option<String>, ClosedLoopError> {
+        let url = format!("{}/readyz", self.base);
+        let readiness: Value = self.http.get(url).send().await?.json().await?;
+        Ok(readiness["features_version"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until the online store serves another feature version than `before`, so
+    /// the next day is decided on the features of the day just refreshed.
+    async fn await_features_after(&self, before: Option<&str>) -> Result<(), ClosedLoopError> {
+        for _ in 0..FEATURE_WAIT_POLLS {
+            if self.features_version().await?.as_deref() != before {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(ClosedLoopError::StaleFeatures)
+    }
+
     /// `GET /admin/rollout`.
     pub async fn rollout(&self) -> Result<Value, ClosedLoopError> {
         self.call("/admin/rollout", &self.admin_token, None).await
@@ -223,7 +251,9 @@ pub async fn run(
         summary.sent += decisions.iter().filter(|d| d.send.is_some()).count() as u64;
         driver.play(opportunities, decisions).await?;
         let date = first_day + Duration::days(i64::from(day));
+        let before = client.features_version().await?;
         refresh::refresh(pool, DayRange::new(date, date + Duration::days(1))?).await?;
+        client.await_features_after(before.as_deref()).await?;
         let day_end = start + Duration::days(i64::from(day) + 1);
         summary.ticks.push(client.tick(day_end).await?);
         summary.to = day_end;

@@ -23,6 +23,24 @@ pub const SNAPSHOTS_SQL: &str = include_str!("../../notebooks-sql/gold/snapshots
 /// Session-level advisory lock held by a refresh, so two never interleave.
 pub const REFRESH_LOCK: i64 = 0x6e75_6467_655f_7266; // "nudge_rf"
 
+/// Forgets silver and gold from `from` on (bronze keeps every event): what a replaced
+/// simulated population leaves there would otherwise outlive it beyond the days refreshed
+/// again, and the online store would serve its newest snapshots.
+pub async fn forget_from(pool: &PgPool, from: NaiveDate) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for statement in [
+        "DELETE FROM silver.events WHERE day >= $1",
+        "DELETE FROM silver.sessions WHERE day >= $1",
+        "DELETE FROM silver.notifications WHERE sent_at >= $1::date::timestamptz",
+        "DELETE FROM silver.restitched_days WHERE day >= $1",
+        "DELETE FROM gold.user_days WHERE day >= $1",
+        "DELETE FROM gold.snapshots WHERE as_of >= $1",
+    ] {
+        sqlx::query(statement).bind(from).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
 /// What a refresh wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshReport {

@@ -46,6 +46,9 @@ pub struct Readiness {
     pub database: Check,
     /// The online store (embedded or Redis) answers.
     pub online_store: Check,
+    /// The feature version the online store serves (changes with each materialisation,
+    /// or each reload of the embedded store), when it answers and holds one.
+    pub features_version: Option<String>,
     /// Policy and ranker champion loaded.
     pub models: Check,
 }
@@ -58,7 +61,10 @@ pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
         .await
         .map(|()| "reachable, schema current".to_owned())
         .into();
-    let online_store: Check = online_store_detail(&ctx).await.into();
+    let features_version = ctx.online.feature_version().await.ok().flatten();
+    let online_store: Check = online_store_detail(&ctx, features_version.as_deref())
+        .await
+        .into();
     let models: Check = models_detail(&ctx).into();
     let ready = database.ok && online_store.ok && models.ok;
     let status = if ready {
@@ -72,19 +78,22 @@ pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
             ready,
             database,
             online_store,
+            features_version,
             models,
         }),
     )
 }
 
 /// The online store answers; which features version it serves.
-async fn online_store_detail(ctx: &ApiContext) -> Result<String, StoreError> {
+async fn online_store_detail(
+    ctx: &ApiContext,
+    version: Option<&str>,
+) -> Result<String, StoreError> {
     ctx.online.ping().await?;
-    let version = ctx.online.feature_version().await?;
     Ok(format!(
         "{} store answers; features: {}",
         ctx.online.kind(),
-        version.as_deref().unwrap_or("none materialised")
+        version.unwrap_or("none materialised")
     ))
 }
 
