@@ -45,7 +45,7 @@ pub struct SettingsView {
 /// `GET /admin/controller`'s answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ControllerView {
-    /// The model arm's threshold in force on this replica.
+    /// The model arm's threshold under the stored state (what every replica serves once it has read it).
     pub threshold: f64,
     /// Settings from the policy.
     pub settings: SettingsView,
