@@ -75,6 +75,7 @@ impl Metric {
 
 /// One guardrail's check.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = GuardrailCheck)]
 pub struct Check {
     /// Which guardrail.
     pub metric: Metric,

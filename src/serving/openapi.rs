@@ -79,6 +79,8 @@ mod tests {
             "/admin/reload",
             "/admin/rollout",
             "/admin/kill-switch",
+            "/admin/controller",
+            "/admin/controller/tick",
             "/healthz",
             "/readyz",
             "/metrics",
@@ -92,6 +94,16 @@ mod tests {
         let reasons = serde_json::to_string(&schemas["Reason"]).unwrap();
         for reason in ["daily_cap", "quiet_hours", "quota_unavailable"] {
             assert!(reasons.contains(reason), "{reason} missing from {reasons}");
+        }
+        // Two types named Check: the readiness one and the guardrail's, apart by name.
+        assert!(schemas["Check"]["properties"].get("detail").is_some());
+        for schema in [
+            "ControllerView",
+            "TickReport",
+            "StepRecord",
+            "GuardrailCheck",
+        ] {
+            assert!(schemas.get(schema).is_some(), "{schema} missing");
         }
         let required = &schemas["ScoreRequest"]["required"];
         assert!(required.as_array().unwrap().contains(&"user_id".into()));
