@@ -454,3 +454,50 @@ async fn held_steps_accumulate_sends_until_there_are_enough() {
         held["controller"]["window_from"]
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_kpis() {
+    let (db, _dir, one) = setup(
+        "controller: { interval: 1d, min_sends: 10 }\nguardrails: { window: 7d, min_samples: 200, opt_out_rate: 0.01 }\n",
+    )
+    .await;
+    let at = t0();
+    arm_sends(&db, "canary", 400, at, 40, 60).await;
+    arm_sends(&db, "control", 400, at, 40, 4).await;
+    tick_at(&one.app, at + Duration::days(2)).await;
+    let (status, _) = admin(
+        &one.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "shadow", "reason": "<b>checked</b> by hand"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let request = axum::http::Request::get("/dashboard")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, body) = common::send_raw(&one.app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        page.contains("mode shadow at 0% (from the runtime flag)"),
+        "{page}"
+    );
+    assert!(page.contains("&lt;b&gt;checked&lt;/b&gt; by hand") && !page.contains("<b>checked"));
+    assert!(
+        page.contains("BREACHED opt_out_rate canary 15.00% of 400 vs control 1.00% of 400"),
+        "{page}"
+    );
+    assert!(
+        page.contains("held_small_sample") || page.contains("stepped"),
+        "{page}"
+    );
+    assert!(page.contains("canary − control:"), "{page}");
+}

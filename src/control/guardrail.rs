@@ -56,6 +56,18 @@ impl Metric {
         }
     }
 
+    /// The metric named `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        [
+            Metric::OptOutRate,
+            Metric::D7Retention,
+            Metric::SendRate,
+            Metric::Roi,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
+
     /// The metric's proportion in one arm.
     pub fn of(self, arm: &ArmKpis) -> Proportion {
         let (successes, trials) = match self {
@@ -89,6 +101,27 @@ pub struct Check {
     pub z: Option<f64>,
     /// Whether the canary is worse than the margin allows, with the confidence required.
     pub breached: bool,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let percent = |p: Proportion| {
+            p.rate()
+                .map_or_else(|| "n/a".into(), |r| format!("{:.2}%", 100.0 * r))
+        };
+        write!(
+            f,
+            "{} canary {} of {} vs control {} of {} (margin {:.2} points, z {})",
+            self.metric.as_str(),
+            percent(self.canary),
+            self.canary.trials,
+            percent(self.control),
+            self.control.trials,
+            100.0 * self.margin,
+            self.z
+                .map_or_else(|| "n/a: too few samples".into(), |z| format!("{z:.2}")),
+        )
+    }
 }
 
 /// The z statistic of "the canary's harm exceeds `margin`" (one-sided, unpooled SE).

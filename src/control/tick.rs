@@ -206,6 +206,55 @@ pub async fn history(pool: &PgPool, limit: i64) -> Result<Vec<StepRecord>, sqlx:
         .collect())
 }
 
+/// The guardrail checks of the latest tick that ran them, with its time.
+pub async fn latest_checks(
+    pool: &PgPool,
+) -> Result<Option<(DateTime<Utc>, Vec<Check>)>, sqlx::Error> {
+    type Row = (
+        DateTime<Utc>,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        f64,
+        Option<f64>,
+        bool,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT at, metric, canary_successes, canary_trials, control_successes, control_trials,
+                margin, z, breached
+         FROM serving.guardrail_checks
+         WHERE at = (SELECT max(at) FROM serving.guardrail_checks) ORDER BY metric",
+    )
+    .fetch_all(pool)
+    .await?;
+    let Some(at) = rows.first().map(|r| r.0) else {
+        return Ok(None);
+    };
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let checks = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Check {
+                metric: guardrail::Metric::named(&r.1)?,
+                canary: guardrail::Proportion {
+                    successes: count(r.2),
+                    trials: count(r.3),
+                },
+                control: guardrail::Proportion {
+                    successes: count(r.4),
+                    trials: count(r.5),
+                },
+                margin: r.6,
+                z: r.7,
+                breached: r.8,
+            })
+        })
+        .collect();
+    Ok(Some((at, checks)))
+}
+
 /// What the guardrails found at a tick.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -381,19 +430,7 @@ async fn check_guardrails(
 
 /// The flag's reason: each breached guardrail with both arms' rates.
 fn breach_reason(breached: &[&Check], at: DateTime<Utc>) -> String {
-    let parts: Vec<String> = breached
-        .iter()
-        .map(|c| {
-            format!(
-                "{} canary {:.2}% vs control {:.2}% (margin {:.2} points, z {:.2})",
-                c.metric.as_str(),
-                100.0 * c.canary.rate().unwrap_or(0.0),
-                100.0 * c.control.rate().unwrap_or(0.0),
-                100.0 * c.margin,
-                c.z.unwrap_or(0.0),
-            )
-        })
-        .collect();
+    let parts: Vec<String> = breached.iter().map(|c| c.to_string()).collect();
     format!(
         "guardrail breached at {}: {}",
         at.to_rfc3339(),

@@ -131,7 +131,7 @@ pub struct PolicyRollout {
     pub version: String,
 }
 
-fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
+pub(super) fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
     let loaded = ctx.current()?;
     let policy = &loaded.policy;
     let flags = ctx.flags.load_full();

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod churn;
 pub mod controller;
+pub mod dashboard;
 pub mod decisions;
 pub mod error;
 pub mod features;
@@ -407,6 +408,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/e/", post(ingest::capture))
         .route("/i/v0/e/", post(ingest::capture))
         .route("/v1/features/{user_id}", get(features::get_features))
+        .route("/dashboard", get(dashboard::dashboard))
         .layer(limits);
     Router::new()
         .merge(api)

@@ -224,11 +224,21 @@ impl TestApp {
     }
 }
 
-/// Sends one request to `app` with a timeout.
+/// Sends one request to `app` with a timeout; the body as JSON (null when it is not).
 pub async fn send(
     app: &Router,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let (status, headers, bytes) = send_raw(app, request).await;
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, json)
+}
+
+/// Sends one request to `app` with a timeout; the body as bytes.
+pub async fn send_raw(
+    app: &Router,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, axum::body::Bytes) {
     let response = tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(request))
         .await
         .expect("request finished in time")
@@ -241,8 +251,7 @@ pub async fn send(
         .await
         .expect("body")
         .to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, headers, json)
+    (status, headers, bytes)
 }
 
 /// The HMAC-SHA-256 signature header value of `body` under the test secret.

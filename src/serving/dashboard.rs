@@ -1,0 +1,179 @@
+//! `GET /dashboard`: one HTML page for the growth lead. It shows:
+//! - the rollout in force and who set it;
+//! - the controller's threshold and latest steps;
+//! - the latest guardrail checks;
+//! - the per-arm KPIs of the decision log's last seven days.
+//!
+//! It holds aggregates only, never a user, like `/metrics`: it is read-only and needs
+//! no token. Keep it on the internal network as `/metrics` is kept. It refreshes every
+//! 30 seconds.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::response::Html;
+use chrono::{DateTime, Duration, Utc};
+
+use super::ApiContext;
+use super::admin::rollout_view;
+use super::error::ApiError;
+use crate::control::{kpi, tick};
+
+/// Controller steps shown.
+const STEPS: i64 = 14;
+
+/// `text` with HTML's special characters escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A titled section holding preformatted `text`.
+fn section(out: &mut String, title: &str, text: &str) {
+    let _ = write!(
+        out,
+        "<h2>{}</h2>\n<pre>{}</pre>\n",
+        escape(title),
+        escape(text)
+    );
+}
+
+/// `GET /dashboard`: rollout, controller, guardrails and KPIs on one page.
+#[utoipa::path(get, path = "/dashboard", tag = "operations",
+    responses((status = 200, content_type = "text/html", body = String),
+              (status = 503, body = super::error::ErrorBody)))]
+pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, ApiError> {
+    let rollout = rollout_view(&ctx)?;
+    let loaded = ctx.current()?;
+    let unavailable = |e: sqlx::Error| ApiError::Unavailable(format!("dashboard data: {e}"));
+    let stored = tick::load(&ctx.pool).await.map_err(unavailable)?;
+    let steps = tick::history(&ctx.pool, STEPS).await.map_err(unavailable)?;
+    let checks = tick::latest_checks(&ctx.pool).await.map_err(unavailable)?;
+    let (newest, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT (SELECT max(decided_at) FROM serving.decisions), (SELECT max(ts) FROM silver.events)",
+    )
+    .fetch_one(&ctx.pool)
+    .await
+    .map_err(unavailable)?;
+
+    let mut out = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"30\"><title>nudge</title>\
+         <style>body{font-family:sans-serif;margin:2em}pre{background:#f6f6f6;padding:1em}</style>\
+         </head><body>\n<h1>nudge</h1>\n",
+    );
+
+    let mut text = format!(
+        "mode {} at {}% (from the {}), kill switch {}\npolicy {}, salt {}\n",
+        rollout.mode.as_str(),
+        rollout.canary_percent,
+        match rollout.source {
+            crate::rollout::Source::Flag => "runtime flag",
+            crate::rollout::Source::Policy => "policy file",
+        },
+        if rollout.kill_switch { "ON" } else { "off" },
+        rollout.policy.version,
+        rollout.salt,
+    );
+    if let Some(flag) = &rollout.flag {
+        let _ = writeln!(
+            text,
+            "flag set by {} at {}: {}",
+            flag.set_by,
+            flag.set_at.to_rfc3339(),
+            flag.reason
+        );
+    }
+    section(&mut out, "Rollout", &text);
+
+    let policy = &loaded.policy;
+    let mut text = format!(
+        "threshold {:.3} (bounds {:.2}–{:.2}), target ROI {:.0}%, a step every {} h{}\n",
+        tick::threshold_in_force(policy, stored.as_ref()),
+        policy.threshold.min,
+        policy.threshold.max,
+        100.0 * policy.controller.target_roi,
+        policy.controller.interval.num_hours(),
+        if policy.controller.dry_run {
+            " (dry run)"
+        } else {
+            ""
+        },
+    );
+    for s in &steps {
+        let _ = writeln!(
+            text,
+            "{}  {:>6} sends  ROI {:>6}  threshold {:.3} → {:.3}  {}{}",
+            s.at.to_rfc3339(),
+            s.sends,
+            s.roi
+                .map_or_else(|| "n/a".into(), |r| format!("{:.1}%", 100.0 * r)),
+            s.output_before,
+            s.step.next.output,
+            s.step.outcome.as_str(),
+            if s.dry_run { " (dry run)" } else { "" },
+        );
+    }
+    section(&mut out, "Controller (latest steps first)", &text);
+
+    let text = match &checks {
+        None => "no guardrail check yet".to_owned(),
+        Some((at, checks)) => {
+            checks
+                .iter()
+                .fold(format!("checked at {}\n", at.to_rfc3339()), |mut t, c| {
+                    let _ = writeln!(
+                        t,
+                        "{} {c}",
+                        if c.breached { "BREACHED" } else { "ok      " }
+                    );
+                    t
+                })
+        }
+    };
+    section(&mut out, "Guardrails", &text);
+
+    let text = match newest {
+        None => "the decision log is empty".to_owned(),
+        Some(newest) => {
+            let from = newest - Duration::days(7);
+            let observed = observed.unwrap_or(newest);
+            let arms = kpi::arms(&ctx.pool, from, newest + Duration::seconds(1), observed)
+                .await
+                .map_err(unavailable)?;
+            format!(
+                "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{}",
+                from.to_rfc3339(),
+                newest.to_rfc3339(),
+                observed.to_rfc3339(),
+                kpi::table(&arms)
+            )
+        }
+    };
+    section(&mut out, "KPIs by arm, last 7 days of decisions", &text);
+    out.push_str("</body></html>\n");
+    Ok(Html(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_special_characters_are_escaped() {
+        assert_eq!(
+            escape(r#"<script>alert("x") & 'y'</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+}
