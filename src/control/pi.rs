@@ -231,7 +231,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn settings() -> Settings {
+    pub(super) fn settings() -> Settings {
         Settings {
             target_roi: 0.30,
             kp: 0.05,
@@ -433,13 +433,8 @@ mod closed_loop {
     fn settings(target_roi: f64) -> Settings {
         Settings {
             target_roi,
-            kp: 0.05,
-            ki: 0.01,
-            bias: 0.30,
-            min: 0.05,
-            max: 0.90,
-            max_step: 0.05,
             min_sends: 200,
+            ..super::tests::settings()
         }
     }
 

@@ -245,11 +245,9 @@ impl ApiContext {
     /// by another replica, is in force everywhere within about that time.
     pub fn watch_flags(&self, interval: std::time::Duration) {
         let ctx = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
+        spawn_every(interval, move || {
+            let ctx = ctx.clone();
+            async move {
                 if let Err(e) = ctx.refresh_flags().await {
                     tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force");
                 }
@@ -341,11 +339,9 @@ impl ApiContext {
     /// Ticks the control loop on the wall clock every `interval`.
     pub fn tick_controller(&self, interval: std::time::Duration) {
         let ctx = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
+        spawn_every(interval, move || {
+            let ctx = ctx.clone();
+            async move {
                 if let Err(e) = ctx.control_tick(chrono::Utc::now()).await {
                     tracing::warn!(error = %e, "control tick failed; the next one retries");
                 }
@@ -364,6 +360,23 @@ impl ApiContext {
             writer.finish(patience).await;
         }
     }
+}
+
+/// Runs `task` every `interval`, forever, on a spawned task; a late tick delays the next
+/// ones instead of bunching them.
+pub fn spawn_every<F, Fut>(interval: Duration, mut task: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            task().await;
+        }
+    })
 }
 
 /// The service's routes. Every route but the operational ones (`/healthz`, `/readyz`,
