@@ -133,3 +133,72 @@ async fn after_contiguous_refreshes_the_newest_day_holds_every_users_newest_snap
         per_user
     );
 }
+
+/// The object id of `silver.events`' day index: a new one means it was built again.
+async fn day_index_oid(db: &TestDb) -> u32 {
+    let oid: sqlx::postgres::types::Oid =
+        sqlx::query_scalar("SELECT 'silver.silver_events_day'::regclass::oid")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    oid.0
+}
+
+/// `silver.events`' index definitions, sorted.
+async fn event_indexes(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'silver' AND tablename = 'events'
+         ORDER BY indexname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_bulk_refresh_builds_the_indexes_it_dropped_and_a_later_one_builds_what_a_failed_one_left()
+ {
+    let db = TestDb::migrated().await;
+    let migrated = event_indexes(&db).await;
+    assert!(migrated.len() >= 3, "{migrated:?}");
+    let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+    common::simulate(&db, SimConfig::new(100, 8, 5, start, 0.3).unwrap()).await;
+    let end = start + chrono::TimeDelta::days(8);
+
+    // A first fill is a bulk load: the indexes go, and come back as they were.
+    let migrated_oid = day_index_oid(&db).await;
+    refresh_with_jobs(&db.pool, DayRange::new(start, end).unwrap(), 2)
+        .await
+        .unwrap();
+    assert_eq!(event_indexes(&db).await, migrated);
+    let built_oid = day_index_oid(&db).await;
+    assert_ne!(built_oid, migrated_oid, "the day index was built again");
+    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM silver.suspended_indexes")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(listed, 0);
+
+    // What a bulk load that failed half-way leaves: an index dropped and listed.
+    sqlx::raw_sql(
+        "INSERT INTO silver.suspended_indexes
+         SELECT 'silver.silver_events_returns', indexdef FROM pg_indexes
+         WHERE schemaname = 'silver' AND indexname = 'silver_events_returns';
+         DROP INDEX silver.silver_events_returns;",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(event_indexes(&db).await.len(), migrated.len() - 1);
+    // A one-day refresh (no bulk load of its own) builds it again.
+    let last = end.pred_opt().unwrap();
+    refresh_with_jobs(&db.pool, DayRange::new(last, end).unwrap(), 2)
+        .await
+        .unwrap();
+    assert_eq!(event_indexes(&db).await, migrated);
+    assert_eq!(
+        day_index_oid(&db).await,
+        built_oid,
+        "kept through a daily refresh"
+    );
+}

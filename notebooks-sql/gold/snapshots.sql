@@ -13,6 +13,11 @@
 DELETE FROM gold.snapshots WHERE as_of > :'from'::date AND as_of <= :'to'::date
     AND (hashtext(user_hash) & 2147483647) % :'parts'::int = :'part'::int;
 
+-- The planner underestimates the user × day grid (the partition filter, generate_series)
+-- and would merge-join it to the daily aggregates on user_hash alone, rescanning each
+-- user's days for every day of the grid (half of a 100,000-user refresh: 52 s with it, 37 s without).
+SET LOCAL enable_mergejoin = off;
+
 INSERT INTO gold.snapshots
 WITH known AS (
     SELECT user_hash, min(day) AS first_day FROM gold.user_days
@@ -45,6 +50,7 @@ dense AS (
     CROSS JOIN LATERAL generate_series(greatest(k.first_day, :'from'::date - 29), :'to'::date - 1, interval '1 day') g(day)
     LEFT JOIN gold.user_days u ON u.user_hash = k.user_hash AND u.day = g.day::date
                               AND u.day >= :'from'::date - 29 AND u.day < :'to'::date
+                              AND (hashtext(u.user_hash) & 2147483647) % :'parts'::int = :'part'::int
 ),
 rolled AS (
     SELECT user_hash, day + 1 AS as_of,
@@ -94,24 +100,25 @@ scored AS (
                                            + CASE WHEN r.intent_signals_30d >= 3 THEN 10 ELSE 0 END)::real AS intent_score
     FROM rolled r
 ),
+-- In double precision: numeric arithmetic here once took a fifth of the stage.
 magnetism AS (
     SELECT s.*,
            (0.30 * s.intent_score
-            + 0.25 * 100 * least(1, s.active_days_7d / 5.0)
-            + 0.20 * 100 * least(1, s.prompted_sessions_30d / 4.0)
-            + 0.15 * 100 * coalesce(s.emails_clicked_30d::numeric / nullif(s.emails_opened_30d, 0), 0)
-            + 0.10 * 100 * least(1, s.outreach_30d / 4.0))::real AS magnetism_index
+            + 25 * least(1, s.active_days_7d / 5.0::float8)
+            + 20 * least(1, s.prompted_sessions_30d / 4.0::float8)
+            + 15 * coalesce(s.emails_clicked_30d / nullif(s.emails_opened_30d, 0)::float8, 0)
+            + 10 * least(1, s.outreach_30d / 4.0::float8))::real AS magnetism_index
     FROM scored s
 )
 SELECT r.user_hash, r.as_of,
        r.sessions_1d, r.sessions_7d, r.sessions_30d, r.active_days_7d, r.active_days_30d, r.events_7d,
-       extract(epoch FROM r.as_of::timestamptz - greatest(r.last_session_end, e.last_session_end)) / 3600,
+       date_part('epoch', r.as_of::timestamptz - greatest(r.last_session_end, e.last_session_end)) / 3600,
        r.contacts_created_30d, r.contacts_viewed_7d, r.outreach_7d, r.outreach_30d,
        r.notifs_sent_7d, r.notifs_sent_30d, r.notifs_opened_7d, r.notifs_opened_30d, r.notifs_dismissed_7d,
        r.notifs_opened_30d::real / nullif(r.notifs_sent_30d, 0),
-       extract(epoch FROM r.as_of::timestamptz - greatest(r.last_notification_at, e.last_notification_at)) / 3600,
+       date_part('epoch', r.as_of::timestamptz - greatest(r.last_notification_at, e.last_notification_at)) / 3600,
        r.opted_out OR coalesce(e.opted_out, false),
-       extract(epoch FROM r.as_of::timestamptz - greatest(r.last_outreach_at, e.last_outreach_at)) / 86400,
+       date_part('epoch', r.as_of::timestamptz - greatest(r.last_outreach_at, e.last_outreach_at)) / 86400,
        greatest(r.contact_count, e.contact_count),
        r.intent_score,
        r.magnetism_index,
@@ -120,6 +127,8 @@ SELECT r.user_hash, r.as_of,
        r.notifs_sent_3d,
        -- The circular mean start hour of the last 30 days' sessions (none without any).
        CASE WHEN r.sessions_30d > 0
-            THEN mod((degrees(atan2(r.session_hour_sin_30d, r.session_hour_cos_30d)) / 15 + 24)::numeric, 24)::real END
+            THEN (h.hour - 24 * floor(h.hour / 24))::real END
 FROM magnetism r LEFT JOIN earlier e ON e.user_hash = r.user_hash
+-- Mean angle in hours, shifted from -12..12 to 12..36 and taken modulo 24 above.
+CROSS JOIN LATERAL (SELECT degrees(atan2(r.session_hour_sin_30d, r.session_hour_cos_30d)) / 15 + 24 AS hour) h
 WHERE r.as_of > :'from'::date AND r.as_of <= :'to'::date;

@@ -90,6 +90,15 @@ impl DayRange {
             .collect()
     }
 
+    /// How many of the stored days `first ..= last` lie outside the range: what a refresh
+    /// of the range leaves untouched.
+    pub fn days_kept_of(&self, first: NaiveDate, last: NaiveDate) -> i64 {
+        let after_last = last.succ_opt().unwrap_or(last);
+        let before = (after_last.min(self.from) - first).num_days().max(0);
+        let after = (after_last - self.to.max(first)).num_days().max(0);
+        before + after
+    }
+
     /// `sql` with psql's `:'from'` and `:'to'` variables replaced by the range's dates.
     /// Safe to send: dates print as `YYYY-MM-DD` and nothing else is substituted.
     pub(crate) fn substitute(&self, sql: &str) -> String {
@@ -117,6 +126,27 @@ mod tests {
             prop_assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1);
             prop_assert!(lens.iter().all(|&l| l >= 1));
         }
+    }
+
+    proptest! {
+        #[test]
+        fn the_days_kept_are_the_stored_days_outside_the_range(
+            first in 0i64..100, len in 0i64..100, from in 0i64..200, days in 1i64..100,
+        ) {
+            let day = |k: i64| NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::TimeDelta::days(k);
+            let range = DayRange::new(day(from), day(from + days)).unwrap();
+            let outside = (first..=first + len).filter(|&k| !range.contains(day(k))).count() as i64;
+            prop_assert_eq!(range.days_kept_of(day(first), day(first + len)), outside);
+        }
+    }
+
+    #[test]
+    fn a_daily_refresh_keeps_the_history_and_a_backfill_keeps_nothing() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let today = DayRange::new(d("2026-03-05"), d("2026-03-06")).unwrap();
+        assert_eq!(today.days_kept_of(d("2026-01-04"), d("2026-03-05")), 60);
+        let all = DayRange::new(d("2026-01-04"), d("2026-03-06")).unwrap();
+        assert_eq!(all.days_kept_of(d("2026-01-04"), d("2026-03-05")), 0);
     }
 
     #[test]

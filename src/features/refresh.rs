@@ -110,7 +110,7 @@ async fn run_stages(
         elapsed_s = stage.elapsed().as_secs_f64(),
         "refresh stage 1 (identity) done"
     );
-    run_chunks(pool, "events", by_days(EVENTS_SQL, range.split(jobs)), jobs).await?;
+    load_events(pool, range, jobs).await?;
     analyze(pool, &["silver.events"]).await?;
     // A notification sent the day before the range may be opened in it.
     let widened = DayRange::new(range.from().pred_opt().unwrap_or(range.from()), range.to())?;
@@ -165,6 +165,92 @@ async fn run_stages(
         snapshots,
         restitched_days: outside.len(),
     })
+}
+
+/// Stage 2. When the range rewrites most of `silver.events` (a first fill or a backfill),
+/// its secondary indexes are dropped first and built once afterwards: maintaining them
+/// row by row took most of the stage's time. Indexes a failed bulk load left suspended
+/// are built first, whatever this refresh covers.
+async fn load_events(pool: &PgPool, range: DayRange, jobs: usize) -> Result<(), FeatureError> {
+    restore_indexes(pool).await?;
+    let stored: (Option<NaiveDate>, Option<NaiveDate>) =
+        sqlx::query_as("SELECT min(day), max(day) FROM silver.events")
+            .fetch_one(pool)
+            .await?;
+    let bulk = match stored {
+        (Some(first), Some(last)) => range.days() > range.days_kept_of(first, last),
+        _ => true,
+    };
+    if bulk {
+        suspend_indexes(pool, "silver", "events").await?;
+    }
+    let loaded = run_chunks(pool, "events", by_days(EVENTS_SQL, range.split(jobs)), jobs).await;
+    // Built again even when the load failed: the table is usable either way.
+    let restored = restore_indexes(pool).await;
+    loaded?;
+    restored
+}
+
+/// Drops the indexes of `schema.table` that back no constraint, recording each
+/// definition in `silver.suspended_indexes` in the same transaction.
+async fn suspend_indexes(pool: &PgPool, schema: &str, table: &str) -> Result<(), FeatureError> {
+    let mut tx = pool.begin().await?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO silver.suspended_indexes (name, definition)
+         SELECT quote_ident(i.schemaname) || '.' || quote_ident(i.indexname), i.indexdef
+         FROM pg_indexes i
+         WHERE i.schemaname = $1 AND i.tablename = $2
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                           WHERE c.conindid = to_regclass(quote_ident(i.schemaname) || '.' || quote_ident(i.indexname)))
+         RETURNING name",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *tx)
+    .await?;
+    for name in &names {
+        // The name comes from the catalog, quoted by quote_ident.
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP INDEX {name}")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(indexes = %names.join(", "), "indexes suspended for a bulk load");
+    Ok(())
+}
+
+/// Builds every index `silver.suspended_indexes` lists, in one transaction that also
+/// empties the list.
+async fn restore_indexes(pool: &PgPool) -> Result<(), FeatureError> {
+    let started = std::time::Instant::now();
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql("SET LOCAL maintenance_work_mem = '1GB'")
+        .execute(&mut *tx)
+        .await?;
+    // One already there again (built by hand, say) is left as it is.
+    let suspended: Vec<(String, String)> = sqlx::query_as(
+        "WITH listed AS (DELETE FROM silver.suspended_indexes RETURNING name, definition)
+         SELECT name, definition FROM listed WHERE to_regclass(name) IS NULL ORDER BY name",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (_, definition) in &suspended {
+        // Definitions come from pg_indexes.indexdef.
+        sqlx::raw_sql(AssertSqlSafe(definition.clone()))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if suspended.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = suspended.iter().map(|(name, _)| name.as_str()).collect();
+    tracing::info!(
+        indexes = %names.join(", "),
+        elapsed_s = started.elapsed().as_secs_f64(),
+        "indexes built"
+    );
+    Ok(())
 }
 
 /// Refreshes the planner's statistics of tables a stage rewrote, so the next stage (and
