@@ -54,7 +54,7 @@ echo "redis memory: $(redis-cli -u "$REDIS" info memory | grep '^used_memory_hum
 RUST_LOG=warn NUDGE_HASH_KEY="$KEY" NUDGE_SCHEDULER_TOKEN=bench-scheduler-token REDIS_URL="$REDIS" NUDGE_REDIS_PREFIX="$PREFIX" \
   target/release/nudge-serve --database-url "$URL" --listen "127.0.0.1:$PORT" &
 SERVER=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 LOAD=(target/release/examples/features_load --url "http://127.0.0.1:$PORT" --users "$USERS" --concurrency 32)
 "${LOAD[@]}" --requests 20000 >/dev/null   # warm-up
 "${LOAD[@]}" --requests 300000

@@ -21,7 +21,7 @@ use nudge::ingest::hashing::UserHasher;
 use nudge::serving::{ApiContext, router};
 use nudge::sim::SimConfig;
 use nudge::store::StoreError;
-use nudge::store::online::{FeatureLookup, OnlineStore};
+use nudge::store::online::{FeatureLookup, OnlineStore, VERSION_FIELD};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -115,28 +115,21 @@ async fn redis_versions_switch_in_one_step_and_leave_no_old_version_behind() {
     let prefix = RedisPrefix::new();
     let store = prefix.store().await;
     versions_switch_in_one_step(&store).await;
-    let version = store.feature_version().await.unwrap().unwrap();
     let keys = prefix.keys();
-    let current = format!("{}features:v:{version}", prefix.0);
-    // The pointer, the current version, and the abandoned write, which expires by itself.
-    assert_eq!(keys.len(), 3, "{keys:?}");
-    assert!(keys.contains(&current) && keys.contains(&format!("{}features:current", prefix.0)));
-    assert_eq!(
-        prefix.ttl(&current),
-        -1,
-        "the current version never expires"
-    );
-    let abandoned = keys
-        .iter()
-        .find(|k| k.contains(":v:") && **k != current)
-        .unwrap();
+    let live = format!("{}features:live", prefix.0);
+    // The live version, and the abandoned write, which expires by itself.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&live));
+    assert_eq!(prefix.ttl(&live), -1, "the live version never expires");
+    let abandoned = keys.iter().find(|k| k.contains(":v:")).unwrap();
     assert!((1..=3_600).contains(&prefix.ttl(abandoned)));
 
     // A version written under another catalog is refused, not misread.
     let client = redis::Client::open(common::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}features:current", prefix.0))
+    let _: () = redis::cmd("HSET")
+        .arg(&live)
+        .arg(VERSION_FIELD)
         .arg("20260101T000000.000Z-00000000")
         .query_async(&mut conn)
         .await
