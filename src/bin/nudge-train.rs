@@ -23,6 +23,51 @@ use nudge::training::card::Card;
 use nudge::training::train::{self, Stages};
 use sqlx::PgPool;
 
+/// `print!` to stdout; a closed stdout (`nudge-train … | head`) ends the process quietly.
+macro_rules! out {
+    ($($arg:tt)*) => { print_or_exit(format_args!($($arg)*)) };
+}
+
+/// `println!` to stdout; a closed stdout ends the process quietly.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => { print_or_exit(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// What became of a write to stdout.
+#[derive(Debug, PartialEq)]
+enum Printed {
+    /// Written.
+    Done,
+    /// The reader went away: nobody wants the rest.
+    ReaderGone,
+    /// Any other failure (a full disk behind a redirect).
+    Failed(std::io::ErrorKind),
+}
+
+/// Writes `args` to `to`, telling a closed pipe from a real failure.
+fn print_to(mut to: impl std::io::Write, args: std::fmt::Arguments<'_>) -> Printed {
+    match to.write_fmt(args).and_then(|()| to.flush()) {
+        Ok(()) => Printed::Done,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Printed::ReaderGone,
+        Err(e) => Printed::Failed(e.kind()),
+    }
+}
+
+/// Prints to stdout. `println!` would panic with a backtrace when the reader has gone;
+/// like other command-line tools this exits with success then, and with an error when
+/// stdout fails otherwise, so no output is lost silently.
+fn print_or_exit(args: std::fmt::Arguments<'_>) {
+    match print_to(std::io::stdout().lock(), args) {
+        Printed::Done => {}
+        Printed::ReaderGone => std::process::exit(0),
+        Printed::Failed(kind) => {
+            eprintln!("nudge-train: cannot write to stdout: {kind}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Trains EverReach's growth models from Postgres and manages the model registry.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -260,14 +305,14 @@ async fn main() -> anyhow::Result<()> {
             command: FeaturesCommand::Status { database },
         } => {
             let pool = connect_migrated(&database.database_url).await?;
-            print!("{}", status::status(&pool, chrono::Utc::now()).await?);
+            out!("{}", status::status(&pool, chrono::Utc::now()).await?);
             Ok(())
         }
         Command::Sim {
             command: SimCommand::Report { database, from, to },
         } => {
             let pool = connect_migrated(&database.database_url).await?;
-            print!("{}", oracle_report(&pool, from, to).await?);
+            out!("{}", oracle_report(&pool, from, to).await?);
             Ok(())
         }
         Command::Fit {
@@ -301,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let stages = Stages::new(MultiProgress::new());
             let card = train::evaluate(&pool, &registry, &name, &version, &stages).await?;
-            println!("{}", card.headline());
+            outln!("{}", card.headline());
             Ok(())
         }
         Command::Promote {
@@ -311,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
         } => promote_version(&Registry::new(&models.models_dir), &name, &version),
         Command::Rollback { name, models } => {
             let change = Registry::new(&models.models_dir).rollback(&name)?;
-            println!(
+            outln!(
                 "{name}: champion rolled back from {} to {}",
                 change.from.as_deref().unwrap_or("(none)"),
                 change.to
@@ -346,7 +391,7 @@ async fn main() -> anyhow::Result<()> {
                 hash_key,
             };
             if key.uses_dev_key() {
-                println!(
+                outln!(
                     "demo: hashing user ids with the development key (set NUDGE_HASH_KEY for a real one)"
                 );
             }
@@ -368,10 +413,10 @@ async fn main() -> anyhow::Result<()> {
             let bar = progress_bar("history")?;
             driver.play_logged(days, &bar).await?;
             bar.finish_and_clear();
-            println!("demo: simulated {users} users × {days} days of history");
+            outln!("demo: simulated {users} users × {days} days of history");
             let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
             refresh_features(&pool, Some((first_day, end)), None).await?;
-            print!("{}", labels::label_report(&pool).await?);
+            out!("{}", labels::label_report(&pool).await?);
             let registry = Registry::new(&models.models_dir);
             let mut headlines = Vec::new();
             for spec in spec_files(&specs)? {
@@ -381,9 +426,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 headlines.push(card.headline());
             }
-            println!("\nmodel cards:");
+            outln!("\nmodel cards:");
             for line in headlines {
-                println!("  {line}");
+                outln!("  {line}");
             }
             if loop_days > 0 {
                 let serve =
@@ -394,14 +439,14 @@ async fn main() -> anyhow::Result<()> {
                     closed_loop::run(&mut driver, &serve.client, &pool, start, loop_days, &bar)
                         .await?;
                 bar.finish_and_clear();
-                print!(
+                out!(
                     "{}",
                     closed_loop_report(&pool, &serve.client, &summary).await?
                 );
                 serve.stop().await?;
             }
             let summary = driver.finish().await?;
-            println!("{summary}");
+            outln!("{summary}");
             Ok(())
         }
     }
@@ -423,7 +468,7 @@ async fn kpi_report(
     .fetch_one(pool)
     .await?;
     let (Some(first), Some(last)) = (first, last) else {
-        println!("kpis: the decision log is empty");
+        outln!("kpis: the decision log is empty");
         return Ok(());
     };
     let observed = observed.unwrap_or(last);
@@ -431,13 +476,13 @@ async fn kpi_report(
     let from = midnight(from.unwrap_or(first.date_naive()));
     let to = midnight(to.unwrap_or(last.date_naive() + chrono::Days::new(1)));
     let step = every_days.map_or(to - from, |d| chrono::Duration::days(i64::from(d)));
-    println!("kpis: outcomes observed up to {observed} (the newest silver event)");
+    outln!("kpis: outcomes observed up to {observed} (the newest silver event)");
     let mut window = from;
     while window < to {
         let end = (window + step).min(to);
         let arms = kpi::arms(pool, window, end, observed).await?;
-        println!("\ndecisions {} → {}", window.date_naive(), end.date_naive());
-        print!("{}", kpi::table(&arms));
+        outln!("\ndecisions {} → {}", window.date_naive(), end.date_naive());
+        out!("{}", kpi::table(&arms));
         window = end;
     }
     Ok(())
@@ -502,7 +547,7 @@ impl DemoServer {
         let client = ServeClient::new(&format!("http://{addr}"), &scheduler, &admin);
         for _ in 0..100 {
             if client.rollout().await.is_ok() {
-                println!("demo: nudge-serve on {addr} (policy {})", policy.display());
+                outln!("demo: nudge-serve on {addr} (policy {})", policy.display());
                 return Ok(Self { client, stop, task });
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -588,8 +633,8 @@ async fn simulate(
     );
     let summary = run(config, hasher, pool.clone(), options, &bar).await?;
     bar.finish_and_clear();
-    println!("{summary}");
-    print!("{}", oracle_report(pool, None, None).await?);
+    outln!("{summary}");
+    out!("{}", oracle_report(pool, None, None).await?);
     Ok(())
 }
 
@@ -603,7 +648,7 @@ async fn refresh_features(
         None => match refresh::pending_range(pool, chrono::Utc::now().date_naive()).await? {
             Some(range) => range,
             None => {
-                println!("features: nothing received since the last refresh");
+                outln!("features: nothing received since the last refresh");
                 return Ok(());
             }
         },
@@ -621,7 +666,7 @@ async fn refresh_features(
         None => refresh::refresh(pool, range).await?,
     };
     spinner.finish_and_clear();
-    println!(
+    outln!(
         "features refreshed for {} → {} in {:.1} s: {} events, {} sessions, {} notifications, {} snapshots",
         range.from(),
         range.to(),
@@ -632,7 +677,7 @@ async fn refresh_features(
         report.snapshots
     );
     if report.restitched_days > 0 {
-        println!(
+        outln!(
             "late identity links moved events of {} earlier days; their sessions and daily aggregates were rebuilt",
             report.restitched_days
         );
@@ -654,7 +699,7 @@ async fn materialize_features(pool: &PgPool, redis: &RedisArgs) -> anyhow::Resul
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let report = materialize(pool, &catalog, &online, &bar).await?;
     bar.finish_and_clear();
-    println!("{report}");
+    outln!("{report}");
     Ok(())
 }
 
@@ -678,19 +723,23 @@ async fn fit(pool: &PgPool, registry: &Registry, spec: &std::path::Path) -> anyh
         .await
         .with_context(|| format!("fitting {}", spec.display()))?;
     let card = outcome.card;
-    println!(
+    outln!(
         "\n{} {} saved in {}",
         card.name,
         card.version,
         outcome.dir.display()
     );
-    println!(
+    outln!(
         "  {:<12} {:>8} {:>10} {:>10} {:>6}",
-        "candidate", "fit s", "valid AUC", "test AUC", "trees"
+        "candidate",
+        "fit s",
+        "valid AUC",
+        "test AUC",
+        "trees"
     );
     let auc = |a: Option<f64>| a.map_or_else(|| "n/a".to_owned(), |a| format!("{a:.4}"));
     for c in &card.candidates {
-        println!(
+        outln!(
             "  {:<12} {:>8.1} {:>10} {:>10} {:>6}",
             c.name,
             c.fit_seconds,
@@ -699,27 +748,27 @@ async fn fit(pool: &PgPool, registry: &Registry, spec: &std::path::Path) -> anyh
             c.trees.map_or_else(|| "-".to_owned(), |t| t.to_string())
         );
     }
-    println!("  {}", card.headline());
+    outln!("  {}", card.headline());
     for note in &card.notes {
-        println!("  note: {note}");
+        outln!("  note: {note}");
     }
     Ok(card)
 }
 
 fn promote_version(registry: &Registry, name: &str, version: &str) -> anyhow::Result<()> {
     train::promote(registry, name, version)?;
-    println!("{name}: {version} is now the champion");
+    outln!("{name}: {version} is now the champion");
     Ok(())
 }
 
 fn list_models(registry: &Registry) -> anyhow::Result<()> {
     let names = registry.names()?;
     if names.is_empty() {
-        println!("no models in {}", registry.root().display());
+        outln!("no models in {}", registry.root().display());
     }
     for name in names {
         let champion = registry.champion(&name)?;
-        println!("{name}");
+        outln!("{name}");
         for version in registry.versions(&name)?.into_iter().rev() {
             let card = train::read_card(registry, &name, &version).ok();
             let mark = if champion.as_deref() == Some(version.as_str()) {
@@ -744,7 +793,7 @@ fn list_models(registry: &Registry) -> anyhow::Result<()> {
                     )
                 },
             );
-            println!("  {mark} {version}  {summary}");
+            outln!("  {mark} {version}  {summary}");
         }
     }
     Ok(())
@@ -758,7 +807,7 @@ async fn connect_migrated(url: &str) -> anyhow::Result<PgPool> {
 
 async fn migrate(url: &str) -> anyhow::Result<()> {
     if database::create_database_if_missing(url).await? {
-        println!("created database");
+        outln!("created database");
     }
     let pool = database::connect(url, 2).await?;
     database::migrate(&pool).await?;
@@ -767,6 +816,41 @@ async fn migrate(url: &str) -> anyhow::Result<()> {
         .iter()
         .map(|m| m.version.to_string())
         .collect();
-    println!("schema current (migrations {})", versions.join(", "));
+    outln!("schema current (migrations {})", versions.join(", "));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{self, Write};
+
+    /// A stdout that fails every write with `kind`.
+    struct Failing(io::ErrorKind);
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(self.0))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn printing_tells_a_closed_pipe_from_a_failure() {
+        let mut kept = Vec::new();
+        assert_eq!(
+            print_to(&mut kept, format_args!("{} rows", 3)),
+            Printed::Done
+        );
+        assert_eq!(kept, b"3 rows");
+        let closed = Failing(io::ErrorKind::BrokenPipe);
+        assert_eq!(print_to(closed, format_args!("x")), Printed::ReaderGone);
+        let full = Failing(io::ErrorKind::StorageFull);
+        assert_eq!(
+            print_to(full, format_args!("x")),
+            Printed::Failed(io::ErrorKind::StorageFull)
+        );
+    }
 }
