@@ -30,7 +30,6 @@ macro_rules! out {
 
 /// `println!` to stdout; a closed stdout ends the process quietly.
 macro_rules! outln {
-    () => { out!("\n") };
     ($($arg:tt)*) => { print_or_exit(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
