@@ -424,6 +424,57 @@ async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_
 }
 
 #[tokio::test]
+async fn guardrails_are_checked_at_most_once_per_interval_and_a_later_check_sees_new_harm() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\n\
+         guardrails: { window: 7d, interval: 1h, min_samples: 200, opt_out_rate: 0.01 }\n",
+    )
+    .await;
+    let at = t0();
+    arm_sends(&db, "canary", 400, at, 40, 4).await;
+    arm_sends(&db, "control", 400, at, 40, 4).await;
+    let checks = "SELECT count(*) FROM serving.guardrail_checks";
+    let first = tick_at(&one.app, at + Duration::days(1)).await;
+    assert_eq!(first["guardrails"]["status"], "passed", "{first}");
+    let checked = db.count(checks).await;
+    assert!(checked > 0);
+
+    // Harm logged after the check (the decision log is written asynchronously).
+    arm_sends(&db, "canary", 400, at + Duration::hours(20), 40, 60).await;
+    let early = tick_at(&one.app, at + Duration::days(1) + Duration::minutes(10)).await;
+    assert_eq!(early["guardrails"]["status"], "not_due", "{early}");
+    let next: DateTime<Utc> = early["guardrails"]["next_check_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(next, at + Duration::days(1) + Duration::hours(1));
+    assert_eq!(
+        db.count(checks).await,
+        checked,
+        "a tick that is not due checks nothing"
+    );
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["mode"], "canary");
+
+    let due = tick_at(&one.app, next).await;
+    assert_eq!(due["guardrails"]["status"], "rolled_back", "{due}");
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["mode"], "shadow", "{rollout}");
+    let (_, controller) = admin(&one.app, "GET", "/admin/controller", None).await;
+    let time = |v: &Value| v.as_str().map(|t| t.parse::<DateTime<Utc>>().unwrap());
+    assert_eq!(
+        time(&controller["state"]["guardrails_checked_at"]),
+        Some(next)
+    );
+    assert_eq!(
+        time(&controller["next_guardrail_check_at"]),
+        Some(next + Duration::hours(1)),
+        "{controller}"
+    );
+}
+
+#[tokio::test]
 async fn a_tick_with_a_bad_time_is_refused_naming_the_field() {
     let (_db, _dir, one) = setup("").await;
     let (status, body) = admin(

@@ -174,6 +174,7 @@ mod tests {
         Guardrails {
             enabled: true,
             window: chrono::Duration::days(7),
+            interval: chrono::Duration::hours(1),
             min_samples: 200,
             confidence: 0.99,
             opt_out_rate: Some(0.005),

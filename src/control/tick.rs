@@ -63,6 +63,8 @@ pub struct Stored {
     pub last_step_at: Option<DateTime<Utc>>,
     /// Guardrail evidence older than this (the last trip) is ignored.
     pub guardrails_since: Option<DateTime<Utc>>,
+    /// The last guardrail check (passed or breached).
+    pub guardrails_checked_at: Option<DateTime<Utc>>,
 }
 
 impl Stored {
@@ -72,12 +74,18 @@ impl Stored {
             measured_until: None,
             last_step_at: None,
             guardrails_since: None,
+            guardrails_checked_at: None,
         }
     }
 
     /// When the next step is due under `interval`.
     pub fn next_step_at(&self, interval: Duration) -> Option<DateTime<Utc>> {
         self.last_step_at.map(|t| t + interval)
+    }
+
+    /// When the next guardrail check is due under `interval`, if a check ran at all.
+    pub fn next_guardrail_check_at(&self, interval: Duration) -> Option<DateTime<Utc>> {
+        self.guardrails_checked_at.map(|t| t + interval)
     }
 }
 
@@ -100,12 +108,14 @@ type StoredRow = (
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
 );
 
 const SELECT_STORED: &str = "SELECT integral, output, last_measurement, measured_until, \
-     last_step_at, guardrails_since FROM serving.controller";
+     last_step_at, guardrails_since, guardrails_checked_at FROM serving.controller";
 const SELECT_STORED_FOR_UPDATE: &str = "SELECT integral, output, last_measurement, \
-     measured_until, last_step_at, guardrails_since FROM serving.controller FOR UPDATE";
+     measured_until, last_step_at, guardrails_since, guardrails_checked_at \
+     FROM serving.controller FOR UPDATE";
 
 fn stored_of(row: StoredRow) -> Stored {
     Stored {
@@ -117,6 +127,7 @@ fn stored_of(row: StoredRow) -> Stored {
         measured_until: row.3,
         last_step_at: row.4,
         guardrails_since: row.5,
+        guardrails_checked_at: row.6,
     }
 }
 
@@ -263,6 +274,11 @@ pub enum GuardrailReport {
     Disabled,
     /// Nothing to compare: the rollout in force is not a canary.
     NotCanary,
+    /// Checked less than `guardrails.interval` ago.
+    NotDue {
+        /// When the next check is.
+        next_check_at: DateTime<Utc>,
+    },
     /// Checked: nothing breached.
     Passed {
         /// Each guardrail's check.
@@ -345,10 +361,12 @@ pub async fn tick(
 
     sqlx::query(
         "INSERT INTO serving.controller
-           (id, integral, output, last_measurement, measured_until, last_step_at, guardrails_since)
-         VALUES (true, $1, $2, $3, $4, $5, $6)
+           (id, integral, output, last_measurement, measured_until, last_step_at, guardrails_since,
+            guardrails_checked_at)
+         VALUES (true, $1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET integral = $1, output = $2, last_measurement = $3,
-           measured_until = $4, last_step_at = $5, guardrails_since = $6, updated_at = now()",
+           measured_until = $4, last_step_at = $5, guardrails_since = $6,
+           guardrails_checked_at = $7, updated_at = now()",
     )
     .bind(stored.state.integral)
     .bind(stored.state.output)
@@ -356,6 +374,7 @@ pub async fn tick(
     .bind(stored.measured_until)
     .bind(stored.last_step_at)
     .bind(stored.guardrails_since)
+    .bind(stored.guardrails_checked_at)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -382,6 +401,13 @@ async fn check_guardrails(
     if mode != Mode::Canary {
         return Ok(GuardrailReport::NotCanary);
     }
+    if let Some(next_check_at) = stored
+        .next_guardrail_check_at(settings.interval)
+        .filter(|&next| at < next)
+    {
+        return Ok(GuardrailReport::NotDue { next_check_at });
+    }
+    stored.guardrails_checked_at = Some(at);
     let window_start = at - settings.window;
     let from = stored
         .guardrails_since

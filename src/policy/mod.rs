@@ -168,6 +168,9 @@ pub struct Guardrails {
     pub enabled: bool,
     /// Decisions considered: the last `window` before the check.
     pub window: chrono::Duration,
+    /// Shortest time between two checks: each check reads the whole window of the decision
+    /// log, so ticks in between (every minute by default) skip it.
+    pub interval: chrono::Duration,
     /// Fewest users (or decisions) per arm before a proportion is tested.
     pub min_samples: u64,
     /// One-sided confidence a breach must reach (a two-proportion z-test).
@@ -257,6 +260,7 @@ impl Default for RawController {
 struct RawGuardrails {
     enabled: bool,
     window: String,
+    interval: String,
     min_samples: u64,
     confidence: f64,
     opt_out_rate: Option<f64>,
@@ -270,6 +274,7 @@ impl Default for RawGuardrails {
         Self {
             enabled: true,
             window: "7d".into(),
+            interval: "1h".into(),
             min_samples: 200,
             confidence: 0.99,
             opt_out_rate: Some(0.005),
@@ -490,6 +495,7 @@ impl Policy {
         let guardrails = Guardrails {
             enabled: g.enabled,
             window: duration("guardrails.window", &g.window)?,
+            interval: duration("guardrails.interval", &g.interval)?,
             min_samples: g.min_samples,
             confidence: g.confidence,
             opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate)?,
@@ -617,13 +623,15 @@ mod tests {
         assert_eq!(c.interval, chrono::Duration::days(7));
         assert!(c.enabled && !c.dry_run);
         assert_eq!(policy.guardrails.opt_out_rate, Some(0.005));
+        assert_eq!(policy.guardrails.interval, chrono::Duration::hours(1));
         let custom = Policy::parse(&format!(
-            "{MINIMAL}controller: {{ interval: 1d, dry_run: true }}\nguardrails: {{ window: 36h, send_rate: null }}\n"
+            "{MINIMAL}controller: {{ interval: 1d, dry_run: true }}\nguardrails: {{ window: 36h, interval: 15m, send_rate: null }}\n"
         ))
         .unwrap();
         assert_eq!(custom.controller.interval, chrono::Duration::days(1));
         assert!(custom.controller.dry_run);
         assert_eq!(custom.guardrails.window, chrono::Duration::hours(36));
+        assert_eq!(custom.guardrails.interval, chrono::Duration::minutes(15));
         assert_eq!(custom.guardrails.send_rate, None);
         for (extra, key) in [
             ("controller: { interval: soon }", "controller.interval"),
@@ -631,6 +639,7 @@ mod tests {
             ("controller: { target_roi: 1.5 }", "controller.target_roi"),
             ("controller: { kp: -1 }", "controller.kp"),
             ("controller: { max_step: 0 }", "controller.max_step"),
+            ("guardrails: { interval: 0s }", "guardrails.interval"),
             ("guardrails: { confidence: 1 }", "guardrails.confidence"),
             ("guardrails: { opt_out_rate: 2 }", "guardrails.opt_out_rate"),
         ] {

@@ -53,6 +53,9 @@ pub struct ControllerView {
     pub state: Option<Stored>,
     /// When the next step is due; null before the first.
     pub next_step_at: Option<DateTime<Utc>>,
+    /// When the guardrails are next checked (`guardrails.interval` after the last check);
+    /// null before the first.
+    pub next_guardrail_check_at: Option<DateTime<Utc>>,
     /// Latest steps, newest first.
     pub history: Vec<StepRecord>,
 }
@@ -88,6 +91,8 @@ pub async fn get_controller(
             min_sends: c.min_sends,
         },
         next_step_at: state.and_then(|s| s.next_step_at(c.interval)),
+        next_guardrail_check_at: state
+            .and_then(|s| s.next_guardrail_check_at(policy.guardrails.interval)),
         state,
         history,
     }))
