@@ -2,8 +2,8 @@
 //! closed-loop demo's timeline in memory (42 days under the logging policy, then 28
 //! days with users split into two arms by a seeded hash). Control gets the scheduler's
 //! baseline (its first candidate whenever push is on); canary gets one rule at a time,
-//! and the rules read the simulator's hidden state (true P(return), the lapse, fatigue):
-//! no model can do better than the best of them by knowing more. The behaviour draws are
+//! and most rules read the simulator's hidden state (true P(return), the lapse, fatigue),
+//! more than any model can know. The behaviour draws are
 //! keyed by (seed, user, day), so every rule meets the same luck and control is the same
 //! users under the same baseline in every row.
 //!
@@ -78,6 +78,17 @@ fn not_lapsed(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
 /// [`not_lapsed`], and only while fatigue is below `TENTHS` / 10.
 fn rested<const TENTHS: u32>(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
     not_lapsed(o, t, s).filter(|_| s.fatigue < f64::from(TENTHS) / 10.0)
+}
+
+/// The baseline's candidate while fatigue is below 1.2. Fatigue is a decayed count of the
+/// user's past sends, so unlike the other rules this one needs no hidden state.
+fn baseline_rested(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
+    baseline(o, t, s).filter(|_| s.fatigue < 1.2)
+}
+
+/// The perfect ranker at 0.10 while fatigue is below 1.2.
+fn p_return_rested(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
+    p_return_at_least::<10>(o, t, s).filter(|_| s.fatigue < 1.2)
 }
 
 /// Dormant users whenever reachable (a revival is worth many days), others when rested.
@@ -190,7 +201,7 @@ fn run(users: u32, seed: u64, rule: Rule) -> [Arm; 2] {
 
 fn main() {
     let args = Args::parse();
-    let rules: [(&str, Rule); 11] = [
+    let rules: [(&str, Rule); 13] = [
         ("baseline (A/A check)", baseline),
         ("no sends", no_sends),
         ("true P(return) ≥ 0.10", p_return_at_least::<10>),
@@ -202,6 +213,11 @@ fn main() {
         ("not lapsed, fatigue < 1.6", rested::<16>),
         ("dormant always, others fatigue < 1.2", dormant_or_rested),
         ("re-engagement only", re_engagement_only),
+        (
+            "baseline candidate, fatigue < 1.2 (sends only)",
+            baseline_rested,
+        ),
+        ("true P(return) ≥ 0.10, fatigue < 1.2", p_return_rested),
     ];
     println!(
         "seed {}, {} users: canary rule against the baseline in control",
