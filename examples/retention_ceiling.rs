@@ -136,8 +136,8 @@ const CANARY: usize = 0;
 /// Index of the control arm in [`run`]'s answer.
 const CONTROL: usize = 1;
 
-/// Runs the timeline with `rule` in canary; returns [canary, control].
-fn run(users: u32, seed: u64, rule: Rule) -> [Arm; 2] {
+/// The population after the history under the logging policy, ready for the split.
+fn history(users: u32, seed: u64) -> Simulation {
     let start = NaiveDate::from_ymd_opt(2026, 1, 5).expect("a valid date");
     let config = SimConfig::new(
         users,
@@ -152,6 +152,12 @@ fn run(users: u32, seed: u64, rule: Rule) -> [Arm; 2] {
     for day in 0..HISTORY_DAYS {
         sim.step(day, &mut logging);
     }
+    sim
+}
+
+/// Plays the split from `sim` with `rule` in canary; returns [canary, control].
+fn run(mut sim: Simulation, rule: Rule) -> [Arm; 2] {
+    let (users, seed) = (sim.config().users(), sim.config().seed());
     let arm_of = |user: u32| (random::key(seed, Stream::Policy, user, -1) % 2) as usize;
     let end = HISTORY_DAYS + LOOP_DAYS;
     let mut first_slot = vec![None; users as usize];
@@ -227,8 +233,9 @@ fn main() {
         "| canary rule | sends/user canary | control | D7 canary | control | D7 lift | late D7 lift |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    let after_history = history(args.users, args.seed);
     for (name, rule) in rules {
-        let arms = run(args.users, args.seed, rule);
+        let arms = run(after_history.clone(), rule);
         let (canary, control) = (&arms[CANARY], &arms[CONTROL]);
         println!(
             "| {name} | {:.2} | {:.2} | {:.1} % | {:.1} % | {:+.1} | {:+.1} |",

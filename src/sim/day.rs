@@ -179,7 +179,7 @@ impl DayContext<'_> {
 }
 
 /// A window whose outcome is not known yet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     opens: DateTime<Utc>,
     closes: DateTime<Utc>,
@@ -187,7 +187,7 @@ struct Pending {
     truth: PendingTruth,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum PendingTruth {
     Notification(NotificationTruth),
     Paywall(PaywallTruth),
@@ -210,7 +210,7 @@ impl Pending {
 }
 
 /// One simulated user.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UserSim {
     /// Latent traits.
     pub traits: Traits,

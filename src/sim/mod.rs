@@ -116,8 +116,9 @@ impl SimConfig {
     }
 }
 
-/// A population being simulated, day after day.
-#[derive(Debug)]
+/// A population being simulated, day after day. A clone continues independently (to
+/// play several policies from the same history).
+#[derive(Debug, Clone)]
 pub struct Simulation {
     config: SimConfig,
     users: Vec<UserSim>,
