@@ -55,7 +55,8 @@ RUST_LOG=warn NUDGE_HASH_KEY="$KEY" NUDGE_SCHEDULER_TOKEN=bench-scheduler-token 
   target/release/nudge-serve --database-url "$URL" --listen "127.0.0.1:$PORT" &
 SERVER=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-LOAD=(target/release/examples/features_load --url "http://127.0.0.1:$PORT" --users "$USERS" --concurrency 32)
+LOAD=(target/release/examples/features_load --url "http://127.0.0.1:$PORT" --users "$USERS" --concurrency 32
+      --token bench-scheduler-token)
 "${LOAD[@]}" --requests 20000 >/dev/null   # warm-up
 "${LOAD[@]}" --requests 300000
 for rate in 2000 5000 10000; do

@@ -27,6 +27,9 @@ struct Args {
     /// Users the requests are spread over (all must have features).
     #[arg(long, default_value_t = 100_000)]
     users: usize,
+    /// The server's scheduler token.
+    #[arg(long, env = "NUDGE_SCHEDULER_TOKEN")]
+    token: String,
 }
 
 #[tokio::main]
@@ -44,8 +47,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect(),
     );
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", args.token).parse()?,
+    );
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
+        .default_headers(headers)
         .build()?;
     let report = support::drive(args.requests, args.concurrency, args.rate, move |i| {
         let (client, urls) = (client.clone(), urls.clone());

@@ -151,17 +151,25 @@ fn app(db: &TestDb, online: OnlineStore) -> axum::Router {
     ))
 }
 
-/// `GET /v1/features/{user}`: the status and the raw body.
+/// `GET /v1/features/{user}` with the scheduler token: the status and the raw body.
 async fn get_features(app: &axum::Router, user: &str) -> (StatusCode, String) {
-    get_raw(app, &format!("/v1/features/{user}")).await
+    get_raw(
+        app,
+        &format!("/v1/features/{user}"),
+        Some(common::SCHEDULER_TOKEN),
+    )
+    .await
 }
 
-/// GETs any path: status and raw body.
-async fn get_raw(app: &axum::Router, path: &str) -> (StatusCode, String) {
-    let response =
-        tower::ServiceExt::oneshot(app.clone(), Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+/// GETs any path, with a bearer token if given: status and raw body.
+async fn get_raw(app: &axum::Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = tower::ServiceExt::oneshot(app.clone(), request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
@@ -356,7 +364,7 @@ async fn get_features_answers_from_the_embedded_store_and_follows_refreshes() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The freshness gauges are on /metrics.
-    let (_, metrics) = get_raw(&app, "/metrics").await;
+    let (_, metrics) = get_raw(&app, "/metrics", None).await;
     for gauge in [
         "nudge_features_lag_seconds",
         "nudge_features_snapshot_age_seconds",

@@ -425,6 +425,25 @@ async fn tokens_are_scoped() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(send(&s.app, reload(ADMIN_TOKEN)).await.0, StatusCode::OK);
+    // A user's features are theirs: the feature read takes the scheduler scope too.
+    let features = |token: Option<&str>| {
+        let mut request = Request::get("/v1/features/u1");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    for token in [None, Some(ADMIN_TOKEN)] {
+        assert_eq!(
+            send(&s.app, features(token)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Nothing is materialised for u1: past the token check, the store answers 404.
+    assert_eq!(
+        send(&s.app, features(Some(SCHEDULER_TOKEN))).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

@@ -43,9 +43,10 @@ pub struct FeaturesBody<'a> {
 
 /// `GET /v1/features/{user_id}`: the user's newest materialised features, in catalog order.
 #[utoipa::path(get, path = "/v1/features/{user_id}", tag = "features",
+    security(("scheduler" = [])),
     params(("user_id" = String, Path, description = "the user's id")),
-    responses((status = 200, body = FeaturesBody), (status = 404, body = ErrorBody),
-              (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = FeaturesBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_features(
     State(ctx): State<ApiContext>,
     Path(user_id): Path<String>,

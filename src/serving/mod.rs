@@ -387,6 +387,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/score", post(score::score))
         .route("/v1/churn", post(churn::churn))
         .route("/v1/paywall", post(paywall::paywall))
+        .route("/v1/features/{user_id}", get(features::get_features))
         .route_layer(middleware::from_fn_with_state(
             ctx.clone(),
             admin::scheduler_scope,
@@ -420,7 +421,6 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/capture/", post(ingest::capture))
         .route("/e/", post(ingest::capture))
         .route("/i/v0/e/", post(ingest::capture))
-        .route("/v1/features/{user_id}", get(features::get_features))
         .route("/dashboard", get(dashboard::dashboard))
         .layer(limits);
     Router::new()

@@ -110,13 +110,16 @@ mod tests {
         let required = &schemas["ScoreRequest"]["required"];
         assert!(required.as_array().unwrap().contains(&"user_id".into()));
         assert!(!required.as_array().unwrap().contains(&"now".into()));
-        assert_eq!(
-            doc["paths"]["/v1/score"]["post"]["security"][0]
-                .as_object()
-                .unwrap()
-                .keys()
-                .collect::<Vec<_>>(),
-            ["scheduler"]
-        );
+        for (path, method) in [("/v1/score", "post"), ("/v1/features/{user_id}", "get")] {
+            assert_eq!(
+                doc["paths"][path][method]["security"][0]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .collect::<Vec<_>>(),
+                ["scheduler"],
+                "{path}"
+            );
+        }
     }
 }
