@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// Milliseconds a request may take before it is answered 503 with Retry-After.
     #[arg(long, env = "NUDGE_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+    /// Seconds the dashboard keeps its KPI section before computing it again (the query
+    /// reads the decision log's last week); 0 = every page load.
+    #[arg(long, env = "NUDGE_DASHBOARD_KPI_SECS", default_value_t = 300)]
+    pub dashboard_kpi_secs: u64,
 }
 
 /// The key user ids are hashed with; both binaries must use the same one.
@@ -243,6 +247,8 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// Longest a request may take.
     pub request_timeout: std::time::Duration,
+    /// How long the dashboard keeps its KPI section.
+    pub dashboard_kpi_every: std::time::Duration,
     /// Whether insecure dev defaults are in force.
     pub dev: bool,
 }
@@ -280,6 +286,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 .then(|| std::time::Duration::from_secs(args.controller_tick_secs)),
             max_in_flight: args.max_in_flight as usize,
             request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+            dashboard_kpi_every: std::time::Duration::from_secs(args.dashboard_kpi_secs),
             dev: args.key.dev,
         })
     }

@@ -40,7 +40,17 @@ struct Instance {
 
 /// An instance over `db` loaded from `dir`, with the controller state read as at start.
 async fn instance(db: &TestDb, dir: &Path) -> Instance {
+    instance_with(db, dir, |_| {}).await
+}
+
+/// [`instance`], with the test configuration changed by `configure`.
+async fn instance_with(
+    db: &TestDb,
+    dir: &Path,
+    configure: impl FnOnce(&mut nudge::config::ServeConfig),
+) -> Instance {
     let mut cfg = config(&db.url);
+    configure(&mut cfg);
     cfg.models_dir = dir.join("models");
     cfg.policy_path = dir.join("policy.yaml");
     let ctx = ApiContext::new(
@@ -551,4 +561,51 @@ async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_k
         "{page}"
     );
     assert!(page.contains("canary − control:"), "{page}");
+}
+
+#[tokio::test]
+async fn the_dashboard_computes_its_kpis_at_most_once_per_interval() {
+    let (db, dir, fresh) = setup("").await;
+    let kept = instance_with(&db, &dir.0, |cfg| {
+        cfg.dashboard_kpi_every = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let page = |app: Router| async move {
+        let request = axum::http::Request::get("/dashboard")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (status, _, body) = common::send_raw(&app, request).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let newest = |at: DateTime<Utc>| format!("→ {}, outcomes", at.to_rfc3339());
+    let computed_at = |page: &str| {
+        let at = page.split("computed at ").nth(1).unwrap();
+        at[..at.find(' ').unwrap()].to_owned()
+    };
+
+    let at = t0();
+    arm_sends(&db, "canary", 20, at, 5, 0).await;
+    let first = page(kept.app.clone()).await;
+    assert!(first.contains(&newest(at)), "{first}");
+
+    // A later decision: the kept section still shows the first computation, while the
+    // rest of the page (here a rollout change) is read at every load.
+    decision(&db, "late", "control", at + Duration::hours(1), None).await;
+    let (status, _) = admin(
+        &kept.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "shadow", "reason": "paused"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let second = page(kept.app.clone()).await;
+    assert!(second.contains("mode shadow"), "{second}");
+    assert!(second.contains(&newest(at)), "{second}");
+    assert_eq!(computed_at(&second), computed_at(&first));
+
+    // An instance that keeps nothing (interval 0) sees the new decision.
+    let now = page(fresh.app.clone()).await;
+    assert!(now.contains(&newest(at + Duration::hours(1))), "{now}");
 }

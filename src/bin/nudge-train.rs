@@ -537,6 +537,7 @@ impl DemoServer {
             controller_tick: None,
             max_in_flight: 512,
             request_timeout: std::time::Duration::from_secs(10),
+            dashboard_kpi_every: std::time::Duration::from_secs(300),
             dev: false,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

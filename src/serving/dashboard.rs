@@ -6,9 +6,11 @@
 //!
 //! It holds aggregates only, never a user, like `/metrics`: it is read-only and needs
 //! no token. Keep it on the internal network as `/metrics` is kept. It refreshes every
-//! 30 seconds.
+//! 30 seconds; the KPIs, which read the decision log's whole week, are computed at most
+//! once per `--dashboard-kpi-secs` however many pages are open ([`KpiCache`]).
 
 use std::fmt::Write;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::response::Html;
@@ -48,6 +50,79 @@ fn section(out: &mut String, title: &str, text: &str) {
     );
 }
 
+/// The KPI section as last computed.
+struct KpiSection {
+    /// When it was computed (shown on the page).
+    computed_at: DateTime<Utc>,
+    /// When it was computed, for its age.
+    computed: Instant,
+    /// The section's text.
+    text: String,
+}
+
+/// The dashboard's KPI section, kept between page loads. The query behind it reads a week
+/// of decisions and their outcomes (seconds on a large log), so an open page refreshing
+/// every 30 seconds must not run it each time; and loads that arrive together wait for
+/// one computation (the lock is held across it) instead of each starting their own.
+#[derive(Default)]
+pub struct KpiCache(tokio::sync::Mutex<Option<KpiSection>>);
+
+impl KpiCache {
+    /// The section and when it was computed: the kept one if younger than `every`, else
+    /// a new one from `compute`. A failed computation keeps nothing and reports the error.
+    async fn get<F>(
+        &self,
+        every: std::time::Duration,
+        compute: F,
+    ) -> Result<(DateTime<Utc>, String), ApiError>
+    where
+        F: Future<Output = Result<String, ApiError>>,
+    {
+        let mut kept = self.0.lock().await;
+        if let Some(section) = kept.as_ref().filter(|s| s.computed.elapsed() < every) {
+            return Ok((section.computed_at, section.text.clone()));
+        }
+        let (computed, computed_at) = (Instant::now(), Utc::now());
+        let text = compute.await?;
+        *kept = Some(KpiSection {
+            computed_at,
+            computed,
+            text: text.clone(),
+        });
+        Ok((computed_at, text))
+    }
+}
+
+/// Per-arm KPIs of the decision log's last seven days, as the dashboard shows them.
+async fn kpi_section(ctx: &ApiContext) -> Result<String, ApiError> {
+    let (newest, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT (SELECT max(decided_at) FROM serving.decisions), (SELECT max(ts) FROM silver.events)",
+    )
+    .fetch_one(&ctx.pool)
+    .await
+    .map_err(unavailable)?;
+    let Some(newest) = newest else {
+        return Ok("the decision log is empty".to_owned());
+    };
+    let from = newest - Duration::days(7);
+    let observed = observed.unwrap_or(newest);
+    let arms = kpi::arms(&ctx.pool, from, newest + Duration::seconds(1), observed)
+        .await
+        .map_err(unavailable)?;
+    Ok(format!(
+        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{}",
+        from.to_rfc3339(),
+        newest.to_rfc3339(),
+        observed.to_rfc3339(),
+        kpi::table(&arms)
+    ))
+}
+
+/// A store error while gathering the page.
+fn unavailable(e: sqlx::Error) -> ApiError {
+    ApiError::Unavailable(format!("dashboard data: {e}"))
+}
+
 /// `GET /dashboard`: rollout, controller, guardrails and KPIs on one page.
 #[utoipa::path(get, path = "/dashboard", tag = "operations",
     responses((status = 200, content_type = "text/html", body = String),
@@ -55,16 +130,9 @@ fn section(out: &mut String, title: &str, text: &str) {
 pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, ApiError> {
     let rollout = rollout_view(&ctx)?;
     let loaded = ctx.current()?;
-    let unavailable = |e: sqlx::Error| ApiError::Unavailable(format!("dashboard data: {e}"));
     let stored = tick::load(&ctx.pool).await.map_err(unavailable)?;
     let steps = tick::history(&ctx.pool, STEPS).await.map_err(unavailable)?;
     let checks = tick::latest_checks(&ctx.pool).await.map_err(unavailable)?;
-    let (newest, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT max(decided_at) FROM serving.decisions), (SELECT max(ts) FROM silver.events)",
-    )
-    .fetch_one(&ctx.pool)
-    .await
-    .map_err(unavailable)?;
 
     let mut out = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
@@ -143,23 +211,15 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
     };
     section(&mut out, "Guardrails", &text);
 
-    let text = match newest {
-        None => "the decision log is empty".to_owned(),
-        Some(newest) => {
-            let from = newest - Duration::days(7);
-            let observed = observed.unwrap_or(newest);
-            let arms = kpi::arms(&ctx.pool, from, newest + Duration::seconds(1), observed)
-                .await
-                .map_err(unavailable)?;
-            format!(
-                "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{}",
-                from.to_rfc3339(),
-                newest.to_rfc3339(),
-                observed.to_rfc3339(),
-                kpi::table(&arms)
-            )
-        }
-    };
+    let (computed_at, text) = ctx
+        .dashboard_kpis
+        .get(ctx.dashboard_kpi_every, kpi_section(&ctx))
+        .await?;
+    let text = format!(
+        "computed at {} (at most every {} s)\n{text}",
+        computed_at.to_rfc3339(),
+        ctx.dashboard_kpi_every.as_secs()
+    );
     section(&mut out, "KPIs by arm, last 7 days of decisions", &text);
     out.push_str("</body></html>\n");
     Ok(Html(out))
@@ -168,6 +228,33 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_kpi_section_is_kept_for_its_interval_and_a_failure_keeps_nothing() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runs = AtomicUsize::new(0);
+        let compute = |fail: bool| {
+            let run = runs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err(ApiError::Unavailable("down".into()))
+                } else {
+                    Ok(format!("run {run}"))
+                }
+            }
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        let cache = KpiCache::default();
+        assert!(cache.get(hour, compute(true)).await.is_err());
+        let (at, first) = cache.get(hour, compute(false)).await.unwrap();
+        assert_eq!(first, "run 1", "the failure kept nothing");
+        assert_eq!(cache.get(hour, compute(false)).await.unwrap(), (at, first));
+        let (_, again) = cache
+            .get(std::time::Duration::ZERO, compute(false))
+            .await
+            .unwrap();
+        assert_eq!(again, "run 3", "past its interval it is computed again");
+    }
 
     #[test]
     fn html_special_characters_are_escaped() {

@@ -112,6 +112,10 @@ pub struct Inner {
     pub max_in_flight: usize,
     /// Longest a request may take.
     pub request_timeout: Duration,
+    /// The dashboard's KPI section between page loads.
+    pub dashboard_kpis: dashboard::KpiCache,
+    /// How long the dashboard's KPI section is kept before it is computed again.
+    pub dashboard_kpi_every: Duration,
 }
 
 impl std::ops::Deref for ApiContext {
@@ -150,6 +154,8 @@ impl ApiContext {
             admin_token: config.admin_token.clone(),
             max_in_flight: config.max_in_flight,
             request_timeout: config.request_timeout,
+            dashboard_kpis: dashboard::KpiCache::default(),
+            dashboard_kpi_every: config.dashboard_kpi_every,
             pool,
             hasher: config.hasher.clone(),
             webhook_secret: config.webhook_secret.clone(),

@@ -164,6 +164,7 @@ pub fn config(url: &str) -> ServeConfig {
         controller_tick: None,
         max_in_flight: 512,
         request_timeout: Duration::from_secs(20),
+        dashboard_kpi_every: Duration::ZERO,
         dev: false,
     }
 }
