@@ -516,6 +516,22 @@ async fn held_steps_accumulate_sends_until_there_are_enough() {
     );
 }
 
+/// `GET /dashboard`: the page, checked to be a 200 in HTML.
+async fn dashboard(app: &Router) -> String {
+    let request = axum::http::Request::get("/dashboard")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, body) = common::send_raw(app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 #[tokio::test]
 async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_kpis() {
     let (db, _dir, one) = setup(
@@ -535,18 +551,7 @@ async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_k
     .await;
     assert_eq!(status, StatusCode::OK);
 
-    let request = axum::http::Request::get("/dashboard")
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let (status, headers, body) = common::send_raw(&one.app, request).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let page = String::from_utf8(body.to_vec()).unwrap();
+    let page = dashboard(&one.app).await;
     assert!(
         page.contains("mode shadow at 0% (from the runtime flag)"),
         "{page}"
@@ -570,14 +575,6 @@ async fn the_dashboard_computes_its_kpis_at_most_once_per_interval() {
         cfg.dashboard_kpi_every = std::time::Duration::from_secs(3600);
     })
     .await;
-    let page = |app: Router| async move {
-        let request = axum::http::Request::get("/dashboard")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let (status, _, body) = common::send_raw(&app, request).await;
-        assert_eq!(status, StatusCode::OK);
-        String::from_utf8(body.to_vec()).unwrap()
-    };
     let newest = |at: DateTime<Utc>| format!("→ {}, outcomes", at.to_rfc3339());
     let computed_at = |page: &str| {
         let at = page.split("computed at ").nth(1).unwrap();
@@ -586,7 +583,7 @@ async fn the_dashboard_computes_its_kpis_at_most_once_per_interval() {
 
     let at = t0();
     arm_sends(&db, "canary", 20, at, 5, 0).await;
-    let first = page(kept.app.clone()).await;
+    let first = dashboard(&kept.app).await;
     assert!(first.contains(&newest(at)), "{first}");
 
     // A later decision: the kept section still shows the first computation, while the
@@ -600,12 +597,12 @@ async fn the_dashboard_computes_its_kpis_at_most_once_per_interval() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let second = page(kept.app.clone()).await;
+    let second = dashboard(&kept.app).await;
     assert!(second.contains("mode shadow"), "{second}");
     assert!(second.contains(&newest(at)), "{second}");
     assert_eq!(computed_at(&second), computed_at(&first));
 
     // An instance that keeps nothing (interval 0) sees the new decision.
-    let now = page(fresh.app.clone()).await;
+    let now = dashboard(&fresh.app).await;
     assert!(now.contains(&newest(at + Duration::hours(1))), "{now}");
 }
