@@ -318,6 +318,12 @@ pub fn train(
     let (mut card, test_probabilities) =
         evaluate_on(spec, table, &partition, &model, oracle, champion)?;
     card.candidates = results;
+    let train_positives = partition.train.iter().filter(|&&r| table.labels[r]).count();
+    card.notes.extend(thin_training_note(
+        train_positives,
+        partition.train.len() - train_positives,
+        model.preprocessing.width(),
+    ));
     card.valid_log_loss_raw = log_loss(&raw, &valid_rows.labels);
     card.valid_log_loss_calibrated = log_loss(&calibrated, &valid_rows.labels);
     card.training_seconds = started.elapsed().as_secs_f64();
@@ -326,6 +332,27 @@ pub fn train(
         model,
         card,
         test_probabilities,
+    })
+}
+
+/// Examples of the rarer class wanted per model input (the usual "events per variable"
+/// rule of thumb): below it a fit's coefficients and splits follow noise.
+const EXAMPLES_PER_INPUT: usize = 10;
+
+/// A warning for the card when the training window holds too few examples of its rarer
+/// class for the model's `inputs` (columns after preprocessing); `None` when enough.
+fn thin_training_note(positives: usize, negatives: usize, inputs: usize) -> Option<String> {
+    let (rarer, class) = if positives <= negatives {
+        (positives, "positive")
+    } else {
+        (negatives, "negative")
+    };
+    (rarer < EXAMPLES_PER_INPUT * inputs).then(|| {
+        format!(
+            "the training window holds only {rarer} {class} examples for {inputs} model inputs \
+             (fewer than {EXAMPLES_PER_INPUT} per input): the fit may follow noise; a longer \
+             data window would help"
+        )
     })
 }
 
@@ -699,4 +726,22 @@ pub fn promote(registry: &Registry, name: &str, version: &str) -> Result<Card, T
     }
     registry.set_champion(name, version)?;
     Ok(card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_training_window_thin_in_its_rarer_class_is_noted() {
+        assert_eq!(thin_training_note(300, 5_000, 30), None);
+        assert_eq!(thin_training_note(5_000, 300, 30), None);
+        let note = thin_training_note(59, 1_347, 30).unwrap();
+        assert!(
+            note.contains("only 59 positive examples for 30 model inputs"),
+            "{note}"
+        );
+        let note = thin_training_note(1_347, 59, 30).unwrap();
+        assert!(note.contains("59 negative examples"), "{note}");
+    }
 }
