@@ -447,6 +447,60 @@ async fn tokens_are_scoped() {
 }
 
 #[tokio::test]
+async fn an_oversized_body_an_unknown_route_and_a_wrong_method_get_json_errors() {
+    let (_db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
+    let padded = |bytes: usize| {
+        let mut body = request("u1", "2026-11-22T12:00:00Z", &["contact_reminder"]);
+        let size = body.to_string().len();
+        body["padding"] = json!("x".repeat(bytes - size - r#","padding":"""#.len()));
+        assert_eq!(body.to_string().len(), bytes);
+        body
+    };
+    let limit = nudge::serving::body::SCHEDULER_LIMIT;
+    let (status, _) = score(&s.app, &padded(limit)).await;
+    assert_eq!(status, StatusCode::OK, "a body at the limit is read");
+    let (status, body) = score(&s.app, &padded(limit + 1)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_eq!(body["error"]["field"], "body");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&limit.to_string()),
+        "{body}"
+    );
+
+    let rollout = Request::put("/admin/rollout")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Body::from(vec![
+            b' ';
+            nudge::serving::body::ADMIN_LIMIT + 1
+        ]))
+        .unwrap();
+    let (status, _, body) = send(&s.app, rollout).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    let (status, _, body) = send(
+        &s.app,
+        Request::get("/v2/score").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("not_found"))
+    );
+    let wrong_method = Request::get("/v1/score")
+        .header("authorization", format!("Bearer {SCHEDULER_TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&s.app, wrong_method).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert_eq!(headers["allow"], "POST");
+}
+
+#[tokio::test]
 async fn malformed_requests_get_a_422_naming_the_field() {
     let (_db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let (status, body) = score(&s.app, &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]})).await;

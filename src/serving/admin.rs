@@ -4,7 +4,6 @@
 //! `/admin/rollout` and `/admin/kill-switch` set the runtime flags every replica follows.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -15,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::ApiContext;
+use super::body::{ADMIN_LIMIT, LimitedBody};
 use super::error::{ApiError, ErrorBody};
 use crate::policy::Mode;
 use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
@@ -196,10 +196,11 @@ pub async fn get_rollout(State(ctx): State<ApiContext>) -> Result<Json<RolloutVi
 #[utoipa::path(put, path = "/admin/rollout", tag = "admin", security(("admin" = [])),
     request_body(content = Object, description = r#"{"mode": "off|shadow|canary|full", "canary_percent": 0..100 (required for canary), "reason": "..."}"#),
     responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn put_rollout(
     State(ctx): State<ApiContext>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody<ADMIN_LIMIT>,
 ) -> Result<Json<RolloutView>, ApiError> {
     let body = parse_object(&body)?;
     let mode = match body.get("mode") {
@@ -246,10 +247,11 @@ pub async fn delete_rollout(State(ctx): State<ApiContext>) -> Result<Json<Rollou
 #[utoipa::path(post, path = "/admin/kill-switch", tag = "admin", security(("admin" = [])),
     request_body(content = Object, description = r#"{"on": true|false, "reason": "..."}"#),
     responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn kill_switch(
     State(ctx): State<ApiContext>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody<ADMIN_LIMIT>,
 ) -> Result<Json<RolloutView>, ApiError> {
     let body = parse_object(&body)?;
     let on = match body.get("on") {

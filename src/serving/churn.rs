@@ -5,13 +5,13 @@
 use std::collections::HashSet;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ApiContext;
+use super::body::{LimitedBody, SCHEDULER_LIMIT};
 use super::error::{ApiError, ErrorBody};
 use super::score::ModelRef;
 use super::served::{RequestContext, Served};
@@ -97,10 +97,11 @@ pub struct ChurnResponse {
 #[utoipa::path(post, path = "/v1/churn", tag = "scoring", request_body = ChurnRequest,
     security(("scheduler" = [])),
     responses((status = 200, body = ChurnResponse), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn churn(
     State(ctx): State<ApiContext>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody<SCHEDULER_LIMIT>,
 ) -> Result<Json<ChurnResponse>, ApiError> {
     let request = ChurnRequest::parse(&body)?;
     let loaded = ctx.current()?;

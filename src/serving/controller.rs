@@ -3,12 +3,12 @@
 //! loop now, or at a given time when a simulation drives it).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ApiContext;
+use super::body::{ADMIN_LIMIT, LimitedBody};
 use super::error::{ApiError, ErrorBody};
 use crate::control::tick::{self, StepRecord, Stored, TickReport};
 
@@ -103,10 +103,11 @@ pub async fn get_controller(
 #[utoipa::path(post, path = "/admin/controller/tick", tag = "admin", security(("admin" = [])),
     request_body(content = Object, description = r#"{"at": "2026-03-01T00:00:00Z"} (optional)"#),
     responses((status = 200, body = TickReport), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn post_tick(
     State(ctx): State<ApiContext>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody<ADMIN_LIMIT>,
 ) -> Result<Json<TickReport>, ApiError> {
     let at = if body.iter().all(u8::is_ascii_whitespace) {
         Utc::now()

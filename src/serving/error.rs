@@ -3,7 +3,6 @@
 //! 503 with `Retry-After` for a dependency the request cannot do without.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -79,21 +78,15 @@ pub enum ApiError {
     /// The request took longer than the server allows.
     #[error("request took longer than {0:?}; retry shortly")]
     TimedOut(std::time::Duration),
+    /// No route has this path.
+    #[error("no such route")]
+    NoRoute,
+    /// The route exists but not with this method (the `Allow` header lists its methods).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// A bug: a handler panicked.
     #[error("internal error")]
     Internal,
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::Payload(PayloadError::TooLarge {
-                limit: crate::ingest::wire::MAX_BODY_BYTES,
-            })
-        } else {
-            ApiError::UnreadableBody(rejection.body_text())
-        }
-    }
 }
 
 impl From<IngestError> for ApiError {
@@ -164,6 +157,10 @@ impl ApiError {
             ApiError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user", Some("user_id")),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", None),
             ApiError::TimedOut(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
     }

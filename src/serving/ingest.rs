@@ -1,13 +1,13 @@
 //! Ingest endpoints: the signed webhook (`POST /v1/events`) and the PostHog capture API.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::ApiContext;
+use super::body::LimitedBody;
 use super::error::{ApiError, ErrorBody};
 use crate::ingest::IngestReport;
 use crate::ingest::event::Source;
@@ -59,9 +59,8 @@ pub async fn capture(
     State(ctx): State<ApiContext>,
     Query(query): Query<CaptureQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody<{ wire::MAX_BODY_BYTES }>,
 ) -> Result<Json<IngestReport>, ApiError> {
-    let body = body?;
     let expected = ctx
         .posthog_token
         .as_deref()
@@ -81,13 +80,13 @@ pub async fn capture(
     request_body(content = Object, description = "a webhook event ({event, person}) or an array of them"),
     params(("X-Nudge-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of the raw body>")),
     responses((status = 200, body = IngestReport), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn webhook(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBody(body): LimitedBody<{ wire::MAX_BODY_BYTES }>,
 ) -> Result<Json<IngestReport>, ApiError> {
-    let body = body?;
     let secret = ctx
         .webhook_secret
         .as_deref()

@@ -4,6 +4,7 @@
 //! [`error`]. Start-up refuses a database whose schema this build does not know.
 
 pub mod admin;
+pub mod body;
 pub mod churn;
 pub mod controller;
 pub mod dashboard;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,7 +58,6 @@ use crate::features::row::FeatureRow;
 use crate::ingest::Ingestor;
 use crate::ingest::catalog::{Catalog, CatalogError};
 use crate::ingest::hashing::UserHasher;
-use crate::ingest::wire::MAX_BODY_BYTES;
 use crate::store::online::{FeatureLookup, OnlineStore};
 use crate::store::{StoreError, database};
 use crate::telemetry;
@@ -435,8 +435,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .route_layer(middleware::from_fn(record_latency))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))

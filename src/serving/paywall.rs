@@ -5,7 +5,6 @@
 //! every answer is logged to `serving.paywall_decisions`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -13,6 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiContext;
+use super::body::{LimitedBody, SCHEDULER_LIMIT};
 use super::decisions::PaywallDecision;
 use super::error::{ApiError, ErrorBody};
 use super::score::{ModelRef, string_field};
@@ -104,10 +104,11 @@ pub struct PaywallResponse {
 #[utoipa::path(post, path = "/v1/paywall", tag = "scoring", request_body = PaywallRequest,
     security(("scheduler" = [])),
     responses((status = 200, body = PaywallResponse), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn paywall(
     State(ctx): State<ApiContext>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody<SCHEDULER_LIMIT>,
 ) -> Result<Json<PaywallResponse>, ApiError> {
     let request = PaywallRequest::parse(&body, Utc::now())?;
     let loaded = ctx.current()?;

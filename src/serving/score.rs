@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -19,6 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiContext;
+use super::body::{LimitedBody, SCHEDULER_LIMIT};
 use super::decisions::{Decision, LoggedCandidate};
 use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
@@ -264,10 +264,11 @@ pub fn choose(candidates: usize, scores: Option<&[f64]>, threshold: f64) -> Choi
 #[utoipa::path(post, path = "/v1/score", tag = "scoring", request_body = ScoreRequest,
     security(("scheduler" = [])),
     responses((status = 200, body = ScoreResponse), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
 pub async fn score(
     State(ctx): State<ApiContext>,
-    body: Bytes,
+    LimitedBody(body): LimitedBody<SCHEDULER_LIMIT>,
 ) -> Result<Json<ScoreResponse>, ApiError> {
     let request = ScoreRequest::parse(&body, Utc::now())?;
     let loaded = ctx.current()?;
