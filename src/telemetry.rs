@@ -15,6 +15,9 @@ pub const DECISIONS: &str = "nudge_decisions_total";
 pub const DECISION_QUEUE_DEPTH: &str = "nudge_decision_log_queue_depth";
 /// Counter of decisions the log could not keep (queue full).
 pub const DECISION_LOG_DROPPED: &str = "nudge_decision_log_dropped_total";
+/// Counter of decisions Postgres refused as data (each logged by request id; retrying the
+/// same row cannot succeed, so it is not retried and does not hold up the others).
+pub const DECISION_LOG_REFUSED: &str = "nudge_decision_log_refused_total";
 /// Counter of decisions written to Postgres.
 pub const DECISIONS_LOGGED: &str = "nudge_decision_log_written_total";
 /// Counter of failed decision-log batch writes (each is retried).

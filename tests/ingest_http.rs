@@ -96,6 +96,24 @@ async fn a_mixed_batch_keeps_its_good_events_and_names_each_bad_one() {
 }
 
 #[tokio::test]
+async fn a_nul_character_in_a_string_property_rejects_that_event_alone() {
+    let t = TestApp::new().await;
+    let sent = |id: &str| {
+        json!({"event": "notification_sent", "distinct_id": "u1",
+               "timestamp": "2026-11-22T10:00:00Z",
+               "properties": {"notification_id": id, "notif_type": "weekly_digest"}})
+    };
+    let events = vec![sent("n-1"), sent("n-\u{0}2"), sent("n-3")];
+    let (status, body) = t.capture(&batch(events)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 2);
+    assert_eq!(
+        body["rejected"],
+        json!([{"index": 1, "reason": "invalid_property", "field": "properties.notification_id"}])
+    );
+}
+
+#[tokio::test]
 async fn malformed_json_gets_a_400_naming_the_body() {
     let t = TestApp::new().await;
     let (status, body) = t

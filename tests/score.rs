@@ -506,6 +506,70 @@ async fn malformed_requests_get_a_422_naming_the_field() {
     let (status, body) = score(&s.app, &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["field"], "candidates[1].id");
+    // Control characters have no place in an id (and Postgres cannot store a NUL).
+    let (status, body) = score(
+        &s.app,
+        &json!({"user_id": "u1", "candidates": [{"id": "a\u{0}b", "type": "t"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "candidates[0].id");
+    let (status, body) = score(
+        &s.app,
+        &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t\n"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "candidates[0].type");
+    let (status, body) = post_v1(&s.app, "/v1/churn", &json!({"user_ids": ["u1", "u\u{7}"]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "user_ids[1]");
+    let (status, body) = post_v1(
+        &s.app,
+        "/v1/paywall",
+        &json!({"user_id": "u1", "placement": "x\u{0}"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "placement");
+}
+
+#[tokio::test]
+async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others() {
+    use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate};
+    let db = TestDb::migrated().await;
+    let decision = |candidate: &str| Decision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: chrono::Utc::now(),
+        user_hash: "h".into(),
+        arm: "shadow",
+        cold_start: true,
+        model_version: None,
+        policy_version: "p".into(),
+        threshold: 0.3,
+        sent: None,
+        model_choice: None,
+        baseline_choice: Some(candidate.into()),
+        candidates: vec![LoggedCandidate {
+            id: candidate.into(),
+            notif_type: "t".into(),
+            score: None,
+            send: false,
+            reason: "not_selected",
+        }],
+    };
+    let (log, writer) = DecisionLog::start(db.pool.clone());
+    log.record(decision("first"));
+    // Postgres stores no NUL character: the whole batch insert fails on this row.
+    log.record(decision("bad\u{0}id"));
+    log.record(decision("last"));
+    writer.finish(std::time::Duration::from_secs(20)).await;
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT baseline_choice FROM serving.decisions ORDER BY request_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, ["first", "last"]);
 }
 
 #[tokio::test]
@@ -688,6 +752,7 @@ async fn a_bad_rollout_change_is_refused_naming_the_field() {
             "canary_percent",
         ),
         (json!({"mode": "full", "reason": 3}), "reason"),
+        (json!({"mode": "full", "reason": "a\u{0}b"}), "reason"),
     ] {
         let (status, error) = admin(&s.app, "PUT", "/admin/rollout", Some(body.clone())).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");

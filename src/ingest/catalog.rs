@@ -234,7 +234,10 @@ impl EventRule {
             };
             let invalid = || PropertyViolation::Invalid(rule.name.clone());
             let stored = match (&rule.kind, value) {
-                (PropertyType::String, Value::String(s)) if s.chars().count() <= MAX_STRING_LEN => {
+                // Postgres stores no NUL character: one would fail the event's whole batch.
+                (PropertyType::String, Value::String(s))
+                    if s.chars().count() <= MAX_STRING_LEN && !s.contains('\0') =>
+                {
                     value.clone()
                 }
                 (PropertyType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => {

@@ -176,10 +176,11 @@ fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError>
 fn reason_field(body: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
     match body.get("reason") {
         None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(r)) if r.len() <= 500 => Ok(r.clone()),
+        // Postgres, where the flag may be kept, stores no NUL character.
+        Some(Value::String(r)) if r.len() <= 500 && !r.contains('\0') => Ok(r.clone()),
         Some(_) => Err(ApiError::invalid(
             "reason",
-            "must be a string of at most 500 bytes",
+            "must be a string of at most 500 bytes without NUL characters",
         )),
     }
 }

@@ -48,21 +48,14 @@ impl ChurnRequest {
         let user_ids = items
             .iter()
             .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(id) if !id.is_empty() && id.len() <= 256 => {
-                    if seen.insert(id.as_str()) {
-                        Ok(id.clone())
-                    } else {
-                        Err(ApiError::invalid(
-                            format!("user_ids[{i}]"),
-                            format!("duplicate user id {id:?}"),
-                        ))
-                    }
+            .map(|(i, item)| {
+                let path = format!("user_ids[{i}]");
+                let id = super::score::identifier(item.as_str(), &path, 256)?;
+                if seen.insert(id.clone()) {
+                    Ok(id)
+                } else {
+                    Err(ApiError::invalid(path, format!("duplicate user id {id:?}")))
                 }
-                _ => Err(ApiError::invalid(
-                    format!("user_ids[{i}]"),
-                    "must be a non-empty string of at most 256 bytes",
-                )),
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { user_ids })

@@ -3,7 +3,9 @@
 //! `serving.paywall_decisions`. A request never waits for
 //! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
 //! queue is full is an entry refused, and every refused entry is counted in
-//! `nudge_decision_log_dropped_total`.
+//! `nudge_decision_log_dropped_total`. A batch Postgres refuses as data (an entry it
+//! cannot store) is written entry by entry, so the one bad entry is counted in
+//! `nudge_decision_log_refused_total` and logged, and the others are kept.
 
 use std::time::Duration;
 
@@ -110,6 +112,16 @@ pub enum Entry {
     Paywall(PaywallDecision),
 }
 
+impl Entry {
+    /// The request id of the answer logged.
+    pub fn request_id(&self) -> Uuid {
+        match self {
+            Entry::Notification(d) => d.request_id,
+            Entry::Paywall(d) => d.request_id,
+        }
+    }
+}
+
 impl From<Decision> for Entry {
     fn from(decision: Decision) -> Self {
         Entry::Notification(decision)
@@ -178,24 +190,48 @@ async fn write_batches(
             // Stop taking new entries; what is queued is still received, then 0 ends the loop.
             _ = stop.changed() => { receiver.close(); continue; }
         }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match insert_entries(&pool, &batch).await {
-                Ok(()) => {
-                    metrics::counter!(telemetry::DECISIONS_LOGGED).increment(batch.len() as u64);
-                    break;
-                }
-                Err(e) => {
-                    metrics::counter!(telemetry::DECISION_LOG_ERRORS).increment(1);
-                    tracing::warn!(error = %e, entries = batch.len(), "decision log write failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+        if write_retrying(&pool, &batch).await.is_err() {
+            for entry in &batch {
+                if let Err(e) = write_retrying(&pool, std::slice::from_ref(entry)).await {
+                    metrics::counter!(telemetry::DECISION_LOG_REFUSED).increment(1);
+                    tracing::error!(error = %e, request_id = %entry.request_id(),
+                                    "decision refused by Postgres; not logged");
                 }
             }
         }
         batch.clear();
         metrics::gauge!(telemetry::DECISION_QUEUE_DEPTH).set(receiver.len() as f64);
     }
+}
+
+/// Writes `entries`, retrying with backoff while Postgres is unreachable or failing;
+/// returns the error when Postgres refuses the data itself, which no retry can change.
+async fn write_retrying(pool: &PgPool, entries: &[Entry]) -> Result<(), sqlx::Error> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match insert_entries(pool, entries).await {
+            Ok(()) => {
+                metrics::counter!(telemetry::DECISIONS_LOGGED).increment(entries.len() as u64);
+                return Ok(());
+            }
+            Err(e) if refused_as_data(&e) => return Err(e),
+            Err(e) => {
+                metrics::counter!(telemetry::DECISION_LOG_ERRORS).increment(1);
+                tracing::warn!(error = %e, entries = entries.len(), "decision log write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Whether Postgres refused the rows themselves: SQLSTATE class 22 (data exception, e.g.
+/// a NUL character) or 23 (integrity constraint).
+fn refused_as_data(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
 /// Inserts a batch, each kind into its table. A retry after a partial failure

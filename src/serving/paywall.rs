@@ -41,15 +41,11 @@ impl PaywallRequest {
             return Err(ApiError::invalid("body", "must be a JSON object"));
         }
         let user_id = super::score::user_id_field(&value)?;
-        let placement = match string_field(&value, "placement", "placement")? {
-            Some(p) if !p.is_empty() && p.len() <= 64 => p.to_owned(),
-            _ => {
-                return Err(ApiError::invalid(
-                    "placement",
-                    "required: a non-empty string of at most 64 bytes",
-                ));
-            }
-        };
+        let placement = super::score::identifier(
+            string_field(&value, "placement", "placement")?,
+            "placement",
+            64,
+        )?;
         let now = super::score::now_field(&value, server_now)?;
         Ok(Self {
             user_id,

@@ -71,15 +71,26 @@ pub(super) fn string_field<'a>(
     }
 }
 
-/// The required `user_id` of a request.
-pub(super) fn user_id_field(request: &Value) -> Result<String, ApiError> {
-    match string_field(request, "user_id", "user_id")? {
-        Some(id) if !id.is_empty() && id.len() <= 256 => Ok(id.to_owned()),
+/// A required identifier: a non-empty string of at most `max` bytes without control
+/// characters (an id has none, and Postgres refuses the NUL character outright: one such
+/// id in the decision log would stop its batch).
+pub(super) fn identifier(value: Option<&str>, path: &str, max: usize) -> Result<String, ApiError> {
+    match value {
+        Some(s) if !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control) => {
+            Ok(s.to_owned())
+        }
         _ => Err(ApiError::invalid(
-            "user_id",
-            "required: a non-empty string of at most 256 bytes",
+            path,
+            format!(
+                "required: a non-empty string of at most {max} bytes without control characters"
+            ),
         )),
     }
+}
+
+/// The required `user_id` of a request.
+pub(super) fn user_id_field(request: &Value) -> Result<String, ApiError> {
+    identifier(string_field(request, "user_id", "user_id")?, "user_id", 256)
 }
 
 /// The optional RFC 3339 `now` of a request, else `server_now`.
@@ -141,30 +152,18 @@ impl ScoreRequest {
                         "must be an object",
                     ));
                 }
-                let id = match string_field(item, "id", &path("id"))? {
-                    Some(id) if !id.is_empty() && id.len() <= 128 => id.to_owned(),
-                    _ => {
-                        return Err(ApiError::invalid(
-                            path("id"),
-                            "required: a non-empty string of at most 128 bytes",
-                        ));
-                    }
-                };
+                let id = identifier(string_field(item, "id", &path("id"))?, &path("id"), 128)?;
                 if !seen.insert(id.clone()) {
                     return Err(ApiError::invalid(
                         path("id"),
                         format!("duplicate candidate id {id:?}"),
                     ));
                 }
-                let notif_type = match string_field(item, "type", &path("type"))? {
-                    Some(t) if !t.is_empty() && t.len() <= 64 => t.to_owned(),
-                    _ => {
-                        return Err(ApiError::invalid(
-                            path("type"),
-                            "required: a non-empty string of at most 64 bytes",
-                        ));
-                    }
-                };
+                let notif_type = identifier(
+                    string_field(item, "type", &path("type"))?,
+                    &path("type"),
+                    64,
+                )?;
                 Ok(Candidate { id, notif_type })
             })
             .collect::<Result<_, _>>()?;
