@@ -503,35 +503,39 @@ async fn an_oversized_body_an_unknown_route_and_a_wrong_method_get_json_errors()
 #[tokio::test]
 async fn malformed_requests_get_a_422_naming_the_field() {
     let (_db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
-    let (status, body) = score(&s.app, &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t"}, {"id": "a", "type": "t"}]})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["field"], "candidates[1].id");
+    let candidates = |list: Value| json!({"user_id": "u1", "candidates": list});
     // Control characters have no place in an id (and Postgres cannot store a NUL).
-    let (status, body) = score(
-        &s.app,
-        &json!({"user_id": "u1", "candidates": [{"id": "a\u{0}b", "type": "t"}]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["field"], "candidates[0].id");
-    let (status, body) = score(
-        &s.app,
-        &json!({"user_id": "u1", "candidates": [{"id": "a", "type": "t\n"}]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["field"], "candidates[0].type");
-    let (status, body) = post_v1(&s.app, "/v1/churn", &json!({"user_ids": ["u1", "u\u{7}"]})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["field"], "user_ids[1]");
-    let (status, body) = post_v1(
-        &s.app,
-        "/v1/paywall",
-        &json!({"user_id": "u1", "placement": "x\u{0}"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["field"], "placement");
+    for (path, body, field) in [
+        (
+            "/v1/score",
+            candidates(json!([{"id": "a", "type": "t"}, {"id": "a", "type": "t"}])),
+            "candidates[1].id",
+        ),
+        (
+            "/v1/score",
+            candidates(json!([{"id": "a\u{0}b", "type": "t"}])),
+            "candidates[0].id",
+        ),
+        (
+            "/v1/score",
+            candidates(json!([{"id": "a", "type": "t\n"}])),
+            "candidates[0].type",
+        ),
+        (
+            "/v1/churn",
+            json!({"user_ids": ["u1", "u\u{7}"]}),
+            "user_ids[1]",
+        ),
+        (
+            "/v1/paywall",
+            json!({"user_id": "u1", "placement": "x\u{0}"}),
+            "placement",
+        ),
+    ] {
+        let (status, error) = post_v1(&s.app, path, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(error["error"]["field"], field, "{body}");
+    }
 }
 
 #[tokio::test]
