@@ -10,6 +10,7 @@
 //! once per `--dashboard-kpi-secs` however many pages are open ([`KpiCache`]).
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -62,10 +63,12 @@ struct KpiSection {
 
 /// The dashboard's KPI section, kept between page loads. The query behind it reads a week
 /// of decisions and their outcomes (seconds on a large log), so an open page refreshing
-/// every 30 seconds must not run it each time; and loads that arrive together wait for
-/// one computation (the lock is held across it) instead of each starting their own.
+/// every 30 seconds must not run it each time; loads that arrive together wait for one
+/// computation (the lock is held across it) instead of each starting their own; and the
+/// computation runs on its own task, so one that outlasts the request's timeout still
+/// leaves its result for the next load.
 #[derive(Default)]
-pub struct KpiCache(tokio::sync::Mutex<Option<KpiSection>>);
+pub struct KpiCache(Arc<tokio::sync::Mutex<Option<KpiSection>>>);
 
 impl KpiCache {
     /// The section and when it was computed: the kept one if younger than `every`, else
@@ -76,25 +79,29 @@ impl KpiCache {
         compute: F,
     ) -> Result<(DateTime<Utc>, String), ApiError>
     where
-        F: Future<Output = Result<String, ApiError>>,
+        F: Future<Output = Result<String, ApiError>> + Send + 'static,
     {
-        let mut kept = self.0.lock().await;
-        if let Some(section) = kept.as_ref().filter(|s| s.computed.elapsed() < every) {
-            return Ok((section.computed_at, section.text.clone()));
-        }
-        let (computed, computed_at) = (Instant::now(), Utc::now());
-        let text = compute.await?;
-        *kept = Some(KpiSection {
-            computed_at,
-            computed,
-            text: text.clone(),
+        let kept = self.0.clone();
+        let task = tokio::spawn(async move {
+            let mut kept = kept.lock().await;
+            if let Some(section) = kept.as_ref().filter(|s| s.computed.elapsed() < every) {
+                return Ok((section.computed_at, section.text.clone()));
+            }
+            let (computed, computed_at) = (Instant::now(), Utc::now());
+            let text = compute.await?;
+            *kept = Some(KpiSection {
+                computed_at,
+                computed,
+                text: text.clone(),
+            });
+            Ok((computed_at, text))
         });
-        Ok((computed_at, text))
+        task.await.map_err(|_| ApiError::Internal)?
     }
 }
 
 /// Per-arm KPIs of the decision log's last seven days, as the dashboard shows them.
-async fn kpi_section(ctx: &ApiContext) -> Result<String, ApiError> {
+async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
     let (newest, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT (SELECT max(decided_at) FROM serving.decisions), (SELECT max(ts) FROM silver.events)",
     )
@@ -213,7 +220,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
 
     let (computed_at, text) = ctx
         .dashboard_kpis
-        .get(ctx.dashboard_kpi_every, kpi_section(&ctx))
+        .get(ctx.dashboard_kpi_every, kpi_section(ctx.clone()))
         .await?;
     let text = format!(
         "computed at {} (at most every {} s)\n{text}",
@@ -254,6 +261,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, "run 3", "past its interval it is computed again");
+    }
+
+    #[tokio::test]
+    async fn a_computation_outlasting_its_request_is_kept_for_the_next_load() {
+        let hour = std::time::Duration::from_secs(3600);
+        let cache = KpiCache::default();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let slow = async move {
+            let _ = finished.await;
+            Ok("slow".to_owned())
+        };
+        // The request gives up (its timeout) before the computation ends.
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(20), cache.get(hour, slow)).await;
+        assert!(gave_up.is_err());
+        finish.send(()).unwrap();
+        let never = async { Err(ApiError::Unavailable("not computed again".into())) };
+        let (_, text) = cache.get(hour, never).await.unwrap();
+        assert_eq!(text, "slow");
     }
 
     #[test]
