@@ -797,9 +797,9 @@ async fn wait_for_logged(db: &TestDb, n: i64) {
     }
 }
 
-#[tokio::test]
-async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterwards() {
-    let db = TestDb::migrated().await;
+/// A shadow policy and a ranker in a new directory, and `db` behind a proxy that can
+/// cut it off: the directory, the proxy, and the database's URL through it.
+async fn behind_a_proxy(db: &TestDb) -> (TempDir, common::proxy::TcpProxy, String) {
     let dir = TempDir::new();
     write_ranker(&dir.0.join("models"), "v1");
     write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
@@ -811,6 +811,13 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
         &format!("postgres://postgres@{}", proxy.addr),
         1,
     );
+    (dir, proxy, via_proxy)
+}
+
+#[tokio::test]
+async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterwards() {
+    let db = TestDb::migrated().await;
+    let (dir, proxy, via_proxy) = behind_a_proxy(&db).await;
     let pool = nudge::store::database::connect(&via_proxy, 4)
         .await
         .unwrap();
@@ -845,6 +852,55 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
 
     proxy.restore();
     wait_for_logged(&db, 6).await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_the_decision_log_to_be_written() {
+    let db = TestDb::migrated().await;
+    let (dir, proxy, via_proxy) = behind_a_proxy(&db).await;
+    let mut cfg = config(&via_proxy);
+    cfg.models_dir = dir.0.join("models");
+    cfg.policy_path = dir.0.join("policy.yaml");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(nudge::serving::run_on(cfg, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // With Postgres out of reach the decisions wait in the log's queue.
+    proxy.cut();
+    for i in 0..20 {
+        let answer = client
+            .post(format!("{base}/v1/score"))
+            .bearer_auth(SCHEDULER_TOKEN)
+            .json(&request(
+                &format!("u{i}"),
+                "2026-11-22T12:00:00Z",
+                &["contact_reminder"],
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    }
+    assert_eq!(db.count("SELECT count(*) FROM serving.decisions").await, 0);
+    stop.send(()).unwrap();
+    proxy.restore();
+    // The server stops only once the queued decisions are written.
+    server.await.unwrap().unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM serving.decisions").await, 20);
 }
 
 #[tokio::test]
