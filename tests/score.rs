@@ -522,6 +522,12 @@ async fn malformed_requests_get_a_422_naming_the_field() {
             "candidates[0].type",
         ),
         (
+            "/v1/score",
+            json!({"user_id": "u1", "now": "2099-01-01T00:00:00Z",
+                   "candidates": [{"id": "a", "type": "t"}]}),
+            "now",
+        ),
+        (
             "/v1/churn",
             json!({"user_ids": ["u1", "u\u{7}"]}),
             "user_ids[1]",

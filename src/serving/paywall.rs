@@ -184,8 +184,9 @@ pub async fn paywall(
 mod tests {
     use super::*;
 
+    /// The server's clock in these tests: 2027-01-15.
     fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_000, 0).unwrap()
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
     #[test]

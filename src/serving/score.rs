@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::Value;
@@ -93,17 +93,35 @@ pub(super) fn user_id_field(request: &Value) -> Result<String, ApiError> {
     identifier(string_field(request, "user_id", "user_id")?, "user_id", 256)
 }
 
+/// How far a request's `now` may run ahead of the server's clock (clock skew). A later one
+/// is refused: a send reserved in the future would hold the user's quota (the minimum
+/// gap) until then, and a decision logged there would move the KPI windows with it.
+/// Earlier times are accepted: a simulation replays the past.
+pub const MAX_AHEAD: TimeDelta = TimeDelta::hours(1);
+
 /// The optional RFC 3339 `now` of a request, else `server_now`.
 pub(super) fn now_field(
     request: &Value,
     server_now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, ApiError> {
-    match string_field(request, "now", "now")? {
-        None => Ok(server_now),
-        Some(text) => Ok(DateTime::parse_from_rfc3339(text)
-            .map_err(|e| ApiError::invalid("now", format!("not an RFC 3339 time: {e}")))?
-            .to_utc()),
+    let Some(text) = string_field(request, "now", "now")? else {
+        return Ok(server_now);
+    };
+    let now = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| ApiError::invalid("now", format!("not an RFC 3339 time: {e}")))?
+        .to_utc();
+    if now > server_now + MAX_AHEAD {
+        return Err(ApiError::invalid(
+            "now",
+            format!(
+                "{} is more than {} h ahead of the server's clock ({})",
+                now.to_rfc3339(),
+                MAX_AHEAD.num_hours(),
+                server_now.to_rfc3339()
+            ),
+        ));
     }
+    Ok(now)
 }
 
 impl ScoreRequest {
@@ -413,8 +431,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The server's clock in these tests: 2027-01-15.
     fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_000, 0).unwrap()
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
     fn parse(body: Value) -> Result<ScoreRequest, String> {
@@ -437,6 +456,19 @@ mod tests {
         .unwrap();
         assert_eq!(r.now.to_rfc3339(), "2026-11-22T17:05:00+00:00");
         assert_eq!(r.timezone, Some(chrono_tz::Europe::Berlin));
+    }
+
+    #[test]
+    fn a_now_ahead_of_the_server_clock_beyond_the_skew_is_refused_and_any_past_one_accepted() {
+        let at = |t: DateTime<Utc>| {
+            parse(json!({"user_id": "u", "now": t.to_rfc3339(), "candidates": [{"id": "a", "type": "t"}]}))
+                .map(|r| r.now)
+        };
+        let skew = now() + MAX_AHEAD;
+        assert_eq!(at(skew), Ok(skew));
+        assert_eq!(at(skew + TimeDelta::seconds(1)), Err("now".to_owned()));
+        let past = now() - TimeDelta::days(400);
+        assert_eq!(at(past), Ok(past));
     }
 
     #[test]
