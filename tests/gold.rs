@@ -73,7 +73,7 @@ async fn snapshot_and_training_columns_are_the_feature_catalog_in_order_with_its
 #[tokio::test]
 async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_later_ones() {
     let db = TestDb::migrated().await;
-    let sent = json!({"notification_id": "n-1", "notif_type": "contact_reminder"});
+    let sent = json!({"notification_id": "n-1", "notif_type": "contact_reminder", "timezone": "Asia/Tokyo"});
     ingest(
         &db,
         &[
@@ -161,9 +161,14 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
         // No pricing, paywall or trial: intent 0. Magnetism: engagement 25% × 2/5 active
         // days + social returns 10% × 1/4 outreach = 10 + 2.5.
         "intent_score": 0, "magnetism_index": 12.5, "magnetism_band": "cold",
-        "notifs_sent_3d": 1
+        "notifs_sent_3d": 1, "timezone": "Asia/Tokyo"
     });
     assert_eq!(exact, expected);
+    // Before the notification that reported it, no timezone is known.
+    assert_eq!(
+        snapshot(&db, "u7", "2026-01-07").await.unwrap()["timezone"],
+        Value::Null
+    );
     // As of 01-05 nobody was known yet; u8 (first seen 01-07) is known from 01-08 on.
     assert_eq!(snapshot(&db, "u7", "2026-01-05").await, None);
     assert_eq!(snapshot(&db, "u8", "2026-01-07").await, None);
@@ -187,6 +192,22 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
                 json!({"source": "push"}),
             ),
             event(10, "push_opt_out", "u7", "2026-01-09T01:00:00Z", json!({})),
+            // The user moved: a later notification reports another timezone, and a still
+            // later one a timezone Postgres does not know, which is ignored.
+            event(
+                11,
+                "notification_sent",
+                "u7",
+                "2026-01-09T02:00:00Z",
+                json!({"notification_id": "n-2", "notif_type": "weekly_digest", "timezone": "Europe/Berlin"}),
+            ),
+            event(
+                12,
+                "notification_sent",
+                "u7",
+                "2026-01-09T03:00:00Z",
+                json!({"notification_id": "n-3", "notif_type": "weekly_digest", "timezone": "Mars/Olympus"}),
+            ),
         ],
     )
     .await;
@@ -194,8 +215,12 @@ async fn snapshots_hold_what_happened_before_as_of_and_later_events_change_only_
     assert_eq!(snapshot(&db, "u7", "2026-01-09").await.unwrap(), before);
     let after = snapshot(&db, "u7", "2026-01-10").await.unwrap();
     assert_eq!(
-        (after["sessions_1d"].clone(), after["opted_out"].clone()),
-        (json!(1), json!(true))
+        (
+            after["sessions_1d"].clone(),
+            after["opted_out"].clone(),
+            after["timezone"].clone()
+        ),
+        (json!(1), json!(true), json!("Europe/Berlin"))
     );
     assert_eq!(
         snapshot(&db, "u7", "2026-01-11").await.unwrap()["opted_out"],

@@ -282,6 +282,45 @@ async fn opted_out_users_are_not_sent_to() {
 }
 
 #[tokio::test]
+async fn a_request_without_a_timezone_takes_the_users_stored_one_else_utc() {
+    let (db, _dir, s) = setup("{ mode: shadow, salt: s }", "").await;
+    insert_snapshot(&db, "in-tokyo", 3, false).await;
+    sqlx::query("UPDATE gold.snapshots SET timezone = 'Asia/Tokyo'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    nudge::serving::features::FeatureRefresher::start(s.ctx.clone())
+        .await
+        .unwrap();
+    // 14:00 UTC is 23:00 in Tokyo: inside the default quiet hours (22:00-08:00).
+    let at = |user: &str, timezone: Option<&str>| {
+        let mut body = request(user, "2026-11-22T14:00:00Z", &["contact_reminder"]);
+        match timezone {
+            Some(tz) => body["timezone"] = json!(tz),
+            None => drop(body.as_object_mut().unwrap().remove("timezone")),
+        }
+        body
+    };
+    let (_, stored) = score(&s.app, &at("in-tokyo", None)).await;
+    assert_eq!(
+        (&stored["timezone"], &stored["timezone_assumed_utc"]),
+        (&json!("Asia/Tokyo"), &json!(false))
+    );
+    assert_eq!(reasons(&stored), vec![(false, "quiet_hours".into())]);
+    // The request's own timezone wins over the stored one.
+    let (_, given) = score(&s.app, &at("in-tokyo", Some("Europe/Berlin"))).await;
+    assert_eq!(given["timezone"], "Europe/Berlin");
+    assert_eq!(reasons(&given), vec![(true, "ok".into())]);
+    // No stored timezone (a cold start here): UTC, and the answer says so.
+    let (_, unknown) = score(&s.app, &at("nobody", None)).await;
+    assert_eq!(
+        (&unknown["timezone"], &unknown["timezone_assumed_utc"]),
+        (&json!("UTC"), &json!(true))
+    );
+    assert_eq!(reasons(&unknown), vec![(true, "ok".into())]);
+}
+
+#[tokio::test]
 async fn a_retry_does_not_reserve_twice_and_64_concurrent_requests_across_two_instances_send_exactly_the_cap()
  {
     let db = TestDb::migrated().await;

@@ -28,7 +28,8 @@ WITH known AS (
 earlier AS (
     SELECT user_hash, max(last_session_end) AS last_session_end,
            max(last_notification_at) AS last_notification_at, max(last_outreach_at) AS last_outreach_at,
-           bool_or(opted_out) AS opted_out, max(contact_count) AS contact_count
+           bool_or(opted_out) AS opted_out, max(contact_count) AS contact_count,
+           max(to_char(day, 'YYYYMMDD') || timezone) AS dated_timezone
     FROM gold.user_days
     WHERE day < :'from'::date - 29 AND (hashtext(user_hash) & 2147483647) % :'parts'::int = :'part'::int
     GROUP BY user_hash
@@ -45,7 +46,9 @@ dense AS (
            coalesce(u.pricing_views, 0) AS pricing_views, coalesce(u.paywall_views, 0) AS paywall_views,
            coalesce(u.trials, 0) AS trials, coalesce(u.emails_opened, 0) AS emails_opened,
            coalesce(u.emails_clicked, 0) AS emails_clicked, coalesce(u.prompted_sessions, 0) AS prompted_sessions,
-           coalesce(u.session_hour_sin, 0) AS session_hour_sin, coalesce(u.session_hour_cos, 0) AS session_hour_cos
+           coalesce(u.session_hour_sin, 0) AS session_hour_sin, coalesce(u.session_hour_cos, 0) AS session_hour_cos,
+           -- A day's timezone after its date, so the greatest is the newest (null without one).
+           to_char(u.day, 'YYYYMMDD') || u.timezone AS dated_timezone
     FROM known k
     CROSS JOIN LATERAL generate_series(greatest(k.first_day, :'from'::date - 29), :'to'::date - 1, interval '1 day') g(day)
     LEFT JOIN gold.user_days u ON u.user_hash = k.user_hash AND u.day = g.day::date
@@ -82,7 +85,8 @@ rolled AS (
            sum(prompted_sessions) OVER w30 AS prompted_sessions_30d,
            sum(notifs_sent) OVER w3 AS notifs_sent_3d,
            sum(session_hour_sin) OVER w30 AS session_hour_sin_30d,
-           sum(session_hour_cos) OVER w30 AS session_hour_cos_30d
+           sum(session_hour_cos) OVER w30 AS session_hour_cos_30d,
+           max(dated_timezone) OVER ever AS dated_timezone
     FROM dense
     WINDOW w3 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 2 PRECEDING AND CURRENT ROW),
            w7 AS (PARTITION BY user_hash ORDER BY day ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
@@ -127,7 +131,9 @@ SELECT r.user_hash, r.as_of,
        r.notifs_sent_3d,
        -- The circular mean start hour of the last 30 days' sessions (none without any).
        CASE WHEN r.sessions_30d > 0
-            THEN (h.hour - 24 * floor(h.hour / 24))::real END
+            THEN (h.hour - 24 * floor(h.hour / 24))::real END,
+       -- The newest day's timezone (greatest skips nulls): the text after the date.
+       substr(greatest(r.dated_timezone, e.dated_timezone), 9)
 FROM magnetism r LEFT JOIN earlier e ON e.user_hash = r.user_hash
 -- Mean angle in hours, shifted from -12..12 to 12..36 and taken modulo 24 above.
 CROSS JOIN LATERAL (SELECT degrees(atan2(r.session_hour_sin_30d, r.session_hour_cos_30d)) / 15 + 24 AS hour) h

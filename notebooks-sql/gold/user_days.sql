@@ -7,7 +7,7 @@ INSERT INTO gold.user_days
     (user_hash, day, sessions, app_opens, in_app_events, last_session_end, contacts_created, contacts_viewed,
      outreach, last_outreach_at, contact_count, notifs_sent, notifs_opened, notifs_dismissed,
      last_notification_at, opted_out, pricing_views, paywall_views, trials, emails_opened,
-     emails_clicked, prompted_sessions, session_hour_sin, session_hour_cos)
+     emails_clicked, prompted_sessions, session_hour_sin, session_hour_cos, timezone)
 SELECT e.user_hash, e.day,
        coalesce(max(s.sessions), 0),
        count(*) FILTER (WHERE e.event = 'app_opened'),
@@ -30,7 +30,8 @@ SELECT e.user_hash, e.day,
        count(*) FILTER (WHERE e.event = 'email_clicked'),
        coalesce(max(s.prompted), 0),
        coalesce(max(s.hour_sin), 0),
-       coalesce(max(s.hour_cos), 0)
+       coalesce(max(s.hour_cos), 0),
+       max(n.timezone)
 FROM (
     -- Only the columns the aggregates need (OFFSET 0 keeps the projection below the
     -- sort, so it does not carry every event's properties).
@@ -50,6 +51,15 @@ LEFT JOIN (
     WHERE day >= :'from'::date AND day < :'to'::date
     GROUP BY user_hash, day
 ) s ON s.user_hash = e.user_hash AND s.day = e.day
+LEFT JOIN (
+    -- The timezone of each user's last notification of the day that carried a known one
+    -- (silver.notifications keeps only timezones Postgres knows).
+    SELECT DISTINCT ON (user_hash, (sent_at AT TIME ZONE 'UTC')::date)
+           user_hash, (sent_at AT TIME ZONE 'UTC')::date AS day, timezone
+    FROM silver.notifications
+    WHERE timezone IS NOT NULL AND sent_at >= :'from'::date AND sent_at < :'to'::date
+    ORDER BY user_hash, (sent_at AT TIME ZONE 'UTC')::date, sent_at DESC
+) n ON n.user_hash = e.user_hash AND n.day = e.day
 GROUP BY e.user_hash, e.day
 -- In key order, the primary key's index fills page after page instead of at random.
 ORDER BY e.user_hash, e.day;

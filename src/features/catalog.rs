@@ -40,6 +40,8 @@ pub enum FeatureKind {
     Band,
     /// An hour of the UTC day in [0, 24) (null when there is nothing to average).
     HourOfDay,
+    /// An IANA timezone name (null before any is known).
+    Timezone,
 }
 
 impl FeatureKind {
@@ -54,6 +56,7 @@ impl FeatureKind {
             FeatureKind::Flag => "flag",
             FeatureKind::Band => "band",
             FeatureKind::HourOfDay => "hour_of_day",
+            FeatureKind::Timezone => "timezone",
         }
     }
 
@@ -67,7 +70,7 @@ impl FeatureKind {
             | FeatureKind::Score
             | FeatureKind::HourOfDay => "real",
             FeatureKind::Flag => "boolean",
-            FeatureKind::Band => "text",
+            FeatureKind::Band | FeatureKind::Timezone => "text",
         }
     }
 }

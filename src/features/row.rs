@@ -24,8 +24,8 @@ pub enum FeatureValue {
     Real(f32),
     /// A flag.
     Flag(bool),
-    /// A band name.
-    Band(String),
+    /// A text value: a band name, a timezone.
+    Text(String),
 }
 
 impl FeatureValue {
@@ -43,7 +43,9 @@ impl FeatureValue {
             | FeatureKind::Score
             | FeatureKind::HourOfDay => json.parse().ok().map(FeatureValue::Real),
             FeatureKind::Flag => json.parse().ok().map(FeatureValue::Flag),
-            FeatureKind::Band => serde_json::from_str(json).ok().map(FeatureValue::Band),
+            FeatureKind::Band | FeatureKind::Timezone => {
+                serde_json::from_str(json).ok().map(FeatureValue::Text)
+            }
         }
     }
 
@@ -54,14 +56,14 @@ impl FeatureValue {
             FeatureValue::Count(v) => Some(f64::from(*v)),
             FeatureValue::Real(v) => Some(f64::from(*v)),
             FeatureValue::Flag(v) => Some(f64::from(u8::from(*v))),
-            FeatureValue::Missing | FeatureValue::Band(_) => None,
+            FeatureValue::Missing | FeatureValue::Text(_) => None,
         }
     }
 
     /// The value as a category: a band's name; `None` otherwise.
     pub fn as_category(&self) -> Option<&str> {
         match self {
-            FeatureValue::Band(v) => Some(v),
+            FeatureValue::Text(v) => Some(v),
             _ => None,
         }
     }
@@ -83,9 +85,9 @@ impl FeatureValue {
             FeatureKind::Flag => row
                 .try_get::<Option<bool>, _>(name)?
                 .map(FeatureValue::Flag),
-            FeatureKind::Band => row
+            FeatureKind::Band | FeatureKind::Timezone => row
                 .try_get::<Option<String>, _>(name)?
-                .map(FeatureValue::Band),
+                .map(FeatureValue::Text),
         };
         Ok(value.unwrap_or(FeatureValue::Missing))
     }
@@ -98,7 +100,7 @@ impl Serialize for FeatureValue {
             FeatureValue::Count(v) => serializer.serialize_i32(*v),
             FeatureValue::Real(v) => serializer.serialize_f32(*v),
             FeatureValue::Flag(v) => serializer.serialize_bool(*v),
-            FeatureValue::Band(v) => serializer.serialize_str(v),
+            FeatureValue::Text(v) => serializer.serialize_str(v),
         }
     }
 }
@@ -223,7 +225,9 @@ mod tests {
         let present = match kind {
             FeatureKind::Count => any::<i32>().prop_map(FeatureValue::Count).boxed(),
             FeatureKind::Flag => any::<bool>().prop_map(FeatureValue::Flag).boxed(),
-            FeatureKind::Band => "[a-z \"\\\\é]{0,8}".prop_map(FeatureValue::Band).boxed(),
+            FeatureKind::Band | FeatureKind::Timezone => {
+                "[a-z \"\\\\é/_]{0,8}".prop_map(FeatureValue::Text).boxed()
+            }
             _ => any::<f32>()
                 .prop_filter("finite", |v| v.is_finite())
                 .prop_map(FeatureValue::Real)

@@ -100,6 +100,8 @@ pub struct Inner {
     pub decision_writer: Mutex<Option<DecisionWriter>>,
     /// Catalog index of `opted_out` (the push opt-out gate reads it).
     pub opted_out_index: Option<usize>,
+    /// Catalog index of `timezone` (a score request naming none falls back to it).
+    pub timezone_index: Option<usize>,
     /// Model registry root.
     pub models_dir: PathBuf,
     /// Policy file.
@@ -136,6 +138,7 @@ impl ApiContext {
     ) -> Self {
         let (decisions, writer) = DecisionLog::start(pool.clone());
         let opted_out_index = feature_catalog.index("opted_out");
+        let timezone_index = feature_catalog.index("timezone");
         Self(Arc::new(Inner {
             ingestor: Ingestor::new(catalog, config.hasher.clone(), pool.clone()),
             quota: QuotaStore::beside(&online),
@@ -148,6 +151,7 @@ impl ApiContext {
             decisions,
             decision_writer: Mutex::new(Some(writer)),
             opted_out_index,
+            timezone_index,
             models_dir: config.models_dir.clone(),
             policy_path: config.policy_path.clone(),
             scheduler_token: config.scheduler_token.clone(),

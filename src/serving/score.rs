@@ -22,6 +22,7 @@ use super::body::{LimitedBody, SCHEDULER_LIMIT};
 use super::decisions::{Decision, LoggedCandidate};
 use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
+use crate::features::row::FeatureRow;
 use crate::policy::Mode;
 use crate::policy::gates::{Reason, blocking_gate};
 use crate::rollout::{self, Arm};
@@ -49,7 +50,8 @@ pub struct ScoreRequest {
     /// The decision time (RFC 3339); the server's clock when absent.
     #[schema(required = false)]
     pub now: DateTime<Utc>,
-    /// The user's IANA timezone; UTC when absent, and the answer says so.
+    /// The user's IANA timezone; when absent, the one stored for the user (the `timezone`
+    /// feature), else UTC, and the answer says which.
     #[schema(value_type = Option<String>, example = "Europe/Berlin")]
     pub timezone: Option<Tz>,
     /// 1 to 50 candidates in the scheduler's order.
@@ -245,7 +247,11 @@ pub struct ScoreResponse {
     pub threshold: f64,
     /// No stored features for the user: scored with every user feature missing.
     pub cold_start: bool,
-    /// No timezone given: local time is UTC.
+    /// The timezone of the user's local time (quiet hours, the ranker's local hour): the
+    /// request's, else the user's stored one, else `UTC`.
+    #[schema(example = "Europe/Berlin")]
+    pub timezone: &'static str,
+    /// Neither the request nor the store named a timezone: local time is UTC.
     pub timezone_assumed_utc: bool,
     /// One per candidate, in request order.
     pub decisions: Vec<CandidateDecision>,
@@ -277,6 +283,12 @@ pub fn choose(candidates: usize, scores: Option<&[f64]>, threshold: f64) -> Choi
     }
 }
 
+/// The user's stored timezone: the `timezone` feature (catalog index `index`) of their
+/// online row, when it names a zone this build knows.
+fn stored_timezone(row: Option<&FeatureRow>, index: Option<usize>) -> Option<Tz> {
+    row?.values.get(index?)?.as_category()?.parse().ok()
+}
+
 /// `POST /v1/score`: which notification, if any, to send now.
 #[utoipa::path(post, path = "/v1/score", tag = "scoring", request_body = ScoreRequest,
     security(("scheduler" = [])),
@@ -301,7 +313,10 @@ pub async fn score(
     );
     let user_hash = ctx.hasher.hash(&request.user_id);
     let features = ctx.user_features(&user_hash).await;
-    let context = SendContext::new(request.now, request.timezone);
+    let timezone = request
+        .timezone
+        .or_else(|| stored_timezone(features.as_ref(), ctx.timezone_index));
+    let context = SendContext::new(request.now, timezone);
     let scores: Option<Vec<f64>> = ranker.map(|r| {
         request
             .candidates
@@ -421,7 +436,8 @@ pub async fn score(
         policy_version: policy.version.clone(),
         threshold,
         cold_start: features.is_none(),
-        timezone_assumed_utc: request.timezone.is_none(),
+        timezone: timezone.unwrap_or(Tz::UTC).name(),
+        timezone_assumed_utc: timezone.is_none(),
         decisions,
     }))
 }
