@@ -210,8 +210,8 @@ async fn write_retrying(pool: &PgPool, entries: &[Entry]) -> Result<(), sqlx::Er
     let mut backoff = Duration::from_millis(50);
     loop {
         match insert_entries(pool, entries).await {
-            Ok(()) => {
-                metrics::counter!(telemetry::DECISIONS_LOGGED).increment(entries.len() as u64);
+            Ok(written) => {
+                metrics::counter!(telemetry::DECISIONS_LOGGED).increment(written);
                 return Ok(());
             }
             Err(e) if refused_as_data(&e) => return Err(e),
@@ -234,9 +234,10 @@ fn refused_as_data(error: &sqlx::Error) -> bool {
         .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
-/// Inserts a batch, each kind into its table. A retry after a partial failure
-/// re-inserts nothing twice: request ids are keys and conflicts are skipped.
-async fn insert_entries(pool: &PgPool, batch: &[Entry]) -> Result<(), sqlx::Error> {
+/// Inserts a batch, each kind into its table, and returns the rows written. A retry after
+/// a partial failure re-inserts nothing twice: request ids are keys and conflicts are
+/// skipped (and not counted).
+async fn insert_entries(pool: &PgPool, batch: &[Entry]) -> Result<u64, sqlx::Error> {
     let mut notifications = Vec::new();
     let mut paywalls = Vec::new();
     for entry in batch {
@@ -245,16 +246,17 @@ async fn insert_entries(pool: &PgPool, batch: &[Entry]) -> Result<(), sqlx::Erro
             Entry::Paywall(d) => paywalls.push(d),
         }
     }
+    let mut written = 0;
     if !notifications.is_empty() {
-        insert(pool, &notifications).await?;
+        written += insert(pool, &notifications).await?;
     }
     if !paywalls.is_empty() {
-        insert_paywall(pool, &paywalls).await?;
+        written += insert_paywall(pool, &paywalls).await?;
     }
-    Ok(())
+    Ok(written)
 }
 
-async fn insert_paywall(pool: &PgPool, batch: &[&PaywallDecision]) -> Result<(), sqlx::Error> {
+async fn insert_paywall(pool: &PgPool, batch: &[&PaywallDecision]) -> Result<u64, sqlx::Error> {
     sqlx::query(
         "INSERT INTO serving.paywall_decisions
            (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
@@ -279,11 +281,11 @@ async fn insert_paywall(pool: &PgPool, batch: &[&PaywallDecision]) -> Result<(),
     .bind(column(batch, |d| d.model_show))
     .bind(column(batch, |d| d.show))
     .execute(pool)
-    .await?;
-    Ok(())
+    .await
+    .map(|done| done.rows_affected())
 }
 
-async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<(), sqlx::Error> {
+async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<u64, sqlx::Error> {
     sqlx::query(
         "INSERT INTO serving.decisions
            (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
@@ -309,8 +311,8 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<(), sqlx::Error> {
     .bind(column(batch, |d| sqlx::types::Json(&d.candidates)))
     .bind(super::served::Served::Ranker.name())
     .execute(pool)
-    .await?;
-    Ok(())
+    .await
+    .map(|done| done.rows_affected())
 }
 
 /// One column of a batch, for `UNNEST`.
