@@ -1,4 +1,5 @@
-//! Logs and metrics: one tracing subscriber and one Prometheus recorder per process.
+//! Logs and metrics: one tracing subscriber and one Prometheus recorder per process, and
+//! the report a binary prints when it fails.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -91,4 +92,47 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// What a binary prints when it fails: the error, then each cause on its own line, except
+/// a cause whose text is already printed (our messages often quote their source, which
+/// the error also exposes as its cause).
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut report = format!("error: {error}");
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !report.contains(&text) {
+            report.push_str("\n  caused by: ");
+            report.push_str(&text);
+        }
+        cause = error.source();
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("reading the spec: {0}")]
+        Quoting(#[source] std::io::Error),
+        #[error("reading the spec")]
+        Silent(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn a_cause_is_reported_once() {
+        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        assert_eq!(
+            error_report(&Outer::Quoting(missing())),
+            "error: reading the spec: no such file"
+        );
+        assert_eq!(
+            error_report(&Outer::Silent(missing())),
+            "error: reading the spec\n  caused by: no such file"
+        );
+    }
 }

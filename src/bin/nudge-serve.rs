@@ -71,7 +71,18 @@ enum FlagCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match command().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", nudge::telemetry::error_report(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line and runs what it asks.
+async fn command() -> anyhow::Result<()> {
     nudge::telemetry::init_tracing(nudge::telemetry::SERVE_LOG_FILTER);
     let cli = Cli::parse();
     match cli.command {

@@ -270,7 +270,18 @@ enum SimCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match command().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", nudge::telemetry::error_report(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line and runs what it asks.
+async fn command() -> anyhow::Result<()> {
     let cli = Cli::parse();
     nudge::telemetry::init_tracing(match cli.command {
         Command::Demo { .. } => nudge::telemetry::DEMO_LOG_FILTER,
