@@ -94,6 +94,20 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// A binary's exit status for what it did, after printing [`error_report`] when it failed.
+pub fn exit_status<E>(outcome: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", error_report(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What a binary prints when it fails: the error, then each cause on its own line, except
 /// a cause whose text is already printed (our messages often quote their source, which
 /// the error also exposes as its cause).

@@ -72,13 +72,7 @@ enum FlagCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match command().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{}", nudge::telemetry::error_report(error.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    nudge::telemetry::exit_status(command().await)
 }
 
 /// Parses the command line and runs what it asks.

@@ -271,13 +271,7 @@ enum SimCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match command().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{}", nudge::telemetry::error_report(error.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    nudge::telemetry::exit_status(command().await)
 }
 
 /// Parses the command line and runs what it asks.
