@@ -14,7 +14,8 @@ use nudge::models::Model;
 use nudge::models::preprocess::ModelInput;
 use nudge::models::registry::Registry;
 use nudge::training::TrainError;
-use nudge::training::train::{self, Stages};
+use nudge::training::spec::ModelSpec;
+use nudge::training::train::{self, FitOutcome, Stages};
 use rand::{Rng, SeedableRng};
 
 const SPEC: &str = r#"
@@ -95,6 +96,16 @@ fn stages() -> Stages {
     Stages::new(MultiProgress::with_draw_target(ProgressDrawTarget::hidden()))
 }
 
+/// Fits the spec `yaml` (which must parse) into `registry`.
+async fn fit(
+    pool: &sqlx::PgPool,
+    registry: &Registry,
+    yaml: &str,
+) -> Result<FitOutcome, TrainError> {
+    let spec = ModelSpec::from_yaml(yaml).expect("a valid spec");
+    train::fit(pool, registry, &spec, &stages()).await
+}
+
 /// A registry in a fresh temporary directory, removed when dropped.
 struct TempRegistry(Registry);
 
@@ -134,9 +145,7 @@ async fn a_toy_problem_trains_close_to_its_oracle_and_the_saved_artifact_scores_
     let db = TestDb::migrated().await;
     toy(&db, 12_000).await;
     let registry = TempRegistry::new();
-    let outcome = train::fit(&db.pool, &registry.0, SPEC, &stages())
-        .await
-        .unwrap();
+    let outcome = fit(&db.pool, &registry.0, SPEC).await.unwrap();
     let card = &outcome.card;
     assert_eq!(card.candidates.len(), 2);
     let auc = card.test.roc_auc.unwrap();
@@ -202,12 +211,8 @@ async fn the_same_data_and_seed_give_the_same_model() {
     let db = TestDb::migrated().await;
     toy(&db, 4_000).await;
     let (first, second) = (TempRegistry::new(), TempRegistry::new());
-    let a = train::fit(&db.pool, &first.0, SPEC, &stages())
-        .await
-        .unwrap();
-    let b = train::fit(&db.pool, &second.0, SPEC, &stages())
-        .await
-        .unwrap();
+    let a = fit(&db.pool, &first.0, SPEC).await.unwrap();
+    let b = fit(&db.pool, &second.0, SPEC).await.unwrap();
     let params = |m: &Model| {
         let json: serde_json::Value = serde_json::from_str(&m.to_json().unwrap()).unwrap();
         (
@@ -228,9 +233,7 @@ async fn a_feature_equal_to_the_label_is_refused_with_its_name() {
     toy(&db, 3_000).await;
     let registry = TempRegistry::new();
     let leaky = SPEC.replace("numeric: [x1, x2]", "numeric: [x1, x2, y_copy]");
-    let err = train::fit(&db.pool, &registry.0, &leaky, &stages())
-        .await
-        .unwrap_err();
+    let err = fit(&db.pool, &registry.0, &leaky).await.unwrap_err();
     assert!(
         matches!(&err, TrainError::Leakage { feature, .. } if feature == "y_copy"),
         "{err}"
@@ -247,14 +250,14 @@ async fn promotion_refuses_a_low_or_regressing_model_and_rollback_restores_the_c
 
     // Below the floor: refused, with the reason.
     let strict = SPEC.replace("min_test_auc: 0.65", "min_test_auc: 0.99");
-    let low = train::fit(&db.pool, r, &strict, &stages()).await.unwrap();
+    let low = fit(&db.pool, r, &strict).await.unwrap();
     let err = train::promote(r, "toy", &low.card.version)
         .unwrap_err()
         .to_string();
     assert!(err.contains("below the floor 0.99"), "{err}");
     assert_eq!(r.champion("toy").unwrap(), None);
 
-    let good = train::fit(&db.pool, r, SPEC, &stages()).await.unwrap();
+    let good = fit(&db.pool, r, SPEC).await.unwrap();
     train::promote(r, "toy", &good.card.version).unwrap();
     assert_eq!(r.champion("toy").unwrap(), Some(good.card.version.clone()));
 
@@ -262,7 +265,7 @@ async fn promotion_refuses_a_low_or_regressing_model_and_rollback_restores_the_c
     let stump = SPEC
         .replace("  - { name: logistic, algorithm: logistic, l2: 1.0 }\n", "")
         .replace("trees: 60, max_depth: 3", "trees: 1, max_depth: 1");
-    let weak = train::fit(&db.pool, r, &stump, &stages()).await.unwrap();
+    let weak = fit(&db.pool, r, &stump).await.unwrap();
     let compared = weak.card.champion.as_ref().unwrap();
     assert_eq!(compared.version, good.card.version);
     let err = train::promote(r, "toy", &weak.card.version)
@@ -272,7 +275,7 @@ async fn promotion_refuses_a_low_or_regressing_model_and_rollback_restores_the_c
 
     // Another good model passes, then rollback restores the first.
     let isotonic = SPEC.replace("calibration: platt", "calibration: isotonic");
-    let next = train::fit(&db.pool, r, &isotonic, &stages()).await.unwrap();
+    let next = fit(&db.pool, r, &isotonic).await.unwrap();
     assert_ne!(next.card.version, good.card.version);
     train::promote(r, "toy", &next.card.version).unwrap();
     // The weak one was measured against a champion that is no longer current.
@@ -330,4 +333,26 @@ fn the_shipped_specs_parse() {
             "paywall_trial"
         ]
     );
+}
+
+#[test]
+fn nudge_train_fit_refuses_a_bad_spec_before_it_connects_to_the_database() {
+    let dir = common::TempDir::new();
+    let spec = dir.0.join("bad.yaml");
+    std::fs::write(&spec, SPEC.replace("name: toy", "name: Toy")).unwrap();
+    // Nothing listens on port 1: reaching for the database would fail differently.
+    let out = common::run_bin(
+        env!("CARGO_BIN_EXE_nudge-train"),
+        &[
+            "fit",
+            spec.to_str().unwrap(),
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("invalid model spec"), "{stderr}");
+    assert!(stderr.contains("name"), "{stderr}");
+    assert!(!stderr.contains("postgres"), "{stderr}");
 }

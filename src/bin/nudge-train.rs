@@ -20,6 +20,7 @@ use nudge::sim::{SimConfig, policy::DEFAULT_EXPLORATION};
 use nudge::store::database;
 use nudge::store::online::OnlineStore;
 use nudge::training::card::Card;
+use nudge::training::spec::ModelSpec;
 use nudge::training::train::{self, Stages};
 use sqlx::PgPool;
 
@@ -325,6 +326,7 @@ async fn command() -> anyhow::Result<()> {
             models,
             promote,
         } => {
+            let spec = read_spec(&spec)?;
             let pool = connect_migrated(&database.database_url).await?;
             let registry = Registry::new(&models.models_dir);
             let card = fit(&pool, &registry, &spec).await?;
@@ -399,6 +401,11 @@ async fn command() -> anyhow::Result<()> {
                     "demo: hashing user ids with the development key (set NUDGE_HASH_KEY for a real one)"
                 );
             }
+            // A spec that does not parse stops the demo before minutes of simulation.
+            let specs = spec_files(&specs)?
+                .iter()
+                .map(|path| read_spec(path))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             migrate(&database.database_url).await?;
             let pool = database::connect(&database.database_url, 8).await?;
             database::reset_serving_state(&pool).await?;
@@ -423,8 +430,8 @@ async fn command() -> anyhow::Result<()> {
             out!("{}", labels::label_report(&pool).await?);
             let registry = Registry::new(&models.models_dir);
             let mut headlines = Vec::new();
-            for spec in spec_files(&specs)? {
-                let card = fit(&pool, &registry, &spec).await?;
+            for spec in &specs {
+                let card = fit(&pool, &registry, spec).await?;
                 if card.gates.failures.is_empty() {
                     promote_version(&registry, &card.name, &card.version)?;
                 }
@@ -720,13 +727,18 @@ fn spec_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> 
     Ok(files)
 }
 
-async fn fit(pool: &PgPool, registry: &Registry, spec: &std::path::Path) -> anyhow::Result<Card> {
+/// Reads and checks a model spec, before anything connects or runs.
+fn read_spec(path: &std::path::Path) -> anyhow::Result<ModelSpec> {
     let yaml =
-        std::fs::read_to_string(spec).with_context(|| format!("reading {}", spec.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ModelSpec::from_yaml(&yaml).with_context(|| format!("{}: invalid model spec", path.display()))
+}
+
+async fn fit(pool: &PgPool, registry: &Registry, spec: &ModelSpec) -> anyhow::Result<Card> {
     let stages = Stages::new(MultiProgress::new());
-    let outcome = train::fit(pool, registry, &yaml, &stages)
+    let outcome = train::fit(pool, registry, spec, &stages)
         .await
-        .with_context(|| format!("fitting {}", spec.display()))?;
+        .with_context(|| format!("fitting {}", spec.name))?;
     let card = outcome.card;
     outln!(
         "\n{} {} saved in {}",

@@ -248,6 +248,10 @@ pub struct ModelSpec {
     pub seed: u64,
     /// Ground truth, for simulated sources.
     pub oracle: Option<Oracle>,
+    /// The YAML it was parsed from: saved beside each model fitted from it and part of
+    /// the model's version hash.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// A lowercase SQL identifier, safe to quote.
@@ -353,6 +357,7 @@ impl ModelSpec {
             gates: raw.gates,
             seed: raw.seed,
             oracle: raw.oracle,
+            text: yaml.to_owned(),
         })
     }
 }

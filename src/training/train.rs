@@ -527,11 +527,11 @@ async fn load_oracle(pool: &PgPool, spec: &ModelSpec) -> Result<HashMap<String, 
 
 /// The version of a model fitted now: UTC time and a hash of the spec and the fitted
 /// parameters (the same spec and data give the same hash).
-fn version_of(model: &Model, spec_yaml: &str) -> Result<String, TrainError> {
+fn version_of(model: &Model, spec: &ModelSpec) -> Result<String, TrainError> {
     let params = serde_json::to_vec(&(&model.preprocessing, &model.estimator, &model.calibration))
         .map_err(|e| crate::models::ModelError::Invalid(e.to_string()))?;
     let mut hasher = Sha256::new();
-    hasher.update(spec_yaml.as_bytes());
+    hasher.update(spec.text.as_bytes());
     hasher.update(&params);
     let hash = hex::encode(&hasher.finalize()[..4]);
     Ok(format!("{}-{hash}", Utc::now().format("%Y%m%dT%H%M%SZ")))
@@ -572,12 +572,11 @@ fn champion_of(registry: &Registry, name: &str) -> Result<Option<(String, Model)
 pub async fn fit(
     pool: &PgPool,
     registry: &Registry,
-    spec_yaml: &str,
+    spec: &ModelSpec,
     stages: &Stages,
 ) -> Result<FitOutcome, TrainError> {
-    let spec = ModelSpec::from_yaml(spec_yaml)?;
-    let table = load_table(pool, &spec, stages).await?;
-    let oracle = load_oracle(pool, &spec).await?;
+    let table = load_table(pool, spec, stages).await?;
+    let oracle = load_oracle(pool, spec).await?;
     let champion = champion_of(registry, &spec.name)?;
     let (spec_for_fit, stages_for_fit) = (spec.clone(), stages.clone());
     let trained = tokio::task::spawn_blocking(move || {
@@ -599,9 +598,9 @@ pub async fn fit(
         mut card,
         test_probabilities,
     } = trained?;
-    model.version = version_of(&model, spec_yaml)?;
+    model.version = version_of(&model, spec)?;
     card.version = model.version.clone();
-    let dir = save(registry, &spec, spec_yaml, &model, &card)?;
+    let dir = save(registry, spec, &model, &card)?;
     Ok(FitOutcome {
         model,
         card,
@@ -620,7 +619,6 @@ fn card_json(card: &Card) -> Result<String, TrainError> {
 fn save(
     registry: &Registry,
     spec: &ModelSpec,
-    spec_yaml: &str,
     model: &Model,
     card: &Card,
 ) -> Result<std::path::PathBuf, TrainError> {
@@ -634,7 +632,7 @@ fn save(
             (MODEL_FILE, &model_json),
             (CARD_JSON, &card_json),
             (CARD_MD, &card_md),
-            (SPEC_FILE, spec_yaml),
+            (SPEC_FILE, &spec.text),
         ],
     )?)
 }
