@@ -45,7 +45,31 @@ pub enum Reservation {
 }
 
 /// In-process quotas: user hash → (send time, candidate id) of the last day's sends.
-type SendsByUser = HashMap<String, Vec<(DateTime<Utc>, String)>>;
+#[derive(Default)]
+pub struct SendsByUser {
+    users: HashMap<String, Vec<(DateTime<Utc>, String)>>,
+    /// The map's size at which users without a send in the last day are forgotten:
+    /// twice the size left by the last sweep, so sweeping costs O(1) per reservation and
+    /// the map holds at most twice the users sent to within a day (at least 1,024).
+    sweep_at: usize,
+}
+
+/// The smallest map that is swept.
+const MIN_SWEEP: usize = 1_024;
+
+impl SendsByUser {
+    /// Forgets users whose every send is older than a day before `now`, once the map has
+    /// doubled since the last sweep (a user's own old sends go at their next reservation).
+    fn sweep(&mut self, now: DateTime<Utc>) {
+        if self.users.len() < self.sweep_at.max(MIN_SWEEP) {
+            return;
+        }
+        let since = now - Duration::days(1);
+        self.users
+            .retain(|_, sends| sends.iter().any(|(t, _)| *t > since));
+        self.sweep_at = 2 * self.users.len();
+    }
+}
 
 /// Where quotas live: Redis when the online store is Redis, otherwise in-process.
 #[derive(Clone)]
@@ -82,11 +106,12 @@ impl QuotaStore {
         now: DateTime<Utc>,
     ) -> Result<Reservation, StoreError> {
         match self {
-            QuotaStore::Embedded(users) => {
+            QuotaStore::Embedded(quotas) => {
                 // A poisoned lock only means another request panicked mid-update; the
                 // map itself is still consistent (each update is one push or retain).
-                let mut users = users.lock().unwrap_or_else(|p| p.into_inner());
-                let sends = users.entry(user_hash.to_owned()).or_default();
+                let mut quotas = quotas.lock().unwrap_or_else(|p| p.into_inner());
+                quotas.sweep(now);
+                let sends = quotas.users.entry(user_hash.to_owned()).or_default();
                 sends.retain(|(t, _)| *t > now - Duration::days(1));
                 if sends.iter().any(|(_, id)| id == candidate_id) {
                     return Ok(Reservation::Repeated);
@@ -118,5 +143,57 @@ impl QuotaStore {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates() -> Gates {
+        crate::policy::Policy::parse(
+            "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
+        )
+        .unwrap()
+        .gates
+    }
+
+    #[tokio::test]
+    async fn the_embedded_store_forgets_users_without_a_send_in_the_last_day() {
+        let store = QuotaStore::Embedded(Arc::default());
+        let QuotaStore::Embedded(quotas) = &store else {
+            unreachable!()
+        };
+        let gates = gates();
+        let day_one = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        for i in 0..5_000 {
+            let granted = store.reserve(&gates, &format!("u{i}"), "n1", day_one).await;
+            assert_eq!(granted.unwrap(), Reservation::Granted);
+        }
+        assert_eq!(quotas.lock().unwrap().users.len(), 5_000);
+
+        // Two days later, new users arrive: once the map has doubled since the last sweep
+        // (8,192 users), the day-one users are forgotten, before every new one is in.
+        let day_three = day_one + Duration::days(2);
+        let mut largest = 0;
+        for i in 0..4_000 {
+            let user = format!("v{i}");
+            let granted = store.reserve(&gates, &user, "n1", day_three).await;
+            assert_eq!(granted.unwrap(), Reservation::Granted);
+            largest = largest.max(quotas.lock().unwrap().users.len());
+        }
+        {
+            let users = &quotas.lock().unwrap().users;
+            assert!(
+                users.keys().all(|u| u.starts_with('v')),
+                "a day-one user kept"
+            );
+            assert_eq!(users.len(), 4_000);
+        }
+        assert_eq!(largest, 8_192);
+
+        // A user still within the day keeps their quota through a sweep.
+        let again = store.reserve(&gates, "v0", "n2", day_three).await;
+        assert_eq!(again.unwrap(), Reservation::Refused(Reason::MinGap));
     }
 }
