@@ -40,11 +40,12 @@ async fn server(db: &TestDb, dir: &Path, redis_prefix: Option<&str>) -> Server {
             .unwrap(),
         None => OnlineStore::embedded(),
     };
-    server_over(db, db.pool.clone(), online, dir)
+    server_over(db, db.pool.clone(), online, dir).await
 }
 
-/// An instance over `db` reached through `pool`, with `online`, loaded from `dir`.
-fn server_over(db: &TestDb, pool: sqlx::PgPool, online: OnlineStore, dir: &Path) -> Server {
+/// An instance over `db` reached through `pool`, with `online`, loaded from `dir`, its
+/// runtime flags read (none are set: the policy file's rollout is in force).
+async fn server_over(db: &TestDb, pool: sqlx::PgPool, online: OnlineStore, dir: &Path) -> Server {
     let mut cfg = config(&db.url);
     cfg.models_dir = dir.join("models");
     cfg.policy_path = dir.join("policy.yaml");
@@ -56,6 +57,7 @@ fn server_over(db: &TestDb, pool: sqlx::PgPool, online: OnlineStore, dir: &Path)
         online,
     );
     ctx.reload().expect("policy and model load");
+    ctx.refresh_flags().await.expect("flags read");
     Server {
         app: router(ctx.clone()),
         ctx,
@@ -866,7 +868,7 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
     let pool = nudge::store::database::connect(&via_proxy, 4)
         .await
         .unwrap();
-    let s = server_over(&db, pool, OnlineStore::embedded(), &dir.0);
+    let s = server_over(&db, pool, OnlineStore::embedded(), &dir.0).await;
 
     let body = |user: &str| request(user, "2026-11-22T12:00:00Z", &["contact_reminder"]);
     assert_eq!(score(&s.app, &body("before")).await.0, StatusCode::OK);
@@ -961,7 +963,7 @@ async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
     let online = OnlineStore::connect_redis(&format!("redis://{}", proxy.addr), &prefix.0)
         .await
         .unwrap();
-    let app = server_over(&db, db.pool.clone(), online, &dir.0).app;
+    let app = server_over(&db, db.pool.clone(), online, &dir.0).await.app;
     let body = request("redis-down", "2026-11-22T12:00:00Z", &["contact_reminder"]);
     assert_eq!(
         reasons(&score(&app, &body).await.1),
@@ -973,6 +975,103 @@ async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
     assert_eq!(answer["cold_start"], true);
+}
+
+#[tokio::test]
+async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothing_and_recovers() {
+    let db = TestDb::migrated().await;
+    let dir = TempDir::new();
+    write_ranker(&dir.0.join("models"), "v1");
+    write_policy(
+        &dir.0.join("policy.yaml"),
+        "{ mode: canary, canary_percent: 100, salt: s }",
+        "",
+    );
+    let redis = common::redis_url();
+    let proxy =
+        common::proxy::TcpProxy::start(redis.trim_start_matches("redis://").to_owned()).await;
+    proxy.cut();
+    let prefix = common::RedisPrefix::new();
+    let mut cfg = config(&db.url);
+    cfg.redis_url = Some(format!("redis://{}", proxy.addr));
+    cfg.redis_prefix = prefix.0.clone();
+    cfg.models_dir = dir.0.join("models");
+    cfg.policy_path = dir.0.join("policy.yaml");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(nudge::serving::run_on(cfg, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let score = |user: &str| {
+        client
+            .post(format!("{base}/v1/score"))
+            .bearer_auth(SCHEDULER_TOKEN)
+            .json(&request(
+                user,
+                "2026-11-22T12:00:00Z",
+                &["contact_reminder"],
+            ))
+            .send()
+    };
+
+    // Started (requests wait on the listener until it serves), not ready, and saying why.
+    let ready = get("/readyz", "").await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["online_store"]["ok"], false, "{ready}");
+    assert_eq!(ready["models"]["ok"], true, "{ready}");
+    // The flags are unread, so the canary of the file is held at shadow.
+    let rollout: Value = get("/admin/rollout", ADMIN_TOKEN)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&rollout["mode"], &rollout["source"]),
+        (&json!("shadow"), &json!("unread"))
+    );
+    // A safe answer: nothing sent, the reason given.
+    let answer = score("before").await.unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["arm"], "shadow", "{answer}");
+    assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
+
+    // Redis back: ready, the flags read, the file's canary in force.
+    proxy.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = get("/readyz", "").await.unwrap().status().is_success();
+        let rollout: Value = get("/admin/rollout", ADMIN_TOKEN)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready && rollout["source"] == "policy" {
+            assert_eq!(rollout["mode"], "canary");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {rollout}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let answer: Value = score("after").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["arm"], "canary", "{answer}");
+    assert_eq!(reasons(&answer), vec![(true, "ok".into())]);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
 
 /// POSTs `body` to `path` with the scheduler token.

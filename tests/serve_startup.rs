@@ -162,15 +162,3 @@ async fn readiness_fails_when_the_schema_is_gone_and_says_why() {
         "{body}"
     );
 }
-
-#[tokio::test]
-async fn an_unreachable_redis_refuses_start_with_a_clear_error() {
-    let db = TestDb::migrated().await;
-    let mut cfg = config(&db.url);
-    cfg.redis_url = Some("redis://127.0.0.1:1".into());
-    let err = prepare(&cfg).await.err().expect("refused");
-    assert!(
-        matches!(err, StartError::Store(StoreError::Redis(_))),
-        "{err}"
-    );
-}

@@ -177,6 +177,10 @@ pub enum Source {
     Policy,
     /// The runtime flag.
     Flag,
+    /// The runtime flags have not been read yet (their store was down when this replica
+    /// started): the policy file's mode, but at most shadow, so a rollback kept in a
+    /// flag is never undone by a restart.
+    Unread,
 }
 
 /// The rollout and kill switch in force: the flags where set, else the policy file.
@@ -195,20 +199,28 @@ pub struct InForce {
 impl InForce {
     /// What `flags` make of `policy`'s rollout. Either kill switch stops sends: a flag
     /// cannot release a switch the file turned on (edit the file and reload for that).
-    pub fn of(policy: &Policy, flags: &Flags) -> Self {
-        let (mode, canary_percent, source) = match &flags.rollout {
-            Some(flag) => (flag.mode, flag.canary_percent, Source::Flag),
-            None => (
-                policy.rollout.mode,
-                policy.rollout.canary_percent,
-                Source::Policy,
-            ),
+    /// Flags not read yet (`None`) hold the mode at shadow at most.
+    pub fn of(policy: &Policy, flags: Option<&Flags>) -> Self {
+        let rollout = &policy.rollout;
+        let (mode, canary_percent, source) = match flags.map(|f| &f.rollout) {
+            Some(Some(flag)) => (flag.mode, flag.canary_percent, Source::Flag),
+            Some(None) => (rollout.mode, rollout.canary_percent, Source::Policy),
+            None => {
+                let capped = match rollout.mode {
+                    Mode::Off => Mode::Off,
+                    Mode::Shadow | Mode::Canary | Mode::Full => Mode::Shadow,
+                };
+                (capped, rollout.canary_percent, Source::Unread)
+            }
         };
+        let flag_kill = flags
+            .and_then(|f| f.kill_switch.as_ref())
+            .is_some_and(|k| k.on);
         Self {
             mode,
             canary_percent,
             source,
-            kill_switch: policy.kill_switch || flags.kill_switch.as_ref().is_some_and(|k| k.on),
+            kill_switch: policy.kill_switch || flag_kill,
         }
     }
 }
@@ -259,7 +271,7 @@ mod tests {
             "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
         )
         .unwrap();
-        let none = InForce::of(&policy, &Flags::default());
+        let none = InForce::of(&policy, Some(&Flags::default()));
         assert_eq!(
             (
                 none.mode,
@@ -285,7 +297,7 @@ mod tests {
                 set_at: at,
             }),
         };
-        let flagged = InForce::of(&policy, &flags);
+        let flagged = InForce::of(&policy, Some(&flags));
         assert_eq!(
             (
                 flagged.mode,
@@ -299,8 +311,29 @@ mod tests {
         stopped_by_file.kill_switch = true;
         let mut released = flags.clone();
         released.kill_switch.as_mut().unwrap().on = false;
-        assert!(InForce::of(&stopped_by_file, &released).kill_switch);
-        assert!(!InForce::of(&policy, &released).kill_switch);
+        assert!(InForce::of(&stopped_by_file, Some(&released)).kill_switch);
+        assert!(!InForce::of(&policy, Some(&released)).kill_switch);
+    }
+
+    #[test]
+    fn unread_flags_hold_the_mode_at_shadow_at_most_and_keep_the_files_kill_switch() {
+        let with = |rollout: &str, kill: bool| {
+            let mut policy = Policy::parse(&format!(
+                "rollout: {rollout}\nthreshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n"
+            ))
+            .unwrap();
+            policy.kill_switch = kill;
+            InForce::of(&policy, None)
+        };
+        let canary = with("{ mode: canary, canary_percent: 50, salt: s }", false);
+        assert_eq!(
+            (canary.mode, canary.source, canary.kill_switch),
+            (Mode::Shadow, Source::Unread, false)
+        );
+        assert_eq!(with("{ mode: full, salt: s }", false).mode, Mode::Shadow);
+        assert_eq!(with("{ mode: shadow, salt: s }", false).mode, Mode::Shadow);
+        assert_eq!(with("{ mode: off, salt: s }", false).mode, Mode::Off);
+        assert!(with("{ mode: shadow, salt: s }", true).kill_switch);
     }
 
     proptest! {

@@ -102,7 +102,8 @@ pub struct RolloutView {
     pub mode: Mode,
     /// Canary percent in force.
     pub canary_percent: f64,
-    /// Whether mode and percent come from the runtime flag or the policy file.
+    /// Whether mode and percent come from the runtime flag or the policy file, or the
+    /// flags are unread (`unread`: their store has been down since start).
     pub source: Source,
     /// The bucketing salt (the policy file's; a flag never changes it).
     pub salt: String,
@@ -135,15 +136,15 @@ pub(super) fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
     let loaded = ctx.current()?;
     let policy = &loaded.policy;
     let flags = ctx.flags.load_full();
-    let in_force = InForce::of(policy, &flags);
+    let in_force = InForce::of(policy, flags.as_deref());
     Ok(RolloutView {
         mode: in_force.mode,
         canary_percent: in_force.canary_percent,
         source: in_force.source,
         salt: policy.rollout.salt.clone(),
         kill_switch: in_force.kill_switch,
-        flag: flags.rollout.clone(),
-        kill_switch_flag: flags.kill_switch.clone(),
+        flag: flags.as_ref().and_then(|f| f.rollout.clone()),
+        kill_switch_flag: flags.as_ref().and_then(|f| f.kill_switch.clone()),
         policy: PolicyRollout {
             mode: policy.rollout.mode,
             canary_percent: policy.rollout.canary_percent,

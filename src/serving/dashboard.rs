@@ -155,6 +155,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
         match rollout.source {
             crate::rollout::Source::Flag => "runtime flag",
             crate::rollout::Source::Policy => "policy file",
+            crate::rollout::Source::Unread => "policy file, held at shadow: flags unreadable",
         },
         if rollout.kill_switch { "ON" } else { "off" },
         rollout.policy.version,

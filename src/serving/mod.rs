@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request};
@@ -90,8 +90,9 @@ pub struct Inner {
     pub quota: QuotaStore,
     /// Where the runtime flags live (Redis beside the online store, else Postgres).
     pub flag_store: FlagStore,
-    /// The runtime flags as last read from the flag store.
-    pub flags: ArcSwap<Flags>,
+    /// The runtime flags as last read from the flag store; `None` until the first read
+    /// succeeds (the mode is then held at shadow at most: [`InForce::of`]).
+    pub flags: ArcSwapOption<Flags>,
     /// The controller's state as last read from Postgres (`None` before its first tick).
     pub controller: ArcSwapOption<Stored>,
     /// The decision log's queue.
@@ -143,7 +144,7 @@ impl ApiContext {
             ingestor: Ingestor::new(catalog, config.hasher.clone(), pool.clone()),
             quota: QuotaStore::beside(&online),
             flag_store: FlagStore::beside(&online, &pool),
-            flags: ArcSwap::from_pointee(Flags::default()),
+            flags: ArcSwapOption::empty(),
             controller: ArcSwapOption::empty(),
             online,
             feature_catalog,
@@ -213,7 +214,7 @@ impl ApiContext {
 
     /// The rollout and kill switch in force: the runtime flags over the loaded policy.
     pub fn in_force(&self, policy: &crate::policy::Policy) -> InForce {
-        InForce::of(policy, &self.flags.load())
+        InForce::of(policy, self.flags.load().as_deref())
     }
 
     /// Sets the rollout gauges to what is in force.
@@ -236,10 +237,10 @@ impl ApiContext {
         match self.flag_store.read().await {
             Ok(flags) => {
                 let flags = Arc::new(flags);
-                if **self.flags.load() != *flags {
+                if self.flags.load().as_deref() != Some(&*flags) {
                     tracing::info!(rollout = ?flags.rollout, kill_switch = ?flags.kill_switch, "runtime flags changed");
                 }
-                self.flags.store(flags.clone());
+                self.flags.store(Some(flags.clone()));
                 self.publish_rollout();
                 Ok(flags)
             }
@@ -506,13 +507,15 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
-/// Connects the stores, checks the schema, and builds the context.
+/// Connects the stores, checks the schema, and builds the context. Postgres must answer
+/// (its schema is checked); Redis is connected on first use, so a server starts while it
+/// is down and answers safely meanwhile.
 pub async fn prepare(config: &ServeConfig) -> Result<ApiContext, StartError> {
     database::create_database_if_missing(&config.database_url).await?;
     let pool = database::connect(&config.database_url, config.db_pool_size).await?;
     database::check_schema(&pool).await?;
     let online = match &config.redis_url {
-        Some(url) => OnlineStore::connect_redis(url, &config.redis_prefix).await?,
+        Some(url) => OnlineStore::redis(url, &config.redis_prefix)?,
         None => OnlineStore::embedded(),
     };
     Ok(ApiContext::new(
@@ -550,6 +553,18 @@ pub async fn run_on(
         );
     }
     let ctx = prepare(&config).await?;
+    match &ctx.online {
+        OnlineStore::Embedded(_) => tracing::info!(
+            "online store: embedded (in-process; correct for a single replica only, set REDIS_URL to share)"
+        ),
+        OnlineStore::Redis { prefix, .. } => {
+            tracing::info!(prefix = %prefix, "online store: redis (shared by all replicas)");
+            if let Err(e) = ctx.online.ping().await {
+                tracing::error!(error = %e, "redis unreachable at start: answers send nothing \
+                    (reason quota_unavailable) and /readyz says not ready until it answers");
+            }
+        }
+    }
     match ctx.reload() {
         Ok(_) => {}
         // Start anyway: /readyz says why, and a fixed file is picked up by reload or SIGHUP.
@@ -559,7 +574,8 @@ pub async fn run_on(
     }
     admin::reload_on_sighup(ctx.clone());
     if let Err(e) = ctx.refresh_flags().await {
-        tracing::error!(error = %e, "runtime flags unreadable at start; the policy file's rollout is in force until they are");
+        tracing::error!(error = %e, "runtime flags unreadable at start; the policy file's rollout, \
+            at most shadow, is in force until they are read");
     }
     if let Err(e) = ctx.refresh_controller().await {
         tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
@@ -573,14 +589,6 @@ pub async fn run_on(
         None => tracing::info!("control loop ticks only on POST /admin/controller/tick"),
     }
     tracing::info!(store = ctx.flag_store.kind(), every = ?config.flag_poll, "runtime flags");
-    match &ctx.online {
-        OnlineStore::Embedded(_) => tracing::info!(
-            "online store: embedded (in-process; correct for a single replica only, set REDIS_URL to share)"
-        ),
-        OnlineStore::Redis { prefix, .. } => {
-            tracing::info!(prefix = %prefix, "online store: redis (shared by all replicas)")
-        }
-    }
     features::FeatureRefresher::start(ctx.clone())
         .await?
         .spawn(config.features_refresh);

@@ -50,7 +50,7 @@ impl FlagStore {
     ) -> Result<Self, StoreError> {
         Ok(match redis_url {
             Some(url) => FlagStore::Redis {
-                conn: super::online::redis_connection(url).await?,
+                conn: super::online::redis_connection_now(url).await?,
                 prefix: prefix.to_owned(),
             },
             None => {

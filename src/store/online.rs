@@ -48,14 +48,23 @@ return old",
 });
 
 /// An auto-reconnecting Redis connection that fails fast: a request path must not wait
-/// out a long reconnect backoff.
-pub async fn redis_connection(url: &str) -> Result<ConnectionManager, StoreError> {
+/// out a long reconnect backoff. It connects on first use, so a server can start while
+/// Redis is down and answer safely until it returns; [`redis_connection_now`] is for
+/// commands that need Redis at once.
+fn redis_connection(url: &str) -> Result<ConnectionManager, StoreError> {
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
         .set_number_of_retries(2)
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_millis(500)));
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
+
+/// [`redis_connection`], checked with a `PING`: an unreachable Redis is an error now.
+pub(crate) async fn redis_connection_now(url: &str) -> Result<ConnectionManager, StoreError> {
+    let mut conn = redis_connection(url)?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(conn)
 }
 
 /// Which online store this process uses.
@@ -110,10 +119,20 @@ impl OnlineStore {
         OnlineStore::Embedded(Arc::default())
     }
 
-    /// Connects to Redis at `url` (keys under `prefix`).
+    /// Redis at `url` (keys under `prefix`), connected on first use: a server starts
+    /// while Redis is down (see [`redis_connection`]).
+    pub fn redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::Redis {
+            conn: redis_connection(url)?,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// Redis at `url` (keys under `prefix`), connected now: an unreachable Redis is an
+    /// error here, for commands that cannot do without it.
     pub async fn connect_redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self::Redis {
-            conn: redis_connection(url).await?,
+            conn: redis_connection_now(url).await?,
             prefix: prefix.to_owned(),
         })
     }
