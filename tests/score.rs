@@ -120,13 +120,19 @@ async fn insert_snapshot(db: &TestDb, user: &str, sessions_7d: i32, opted_out: b
     .unwrap();
 }
 
-/// A migrated database, a directory with a ranker champion and a policy (`rollout`,
-/// then `extra` YAML), and an embedded-store instance over them.
-async fn setup(rollout: &str, extra: &str) -> (TestDb, TempDir, Server) {
-    let db = TestDb::migrated().await;
+/// A new directory holding a ranker champion (`models/`) and a policy (`policy.yaml`:
+/// `rollout`, then `extra` YAML).
+fn served_dir(rollout: &str, extra: &str) -> TempDir {
     let dir = TempDir::new();
     write_ranker(&dir.0.join("models"), "v1");
     write_policy(&dir.0.join("policy.yaml"), rollout, extra);
+    dir
+}
+
+/// A migrated database, a [`served_dir`], and an embedded-store instance over them.
+async fn setup(rollout: &str, extra: &str) -> (TestDb, TempDir, Server) {
+    let db = TestDb::migrated().await;
+    let dir = served_dir(rollout, extra);
     let s = server(&db, &dir.0, None).await;
     (db, dir, s)
 }
@@ -326,10 +332,7 @@ async fn a_request_without_a_timezone_takes_the_users_stored_one_else_utc() {
 async fn a_retry_does_not_reserve_twice_and_64_concurrent_requests_across_two_instances_send_exactly_the_cap()
  {
     let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(
-        &dir.0.join("policy.yaml"),
+    let dir = served_dir(
         "{ mode: shadow, salt: s }",
         "gates: { max_sends_per_day: 2, min_gap_hours: 0 }\n",
     );
@@ -703,9 +706,7 @@ async fn a_rollout_flag_set_through_one_instance_is_in_force_on_another_without_
     let prefix = common::RedisPrefix::new();
     for shared_redis in [Some(prefix.0.as_str()), None] {
         let db = TestDb::migrated().await;
-        let dir = TempDir::new();
-        write_ranker(&dir.0.join("models"), "v1");
-        write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+        let dir = served_dir("{ mode: shadow, salt: s }", "");
         let a = server(&db, &dir.0, shared_redis).await;
         let b = server(&db, &dir.0, shared_redis).await;
         b.ctx.watch_flags(std::time::Duration::from_millis(50));
@@ -847,9 +848,7 @@ async fn wait_for_logged(db: &TestDb, n: i64) {
 /// A shadow policy and a ranker in a new directory, and `db` behind a proxy that can
 /// cut it off: the directory, the proxy, and the database's URL through it.
 async fn behind_a_proxy(db: &TestDb) -> (TempDir, common::proxy::TcpProxy, String) {
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
+    let dir = served_dir("{ mode: shadow, salt: s }", "");
     let server_addr = common::pg_server();
     let upstream = server_addr.rsplit('@').next().unwrap().to_owned();
     let proxy = common::proxy::TcpProxy::start(upstream).await;
@@ -901,19 +900,39 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
     wait_for_logged(&db, 6).await;
 }
 
-#[tokio::test]
-async fn shutdown_waits_for_the_decision_log_to_be_written() {
-    let db = TestDb::migrated().await;
-    let (dir, proxy, via_proxy) = behind_a_proxy(&db).await;
-    let mut cfg = config(&via_proxy);
-    cfg.models_dir = dir.0.join("models");
-    cfg.policy_path = dir.0.join("policy.yaml");
+/// nudge-serve itself (`run_on`) with `cfg`, loaded from `dir`, on a free port: its base
+/// URL, the sender that stops it, and its task. Requests wait on the listener until it
+/// serves.
+async fn run_server(
+    mut cfg: nudge::config::ServeConfig,
+    dir: &Path,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), nudge::serving::StartError>>,
+) {
+    cfg.models_dir = dir.join("models");
+    cfg.policy_path = dir.join("policy.yaml");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(nudge::serving::run_on(cfg, listener, async move {
         let _ = stopped.await;
     }));
+    (base, stop, server)
+}
+
+/// The test Redis behind a proxy that can cut it off.
+async fn redis_behind_a_proxy() -> common::proxy::TcpProxy {
+    let redis = common::redis_url();
+    common::proxy::TcpProxy::start(redis.trim_start_matches("redis://").to_owned()).await
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_the_decision_log_to_be_written() {
+    let db = TestDb::migrated().await;
+    let (dir, proxy, via_proxy) = behind_a_proxy(&db).await;
+    let (base, stop, server) = run_server(config(&via_proxy), &dir.0).await;
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !client
@@ -953,12 +972,8 @@ async fn shutdown_waits_for_the_decision_log_to_be_written() {
 #[tokio::test]
 async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
     let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(&dir.0.join("policy.yaml"), "{ mode: shadow, salt: s }", "");
-    let redis = common::redis_url();
-    let proxy =
-        common::proxy::TcpProxy::start(redis.trim_start_matches("redis://").to_owned()).await;
+    let dir = served_dir("{ mode: shadow, salt: s }", "");
+    let proxy = redis_behind_a_proxy().await;
     let prefix = common::RedisPrefix::new();
     let online = OnlineStore::connect_redis(&format!("redis://{}", proxy.addr), &prefix.0)
         .await
@@ -980,35 +995,24 @@ async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
 #[tokio::test]
 async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothing_and_recovers() {
     let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    write_policy(
-        &dir.0.join("policy.yaml"),
-        "{ mode: canary, canary_percent: 100, salt: s }",
-        "",
-    );
-    let redis = common::redis_url();
-    let proxy =
-        common::proxy::TcpProxy::start(redis.trim_start_matches("redis://").to_owned()).await;
+    let dir = served_dir("{ mode: canary, canary_percent: 100, salt: s }", "");
+    let proxy = redis_behind_a_proxy().await;
     proxy.cut();
     let prefix = common::RedisPrefix::new();
     let mut cfg = config(&db.url);
     cfg.redis_url = Some(format!("redis://{}", proxy.addr));
     cfg.redis_prefix = prefix.0.clone();
-    cfg.models_dir = dir.0.join("models");
-    cfg.policy_path = dir.0.join("policy.yaml");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(nudge::serving::run_on(cfg, listener, async move {
-        let _ = stopped.await;
-    }));
+    let (base, stop, server) = run_server(cfg, &dir.0).await;
     let client = reqwest::Client::new();
     let get = |path: &str, token: &str| {
-        client
+        let sent = client
             .get(format!("{base}{path}"))
             .bearer_auth(token)
-            .send()
+            .send();
+        async move {
+            let response = sent.await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
     };
     let score = |user: &str| {
         client
@@ -1023,18 +1027,12 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
     };
 
     // Started (requests wait on the listener until it serves), not ready, and saying why.
-    let ready = get("/readyz", "").await.unwrap();
-    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    let ready: Value = ready.json().await.unwrap();
+    let (status, ready) = get("/readyz", "").await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["online_store"]["ok"], false, "{ready}");
     assert_eq!(ready["models"]["ok"], true, "{ready}");
     // The flags are unread, so the canary of the file is held at shadow.
-    let rollout: Value = get("/admin/rollout", ADMIN_TOKEN)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rollout) = get("/admin/rollout", ADMIN_TOKEN).await;
     assert_eq!(
         (&rollout["mode"], &rollout["source"]),
         (&json!("shadow"), &json!("unread"))
@@ -1050,14 +1048,9 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
     proxy.restore();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let ready = get("/readyz", "").await.unwrap().status().is_success();
-        let rollout: Value = get("/admin/rollout", ADMIN_TOKEN)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ready && rollout["source"] == "policy" {
+        let (ready, _) = get("/readyz", "").await;
+        let (_, rollout) = get("/admin/rollout", ADMIN_TOKEN).await;
+        if ready.is_success() && rollout["source"] == "policy" {
             assert_eq!(rollout["mode"], "canary");
             break;
         }
