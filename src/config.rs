@@ -56,13 +56,16 @@ impl RedisArgs {
 /// `nudge-serve`'s settings as given on the command line and in the environment.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
+    /// Postgres.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Redis, or the embedded store.
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Address to listen on.
     #[arg(long, env = "NUDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The key of user-id hashes.
     #[command(flatten)]
     pub key: HashKeyArgs,
     /// HMAC secret for `POST /v1/events`; unset = webhook disabled.
@@ -74,6 +77,7 @@ pub struct ServeArgs {
     /// Postgres connections in the pool.
     #[arg(long, env = "NUDGE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// The model registry.
     #[command(flatten)]
     pub models: ModelsDirArgs,
     /// Policy file: gates, rollout, threshold (see policy/policy.yaml).
@@ -145,7 +149,7 @@ impl HashKeyArgs {
 /// `nudge-train simulate`'s parameters.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
-    /// Simulated users (their app ids are u0 … u<N-1>).
+    /// Simulated users (their app ids are `u0` … `u<N-1>`).
     #[arg(long, default_value_t = 10_000)]
     pub users: u32,
     /// Simulated days.

@@ -3,6 +3,8 @@
 //! The library holds every piece of logic; `src/bin/` holds thin entry points.
 //! See `ARCHITECTURE.md` for the modules, what each owns and the invariants between them.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod control;
 pub mod evaluation;

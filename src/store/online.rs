@@ -120,7 +120,7 @@ impl OnlineStore {
     }
 
     /// Redis at `url` (keys under `prefix`), connected on first use: a server starts
-    /// while Redis is down (see [`redis_connection`]).
+    /// while Redis is down, and reconnects by itself.
     pub fn redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self::Redis {
             conn: redis_connection(url)?,

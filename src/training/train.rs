@@ -1,5 +1,5 @@
 //! The trainer: one spec's examples in, a saved, evaluated model out. The CPU-bound part
-//! ([`train`]) is a plain function of the table; [`fit`] and [`evaluate`] add the I/O
+//! ([`train`]) is a plain function of the table; [`fit()`] and [`evaluate`] add the I/O
 //! (Postgres, the registry) around it.
 
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ impl Stages {
 /// A fitted model, its card, and the spec it came from.
 #[derive(Debug)]
 pub struct Trained {
-    /// The model (version filled in by [`fit`]).
+    /// The model (version filled in by [`fit()`]).
     pub model: Model,
     /// Its card.
     pub card: Card,
