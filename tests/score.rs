@@ -969,27 +969,64 @@ async fn shutdown_waits_for_the_decision_log_to_be_written() {
     assert_eq!(db.count("SELECT count(*) FROM serving.decisions").await, 20);
 }
 
-#[tokio::test]
-async fn with_redis_down_the_answer_is_a_200_that_sends_nothing_and_says_why() {
-    let db = TestDb::migrated().await;
-    let dir = served_dir("{ mode: shadow, salt: s }", "");
-    let proxy = redis_behind_a_proxy().await;
-    let prefix = common::RedisPrefix::new();
-    let online = OnlineStore::connect_redis(&format!("redis://{}", proxy.addr), &prefix.0)
+/// `POST /v1/score` to a running server for `user` (one contact reminder, at noon UTC).
+async fn score_at(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+) -> (reqwest::StatusCode, Value) {
+    let response = client
+        .post(format!("{base}/v1/score"))
+        .bearer_auth(SCHEDULER_TOKEN)
+        .json(&request(
+            user,
+            "2026-11-22T12:00:00Z",
+            &["contact_reminder"],
+        ))
+        .send()
         .await
         .unwrap();
-    let app = server_over(&db, db.pool.clone(), online, &dir.0).await.app;
-    let body = request("redis-down", "2026-11-22T12:00:00Z", &["contact_reminder"]);
-    assert_eq!(
-        reasons(&score(&app, &body).await.1),
-        vec![(true, "ok".into())]
-    );
+    (response.status(), response.json().await.unwrap())
+}
 
-    proxy.cut();
-    let (status, answer) = score(&app, &body).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
-    assert_eq!(answer["cold_start"], true);
+#[tokio::test]
+async fn with_redis_down_or_hanging_the_answer_is_a_200_in_time_that_sends_nothing_and_says_why() {
+    for hanging in [false, true] {
+        let db = TestDb::migrated().await;
+        let dir = served_dir("{ mode: shadow, salt: s }", "");
+        let proxy = redis_behind_a_proxy().await;
+        let prefix = common::RedisPrefix::new();
+        let mut cfg = config(&db.url);
+        cfg.redis_url = Some(format!("redis://{}", proxy.addr));
+        cfg.redis_prefix = prefix.0.clone();
+        // Asking a hanging Redis for features and then for quota, each until the
+        // connection's 500-ms response timeout, would miss this deadline.
+        cfg.request_timeout = std::time::Duration::from_millis(800);
+        let (base, stop, server) = run_server(cfg, &dir.0).await;
+        let client = reqwest::Client::new();
+        let (status, answer) = score_at(&client, &base, "redis-down").await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+        assert_eq!(reasons(&answer), vec![(true, "ok".into())]);
+
+        if hanging {
+            proxy.stall();
+        } else {
+            proxy.cut();
+        }
+        // The first request finds Redis gone; the next ones do not wait for it.
+        for user in ["redis-down", "second", "third"] {
+            let (status, answer) = score_at(&client, &base, user).await;
+            assert_eq!(
+                status,
+                reqwest::StatusCode::OK,
+                "hanging {hanging}: {answer}"
+            );
+            assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
+            assert_eq!(answer["cold_start"], true);
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]
@@ -1014,17 +1051,6 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
             (response.status(), response.json::<Value>().await.unwrap())
         }
     };
-    let score = |user: &str| {
-        client
-            .post(format!("{base}/v1/score"))
-            .bearer_auth(SCHEDULER_TOKEN)
-            .json(&request(
-                user,
-                "2026-11-22T12:00:00Z",
-                &["contact_reminder"],
-            ))
-            .send()
-    };
 
     // Started (requests wait on the listener until it serves), not ready, and saying why.
     let (status, ready) = get("/readyz", "").await;
@@ -1038,9 +1064,8 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
         (&json!("shadow"), &json!("unread"))
     );
     // A safe answer: nothing sent, the reason given.
-    let answer = score("before").await.unwrap();
-    assert_eq!(answer.status(), reqwest::StatusCode::OK);
-    let answer: Value = answer.json().await.unwrap();
+    let (status, answer) = score_at(&client, &base, "before").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
     assert_eq!(answer["arm"], "shadow", "{answer}");
     assert_eq!(reasons(&answer), vec![(false, "quota_unavailable".into())]);
 
@@ -1060,7 +1085,7 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let answer: Value = score("after").await.unwrap().json().await.unwrap();
+    let (_, answer) = score_at(&client, &base, "after").await;
     assert_eq!(answer["arm"], "canary", "{answer}");
     assert_eq!(reasons(&answer), vec![(true, "ok".into())]);
     stop.send(()).unwrap();

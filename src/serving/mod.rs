@@ -206,7 +206,11 @@ impl ApiContext {
             Ok(FeatureLookup::Unknown | FeatureLookup::NotMaterialized) => None,
             Err(e) => {
                 metrics::counter!(telemetry::FEATURE_ERRORS).increment(1);
-                tracing::warn!(error = %e, "online features unavailable; scoring as a cold start");
+                if e.is_redis_unreachable() {
+                    tracing::debug!(error = %e, "online features unavailable; scoring as a cold start");
+                } else {
+                    tracing::warn!(error = %e, "online features unavailable; scoring as a cold start");
+                }
                 None
             }
         }
@@ -260,7 +264,11 @@ impl ApiContext {
             let ctx = ctx.clone();
             async move {
                 if let Err(e) = ctx.refresh_flags().await {
-                    tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force");
+                    if ctx.flags.load().is_some() {
+                        tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force");
+                    } else {
+                        tracing::warn!(error = %e, "runtime flags still unread; the policy file's rollout, at most shadow, stays in force");
+                    }
                 }
                 if let Err(e) = ctx.refresh_controller().await {
                     tracing::warn!(error = %e, "controller state unreadable; the last threshold read stays in force");

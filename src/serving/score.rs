@@ -366,7 +366,11 @@ pub async fn score(
                 Ok(Reservation::Refused(reason)) => (Some(reason), None),
                 Err(e) => {
                     metrics::counter!(telemetry::QUOTA_ERRORS).increment(1);
-                    tracing::warn!(error = %e, "quota store unavailable; not sending");
+                    if e.is_redis_unreachable() {
+                        tracing::debug!(error = %e, "quota store unavailable; not sending");
+                    } else {
+                        tracing::warn!(error = %e, "quota store unavailable; not sending");
+                    }
                     (Some(Reason::QuotaUnavailable), None)
                 }
             }

@@ -3,13 +3,13 @@
 //! every replica — and `nudge-serve flag` with no server running — reads and writes the
 //! same flags.
 
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
 use super::StoreError;
 use super::online::OnlineStore;
+use super::redis_link::RedisLink;
 use crate::rollout::{Flags, KillSwitchFlag, RolloutFlag};
 
 const ROLLOUT: &str = "rollout";
@@ -21,7 +21,7 @@ pub enum FlagStore {
     /// Redis, beside the online store.
     Redis {
         /// Connection.
-        conn: ConnectionManager,
+        conn: RedisLink,
         /// Key prefix.
         prefix: String,
     },

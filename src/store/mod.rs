@@ -5,6 +5,7 @@ pub mod database;
 pub mod flags;
 pub mod online;
 pub mod quota;
+pub mod redis_link;
 
 /// Errors from the stores.
 #[derive(Debug, thiserror::Error)]
@@ -46,4 +47,13 @@ pub enum StoreError {
     /// A background write task failed.
     #[error("online store write task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// Whether this is Redis out of reach (its breaker open, no answer, a dropped
+    /// connection) rather than a refused command or bad data: callers that fall back
+    /// count it without a log line each, the link logs the outage once.
+    pub fn is_redis_unreachable(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if redis_link::is_unreachable(e))
+    }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::redis_link::RedisLink;
 use tokio::task::JoinSet;
 
 use super::StoreError;
@@ -60,9 +62,10 @@ fn redis_connection(url: &str) -> Result<ConnectionManager, StoreError> {
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
-/// [`redis_connection`], checked with a `PING`: an unreachable Redis is an error now.
-pub(crate) async fn redis_connection_now(url: &str) -> Result<ConnectionManager, StoreError> {
-    let mut conn = redis_connection(url)?;
+/// An unguarded [`RedisLink`] for a command, checked with a `PING`: an unreachable Redis
+/// is an error now.
+pub(crate) async fn redis_connection_now(url: &str) -> Result<RedisLink, StoreError> {
+    let mut conn = RedisLink::direct(redis_connection(url)?);
     redis::cmd("PING").query_async::<String>(&mut conn).await?;
     Ok(conn)
 }
@@ -74,8 +77,8 @@ pub enum OnlineStore {
     Embedded(Arc<Embedded>),
     /// Redis, shared by every replica; keys start with `prefix`.
     Redis {
-        /// Auto-reconnecting connection.
-        conn: ConnectionManager,
+        /// Auto-reconnecting connection (guarded in the server).
+        conn: RedisLink,
         /// Key prefix, so several deployments (or tests) can share one Redis.
         prefix: String,
     },
@@ -119,11 +122,12 @@ impl OnlineStore {
         OnlineStore::Embedded(Arc::default())
     }
 
-    /// Redis at `url` (keys under `prefix`), connected on first use: a server starts
-    /// while Redis is down, and reconnects by itself.
+    /// Redis at `url` (keys under `prefix`) for the server: connected on first use, so
+    /// it starts while Redis is down, reconnects by itself, and behind a breaker, so a
+    /// request never waits on a Redis that is down ([`RedisLink::guarded`]).
     pub fn redis(url: &str, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self::Redis {
-            conn: redis_connection(url)?,
+            conn: RedisLink::guarded(redis_connection(url)?),
             prefix: prefix.to_owned(),
         })
     }
@@ -282,7 +286,7 @@ enum WriteTarget {
         rows: HashMap<String, FeatureRow>,
     },
     Redis {
-        conn: ConnectionManager,
+        conn: RedisLink,
         prefix: String,
         in_flight: JoinSet<redis::RedisResult<()>>,
     },

@@ -9,10 +9,10 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use super::StoreError;
 use super::online::OnlineStore;
+use super::redis_link::RedisLink;
 use crate::policy::gates::{Gates, Reason, quota_check};
 
 /// Check the cap and the gap against the user's sorted set of sends (member = candidate
@@ -79,7 +79,7 @@ pub enum QuotaStore {
     /// Redis, shared by every replica.
     Redis {
         /// Connection.
-        conn: ConnectionManager,
+        conn: RedisLink,
         /// Key prefix.
         prefix: String,
     },
