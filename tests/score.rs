@@ -389,6 +389,50 @@ async fn a_retry_does_not_reserve_twice_and_64_concurrent_requests_across_two_in
 }
 
 #[tokio::test]
+async fn the_redis_quota_read_holds_the_last_days_sends_and_settles_what_the_reservation_would() {
+    use nudge::store::quota::{QuotaStore, Reservation, settled};
+    let prefix = common::RedisPrefix::new();
+    let quota = QuotaStore::beside(&prefix.store().await);
+    let policy = nudge::policy::Policy::parse(
+        "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
+    )
+    .unwrap();
+    let gates = &policy.gates; // 2 a day, 8 h apart
+    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let at = |hours: i64| t0 + chrono::Duration::hours(hours);
+    for (candidate, hour) in [("n1", 0), ("n2", 9)] {
+        let granted = quota.reserve(gates, "u", candidate, at(hour)).await;
+        assert_eq!(granted.unwrap(), Reservation::Granted);
+    }
+
+    // Ten hours in: both sends, and the read settles a third send and a retry exactly as
+    // the atomic reservation answers them.
+    let sends = quota
+        .peek("u", at(10))
+        .await
+        .unwrap()
+        .expect("read from redis");
+    assert_eq!(
+        sends,
+        vec![(at(0), "n1".to_owned()), (at(9), "n2".to_owned())]
+    );
+    for candidate in ["n3", "n1"] {
+        let certain = settled(gates, &sends, candidate, at(10)).expect("settled");
+        let reserved = quota.reserve(gates, "u", candidate, at(10)).await.unwrap();
+        assert_eq!(certain, reserved, "{candidate}");
+    }
+    // A day after the first send only the second counts, and a grant is left to the
+    // reservation.
+    let later = quota.peek("u", at(24)).await.unwrap().unwrap();
+    assert_eq!(later, vec![(at(9), "n2".to_owned())]);
+    assert_eq!(settled(gates, &later, "n4", at(24)), None);
+    assert_eq!(
+        quota.reserve(gates, "u", "n4", at(24)).await.unwrap(),
+        Reservation::Granted
+    );
+}
+
+#[tokio::test]
 async fn a_bad_policy_or_model_is_refused_on_reload_and_the_old_ones_keep_serving() {
     let (_db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let admin = |path: &str, token: &str| {

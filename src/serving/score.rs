@@ -26,7 +26,7 @@ use crate::features::row::FeatureRow;
 use crate::policy::Mode;
 use crate::policy::gates::{Reason, blocking_gate};
 use crate::rollout::{self, Arm};
-use crate::store::quota::Reservation;
+use crate::store::quota::{self, Reservation};
 use crate::telemetry;
 
 /// Most candidates per request.
@@ -312,7 +312,12 @@ pub async fn score(
         ranker.is_some(),
     );
     let user_hash = ctx.hasher.hash(&request.user_id);
-    let features = ctx.user_features(&user_hash).await;
+    // Both reads in one round trip to Redis; the sends settle most refusals and retries
+    // without the reservation's atomic step.
+    let (features, sends) = tokio::join!(
+        ctx.user_features(&user_hash),
+        ctx.quota.peek(&user_hash, request.now)
+    );
     let timezone = request
         .timezone
         .or_else(|| stored_timezone(features.as_ref(), ctx.timezone_index));
@@ -357,11 +362,20 @@ pub async fn score(
         (None, None) => (None, None),
         (None, Some(i)) => {
             let candidate = &request.candidates[i].id;
-            match ctx
-                .quota
-                .reserve(&policy.gates, &user_hash, candidate, request.now)
-                .await
-            {
+            let certain = match &sends {
+                Ok(Some(sends)) => quota::settled(&policy.gates, sends, candidate, request.now),
+                _ => None,
+            };
+            let reservation = match (certain, sends) {
+                (Some(certain), _) => Ok(certain),
+                (None, Err(e)) => Err(e),
+                (None, Ok(_)) => {
+                    ctx.quota
+                        .reserve(&policy.gates, &user_hash, candidate, request.now)
+                        .await
+                }
+            };
+            match reservation {
                 Ok(Reservation::Granted | Reservation::Repeated) => (None, Some(i)),
                 Ok(Reservation::Refused(reason)) => (Some(reason), None),
                 Err(e) => {

@@ -97,6 +97,36 @@ impl QuotaStore {
         }
     }
 
+    /// The user's sends of the day before `now`, read without reserving, so a request
+    /// the quota refuses (or a retry) is settled by [`settled`] without the atomic step.
+    /// In Redis one `ZRANGE`, which a caller sends beside the feature read (the
+    /// connection pipelines them: one round trip); `None` when embedded, where the
+    /// reservation itself is as cheap.
+    pub async fn peek(
+        &self,
+        user_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<(DateTime<Utc>, String)>>, StoreError> {
+        let QuotaStore::Redis { conn, prefix } = self else {
+            return Ok(None);
+        };
+        let since = (now - Duration::days(1)).timestamp_millis();
+        let sends: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(format!("{prefix}quota:{user_hash}"))
+            .arg(format!("({since}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut conn.clone())
+            .await?;
+        Ok(Some(
+            sends
+                .into_iter()
+                .filter_map(|(id, ms)| Some((DateTime::from_timestamp_millis(ms as i64)?, id)))
+                .collect(),
+        ))
+    }
+
     /// Reserves a send of `candidate_id` to `user_hash` at `now`, if the gates allow it.
     pub async fn reserve(
         &self,
@@ -113,17 +143,10 @@ impl QuotaStore {
                 quotas.sweep(now);
                 let sends = quotas.users.entry(user_hash.to_owned()).or_default();
                 sends.retain(|(t, _)| *t > now - Duration::days(1));
-                if sends.iter().any(|(_, id)| id == candidate_id) {
-                    return Ok(Reservation::Repeated);
-                }
-                let times: Vec<DateTime<Utc>> = sends.iter().map(|(t, _)| *t).collect();
-                Ok(match quota_check(gates, &times, now) {
-                    Ok(()) => {
-                        sends.push((now, candidate_id.to_owned()));
-                        Reservation::Granted
-                    }
-                    Err(reason) => Reservation::Refused(reason),
-                })
+                Ok(settled(gates, sends, candidate_id, now).unwrap_or_else(|| {
+                    sends.push((now, candidate_id.to_owned()));
+                    Reservation::Granted
+                }))
             }
             QuotaStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
@@ -146,6 +169,24 @@ impl QuotaStore {
     }
 }
 
+/// What a reservation of `candidate_id` at `now` is certain to answer, given the user's
+/// sends of the day before: `Repeated` when it is among them, `Refused` when the quota
+/// rule refuses it; `None` when it would be granted, which only the atomic step may do.
+pub fn settled(
+    gates: &Gates,
+    sends: &[(DateTime<Utc>, String)],
+    candidate_id: &str,
+    now: DateTime<Utc>,
+) -> Option<Reservation> {
+    if sends.iter().any(|(_, id)| id == candidate_id) {
+        return Some(Reservation::Repeated);
+    }
+    let times: Vec<DateTime<Utc>> = sends.iter().map(|(t, _)| *t).collect();
+    quota_check(gates, &times, now)
+        .err()
+        .map(Reservation::Refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +197,36 @@ mod tests {
         )
         .unwrap()
         .gates
+    }
+
+    #[test]
+    fn settled_answers_retries_and_refusals_and_leaves_grants_to_the_atomic_step() {
+        let gates = gates(); // 2 a day, 8 h apart
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let one = vec![(t0, "n1".to_owned())];
+        let two = vec![
+            (t0, "n1".to_owned()),
+            (t0 + Duration::hours(9), "n2".into()),
+        ];
+        let at = |h: i64| t0 + Duration::hours(h);
+        assert_eq!(settled(&gates, &[], "n1", t0), None);
+        assert_eq!(
+            settled(&gates, &one, "n1", at(1)),
+            Some(Reservation::Repeated)
+        );
+        assert_eq!(
+            settled(&gates, &one, "n2", at(1)),
+            Some(Reservation::Refused(Reason::MinGap))
+        );
+        assert_eq!(settled(&gates, &one, "n2", at(9)), None);
+        assert_eq!(
+            settled(&gates, &two, "n3", at(20)),
+            Some(Reservation::Refused(Reason::DailyCap))
+        );
+        assert_eq!(
+            settled(&gates, &two, "n2", at(20)),
+            Some(Reservation::Repeated)
+        );
     }
 
     #[tokio::test]
