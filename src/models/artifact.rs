@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use forust_ml::GradientBooster;
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::ModelError;
 use super::calibration::Calibration;
+use super::forest::Forest;
 use super::preprocess::{ModelInput, Preprocessing};
 
 /// Version of the artifact format; a file with another is refused.
@@ -34,6 +36,9 @@ pub enum Estimator {
     Gbm {
         /// The booster as forust-ml saves it.
         booster: Box<GradientBooster>,
+        /// Its trees laid out for scoring, built at the first use.
+        #[serde(skip)]
+        forest: OnceLock<Forest>,
     },
 }
 
@@ -45,7 +50,7 @@ impl fmt::Debug for Estimator {
                 .field("weights", weights)
                 .field("intercept", intercept)
                 .finish(),
-            Estimator::Gbm { booster } => f
+            Estimator::Gbm { booster, .. } => f
                 .debug_struct("Gbm")
                 .field("trees", &trees_used(booster))
                 .finish(),
@@ -69,17 +74,13 @@ impl Estimator {
                 .chunks_exact(width)
                 .map(|row| intercept + row.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>())
                 .collect(),
-            // Row by row through forust-ml's own tree walk: no allocation per tree, and the
-            // sum runs in the order forust-ml's batch prediction uses.
-            Estimator::Gbm { booster } => {
-                let trees = &booster.trees[..trees_used(booster)];
+            // Row by row over the flattened trees: what forust-ml's batch prediction
+            // computes, without allocating per tree and in a quarter of the memory.
+            Estimator::Gbm { booster, forest } => {
+                let forest = forest.get_or_init(|| Forest::of(booster));
                 encoded
                     .chunks_exact(width)
-                    .map(|row| {
-                        trees.iter().fold(booster.base_score, |sum, tree| {
-                            sum + tree.predict_row_from_row_slice(row, &booster.missing)
-                        })
-                    })
+                    .map(|row| forest.logit(row))
                     .collect()
             }
         }
@@ -94,7 +95,7 @@ impl Estimator {
             }
             // Walking a tree must end at a leaf without leaving the row: children come
             // after their parent, and splits read columns the encoding has.
-            Estimator::Gbm { booster } => {
+            Estimator::Gbm { booster, .. } => {
                 !booster.trees.is_empty()
                     && booster
                         .prediction_iteration

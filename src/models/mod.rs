@@ -1,9 +1,11 @@
-//! Saved models: the artifact format and its one inference path (`artifact`), the
-//! feature encoding (`preprocess`), calibration, and the on-disk registry of versions and
-//! champions (`registry`). The trainer writes here; nudge-serve only reads.
+//! Saved models: the artifact format and its one inference path (`artifact`, walking
+//! boosted trees through `forest`), the feature encoding (`preprocess`), calibration, and
+//! the on-disk registry of versions and champions (`registry`). The trainer writes here;
+//! nudge-serve only reads.
 
 pub mod artifact;
 pub mod calibration;
+pub mod forest;
 pub mod preprocess;
 pub mod registry;
 

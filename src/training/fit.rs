@@ -165,6 +165,7 @@ pub fn fit(
                 .map_err(|e| failed(e.to_string()))?;
             Ok(Estimator::Gbm {
                 booster: Box::new(booster),
+                forest: Default::default(),
             })
         }
     }
@@ -251,7 +252,7 @@ mod tests {
             l2: 1.0,
         };
         let estimator = fit("gbm", &algorithm, train, &valid, ClassWeight::Balanced, 0).unwrap();
-        let Estimator::Gbm { booster } = &estimator else {
+        let Estimator::Gbm { booster, .. } = &estimator else {
             panic!()
         };
         assert!(crate::models::artifact::trees_used(booster) < 500);

@@ -282,7 +282,7 @@ pub fn train(
             valid_auc,
             test_auc,
             trees: match &estimator {
-                Estimator::Gbm { booster } => Some(trees_used(booster)),
+                Estimator::Gbm { booster, .. } => Some(trees_used(booster)),
                 Estimator::Logistic { .. } => None,
             },
         });
