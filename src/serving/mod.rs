@@ -206,11 +206,7 @@ impl ApiContext {
             Ok(FeatureLookup::Unknown | FeatureLookup::NotMaterialized) => None,
             Err(e) => {
                 metrics::counter!(telemetry::FEATURE_ERRORS).increment(1);
-                if e.is_redis_unreachable() {
-                    tracing::debug!(error = %e, "online features unavailable; scoring as a cold start");
-                } else {
-                    tracing::warn!(error = %e, "online features unavailable; scoring as a cold start");
-                }
+                log_fallback(&e, "online features unavailable; scoring as a cold start");
                 None
             }
         }
@@ -485,6 +481,17 @@ async fn record_latency(request: Request, next: Next) -> Response {
                         "status" => response.status().as_u16().to_string())
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Logs a store failure a request falls back from (`fallback` says how): Redis out of
+/// reach only at debug level, since the Redis link logs the outage once and the metrics
+/// count every failure; anything else as a warning.
+fn log_fallback(error: &StoreError, fallback: &str) {
+    if error.is_redis_unreachable() {
+        tracing::debug!(error = %error, "{fallback}");
+    } else {
+        tracing::warn!(error = %error, "{fallback}");
+    }
 }
 
 /// Why `nudge-serve` could not start.

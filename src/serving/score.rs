@@ -380,11 +380,7 @@ pub async fn score(
                 Ok(Reservation::Refused(reason)) => (Some(reason), None),
                 Err(e) => {
                     metrics::counter!(telemetry::QUOTA_ERRORS).increment(1);
-                    if e.is_redis_unreachable() {
-                        tracing::debug!(error = %e, "quota store unavailable; not sending");
-                    } else {
-                        tracing::warn!(error = %e, "quota store unavailable; not sending");
-                    }
+                    super::log_fallback(&e, "quota store unavailable; not sending");
                     (Some(Reason::QuotaUnavailable), None)
                 }
             }
