@@ -51,7 +51,7 @@ async fn the_posthog_python_sdk_is_ingested_exactly_once_without_pii() {
     let db = TestDb::migrated().await;
     let cfg = config(&db.url);
     let hasher = cfg.hasher.clone();
-    let app = router(prepare(&cfg).await.expect("prepare"));
+    let app = router(prepare(&cfg).await.expect("prepare").ctx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -1033,6 +1033,22 @@ async fn score_at(
     (response.status(), response.json().await.unwrap())
 }
 
+/// `GET path` of a running server with `token`: status and JSON body.
+async fn get_at(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+) -> (reqwest::StatusCode, Value) {
+    let response = client
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn with_redis_down_or_hanging_the_answer_is_a_200_in_time_that_sends_nothing_and_says_why() {
     for hanging in [false, true] {
@@ -1085,16 +1101,7 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
     cfg.redis_prefix = prefix.0.clone();
     let (base, stop, server) = run_server(cfg, &dir.0).await;
     let client = reqwest::Client::new();
-    let get = |path: &str, token: &str| {
-        let sent = client
-            .get(format!("{base}{path}"))
-            .bearer_auth(token)
-            .send();
-        async move {
-            let response = sent.await.unwrap();
-            (response.status(), response.json::<Value>().await.unwrap())
-        }
-    };
+    let get = |path: &'static str, token: &'static str| get_at(&client, &base, path, token);
 
     // Started (requests wait on the listener until it serves), not ready, and saying why.
     let (status, ready) = get("/readyz", "").await;
@@ -1132,6 +1139,58 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
     let (_, answer) = score_at(&client, &base, "after").await;
     assert_eq!(answer["arm"], "canary", "{answer}");
     assert_eq!(reasons(&answer), vec![(true, "ok".into())]);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn with_postgres_down_at_start_the_server_starts_answers_cold_starts_and_catches_up() {
+    let db = TestDb::migrated().await;
+    insert_snapshot(&db, "known-1", 3, false).await;
+    insert_snapshot(&db, "known-2", 3, false).await;
+    let (dir, proxy, via_proxy) = behind_a_proxy(&db).await;
+    proxy.cut();
+    // The embedded store: features, flags and controller state all come from Postgres.
+    let (base, stop, server) = run_server(config(&via_proxy), &dir.0).await;
+    let client = reqwest::Client::new();
+    let get = |path: &'static str, token: &'static str| get_at(&client, &base, path, token);
+
+    // Started (requests wait on the listener until it serves), not ready, and saying why.
+    let (status, ready) = get("/readyz", "").await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (&ready["database"]["ok"], &ready["models"]["ok"]),
+        (&json!(false), &json!(true)),
+        "{ready}"
+    );
+    let (_, rollout) = get("/admin/rollout", ADMIN_TOKEN).await;
+    assert_eq!(
+        (&rollout["mode"], &rollout["source"]),
+        (&json!("shadow"), &json!("unread"))
+    );
+    // An answer, with the user's features not loaded yet: a cold start.
+    let (status, answer) = score_at(&client, &base, "known-1").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    assert_eq!(answer["cold_start"], true, "{answer}");
+    assert_eq!(reasons(&answer), vec![(true, "ok".into())]);
+
+    // Postgres back: ready, the features loaded, the decision logged.
+    proxy.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ready, _) = get("/readyz", "").await;
+        let (features, _) = get("/v1/features/known-2", SCHEDULER_TOKEN).await;
+        if ready.is_success() && features.is_success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, rollout) = get("/admin/rollout", ADMIN_TOKEN).await;
+    assert_eq!(rollout["source"], "policy", "{rollout}");
+    let (_, answer) = score_at(&client, &base, "known-2").await;
+    assert_eq!(answer["cold_start"], false, "{answer}");
+    wait_for_logged(&db, 2).await;
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

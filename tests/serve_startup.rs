@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use common::{TestDb, config, run_bin};
 use nudge::serving::{StartError, prepare, router};
 use nudge::store::StoreError;
-use nudge::store::database::SchemaMismatch;
+use nudge::store::database::{AtStart, SchemaMismatch};
 use serde_json::json;
 
 #[tokio::test]
@@ -98,7 +98,13 @@ async fn readiness_reports_postgres_and_the_redis_online_store() {
     let mut cfg = config(&db.url);
     cfg.redis_url = Some(common::redis_url());
     cfg.models_dir = dir.0.clone();
-    let ctx = prepare(&cfg).await.expect("ready");
+    let prepared = prepare(&cfg).await.expect("ready");
+    assert!(
+        matches!(prepared.postgres, AtStart::SchemaCurrent),
+        "{:?}",
+        prepared.postgres
+    );
+    let ctx = prepared.ctx;
     let app = router(ctx.clone());
     // Not ready until a policy and a ranker champion are loaded.
     let (status, _, body) =
@@ -139,7 +145,7 @@ async fn readiness_reports_postgres_and_the_redis_online_store() {
 #[tokio::test]
 async fn readiness_fails_when_the_schema_is_gone_and_says_why() {
     let db = TestDb::migrated().await;
-    let app = router(prepare(&config(&db.url)).await.expect("ready"));
+    let app = router(prepare(&config(&db.url)).await.expect("ready").ctx);
     let (_, _, body) =
         common::send(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(

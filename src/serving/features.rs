@@ -109,8 +109,9 @@ async fn last_refresh(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Erro
 /// Keeps the online features fresh: see [`FeatureRefresher::tick`].
 pub struct FeatureRefresher {
     ctx: ApiContext,
-    /// The feature refresh the embedded store was last loaded after.
-    loaded_after: Option<DateTime<Utc>>,
+    /// The feature refresh the embedded store was last loaded after (the inner `None`:
+    /// before any refresh); `None` until the first load.
+    loaded_after: Option<Option<DateTime<Utc>>>,
 }
 
 impl FeatureRefresher {
@@ -121,12 +122,24 @@ impl FeatureRefresher {
         if matches!(ctx.online, OnlineStore::Embedded(_)) {
             load_embedded(&ctx).await?;
         }
-        Ok(Self { ctx, loaded_after })
+        Ok(Self {
+            ctx,
+            loaded_after: Some(loaded_after),
+        })
     }
 
-    /// Updates the freshness gauges and, when embedded, reloads the store if a feature
-    /// refresh finished since the last load. Errors are logged, the loaded version
-    /// serving meanwhile.
+    /// A refresher whose first tick loads the embedded store (for a server that started
+    /// before Postgres answered: until then it holds no features).
+    pub fn unloaded(ctx: ApiContext) -> Self {
+        Self {
+            ctx,
+            loaded_after: None,
+        }
+    }
+
+    /// Updates the freshness gauges and, when embedded, loads the store if it never was or
+    /// a feature refresh finished since the last load. Errors are logged, the loaded
+    /// version serving meanwhile.
     pub async fn tick(&mut self) {
         let ctx = &self.ctx;
         match status(&ctx.pool, Utc::now()).await {
@@ -148,11 +161,11 @@ impl FeatureRefresher {
             return;
         }
         match last_refresh(&ctx.pool).await {
-            Ok(latest) if latest != self.loaded_after => match load_embedded(ctx).await {
-                Ok(()) => self.loaded_after = latest,
+            Ok(latest) if self.loaded_after != Some(latest) => match load_embedded(ctx).await {
+                Ok(()) => self.loaded_after = Some(latest),
                 Err(err) => tracing::warn!(
                     error = %err,
-                    "embedded feature reload failed; the previous version keeps serving"
+                    "embedded feature load failed; what was loaded before, if anything, keeps serving"
                 ),
             },
             Ok(_) => {}

@@ -53,14 +53,28 @@ pub struct Readiness {
     pub models: Check,
 }
 
+/// Longest `/readyz` waits for Postgres: a probe answers promptly during an outage, when
+/// the pool would wait its whole acquire timeout for a connection.
+const DATABASE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 /// `GET /readyz`: Postgres reachable with the schema this build knows, online store up.
 pub async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
-    let database: Check = database::check_schema(&ctx.pool)
-        .await
-        .map(|()| "reachable, schema current".to_owned())
-        .into();
+    let database: Check =
+        match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, database::check_schema(&ctx.pool)).await
+        {
+            Ok(checked) => checked
+                .map(|()| "reachable, schema current".to_owned())
+                .into(),
+            Err(_) => Check {
+                ok: false,
+                detail: format!(
+                    "postgres: no answer within {} ms",
+                    DATABASE_CHECK_TIMEOUT.as_millis()
+                ),
+            },
+        };
     let features_version = ctx.online.feature_version().await.ok().flatten();
     let online_store: Check = online_store_detail(&ctx, features_version.as_deref())
         .await

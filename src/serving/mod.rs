@@ -1,7 +1,8 @@
 //! `nudge-serve`'s HTTP service: the shared [`ApiContext`], the router, and start-up.
 //!
 //! Handlers live in one module per resource; errors become responses only in
-//! [`error`]. Start-up refuses a database whose schema this build does not know.
+//! [`error`]. Start-up refuses a database whose schema this build does not know; one out
+//! of reach at start is checked once it answers.
 
 pub mod admin;
 pub mod body;
@@ -20,6 +21,7 @@ pub mod score;
 pub mod served;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,8 +60,9 @@ use crate::features::row::FeatureRow;
 use crate::ingest::Ingestor;
 use crate::ingest::catalog::{Catalog, CatalogError};
 use crate::ingest::hashing::UserHasher;
+use crate::store::StoreError;
+use crate::store::database::{self, AtStart};
 use crate::store::online::{FeatureLookup, OnlineStore};
-use crate::store::{StoreError, database};
 use crate::telemetry;
 
 /// Everything a handler may use, shared by reference.
@@ -253,21 +256,35 @@ impl ApiContext {
 
     /// Re-reads the runtime flags and the controller's threshold every `interval`, so a
     /// change made through any replica or `nudge-serve flag`, or a controller step taken
-    /// by another replica, is in force everywhere within about that time.
+    /// by another replica, is in force everywhere within about that time. A read that
+    /// starts or stops failing is logged once, not at every poll.
     pub fn watch_flags(&self, interval: std::time::Duration) {
         let ctx = self.clone();
+        let flags_failing = Arc::new(Failing::default());
+        let controller_failing = Arc::new(Failing::default());
         spawn_every(interval, move || {
             let ctx = ctx.clone();
+            let (flags_failing, controller_failing) =
+                (flags_failing.clone(), controller_failing.clone());
             async move {
-                if let Err(e) = ctx.refresh_flags().await {
-                    if ctx.flags.load().is_some() {
-                        tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force");
-                    } else {
-                        tracing::warn!(error = %e, "runtime flags still unread; the policy file's rollout, at most shadow, stays in force");
+                let flags = ctx.refresh_flags().await;
+                match (flags_failing.record(flags.is_err()), flags) {
+                    (Some(true), Err(e)) if ctx.flags.load().is_some() => {
+                        tracing::warn!(error = %e, "runtime flags unreadable; the last ones read stay in force")
                     }
+                    (Some(true), Err(e)) => {
+                        tracing::warn!(error = %e, "runtime flags still unread; the policy file's rollout, at most shadow, stays in force")
+                    }
+                    (Some(false), _) => tracing::info!("runtime flags readable again"),
+                    _ => {}
                 }
-                if let Err(e) = ctx.refresh_controller().await {
-                    tracing::warn!(error = %e, "controller state unreadable; the last threshold read stays in force");
+                let controller = ctx.refresh_controller().await;
+                match (controller_failing.record(controller.is_err()), controller) {
+                    (Some(true), Err(e)) => {
+                        tracing::warn!(error = %e, "controller state unreadable; the last threshold read stays in force")
+                    }
+                    (Some(false), _) => tracing::info!("controller state readable again"),
+                    _ => {}
                 }
             }
         });
@@ -364,6 +381,35 @@ impl ApiContext {
         });
     }
 
+    /// Checks the schema every [`SCHEMA_RECHECK`] until Postgres answers with the one this
+    /// build knows (a wrong one is logged once, then checked again: a migration run
+    /// meanwhile is picked up), then starts the feature refresher (`every`), whose first
+    /// tick loads the embedded store.
+    fn start_features_once_the_schema_is_current(&self, every: Duration) {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let mut checks = tokio::time::interval(SCHEMA_RECHECK);
+            let mut logged = None;
+            loop {
+                checks.tick().await;
+                match database::check_schema(&ctx.pool).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_postgres_unreachable() => {}
+                    Err(e) => {
+                        let message = e.to_string();
+                        if logged.as_ref() != Some(&message) {
+                            tracing::error!(error = %message, "postgres answers with a schema this \
+                                build does not serve; not ready until it does");
+                            logged = Some(message);
+                        }
+                    }
+                }
+            }
+            tracing::info!("postgres answers with the schema this build knows");
+            features::FeatureRefresher::unloaded(ctx).spawn(every);
+        });
+    }
+
     /// Flushes the decision log (waiting at most `patience`); later decisions are dropped and counted.
     pub async fn flush_decisions(&self, patience: std::time::Duration) {
         let writer = self
@@ -376,6 +422,22 @@ impl ApiContext {
         }
     }
 }
+
+/// Whether a background read is failing, so that an outage is logged when it starts and
+/// when it ends rather than at every poll (the metrics count every failure).
+#[derive(Debug, Default)]
+struct Failing(AtomicBool);
+
+impl Failing {
+    /// Records whether the latest read failed: `Some(true)` when failures start,
+    /// `Some(false)` when they end, `None` when nothing changed.
+    fn record(&self, failed: bool) -> Option<bool> {
+        (self.0.swap(failed, Ordering::Relaxed) != failed).then_some(failed)
+    }
+}
+
+/// How often a server started while Postgres was out of reach checks its schema again.
+const SCHEMA_RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs `task` every `interval`, forever, on a spawned task; a late tick delays the next
 /// ones instead of bunching them.
@@ -522,24 +584,32 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
-/// Connects the stores, checks the schema, and builds the context. Postgres must answer
-/// (its schema is checked); Redis is connected on first use, so a server starts while it
-/// is down and answers safely meanwhile.
-pub async fn prepare(config: &ServeConfig) -> Result<ApiContext, StartError> {
-    database::create_database_if_missing(&config.database_url).await?;
-    let pool = database::connect(&config.database_url, config.db_pool_size).await?;
-    database::check_schema(&pool).await?;
+/// A context ready to serve, and what start-up found of Postgres.
+pub struct Prepared {
+    /// The context.
+    pub ctx: ApiContext,
+    /// Whether Postgres answered with the schema this build knows.
+    pub postgres: AtStart,
+}
+
+/// Connects the stores and builds the context. A Postgres that answers must have the
+/// schema this build knows (else start-up is refused); one out of reach is checked once it
+/// answers ([`Prepared::postgres`]), and Redis is connected on first use, so a server
+/// starts while either is down and answers safely meanwhile.
+pub async fn prepare(config: &ServeConfig) -> Result<Prepared, StartError> {
+    let (pool, postgres) = database::open(&config.database_url, config.db_pool_size).await?;
     let online = match &config.redis_url {
         Some(url) => OnlineStore::redis(url, &config.redis_prefix)?,
         None => OnlineStore::embedded(),
     };
-    Ok(ApiContext::new(
+    let ctx = ApiContext::new(
         config,
         Catalog::builtin()?,
         FeatureCatalog::builtin()?,
         pool,
         online,
-    ))
+    );
+    Ok(Prepared { ctx, postgres })
 }
 
 /// Runs the service on `config.listen` until `shutdown` resolves.
@@ -567,7 +637,7 @@ pub async fn run_on(
             "DEV MODE: insecure defaults in force (fixed hash key); never use with real users"
         );
     }
-    let ctx = prepare(&config).await?;
+    let Prepared { ctx, postgres } = prepare(&config).await?;
     match &ctx.online {
         OnlineStore::Embedded(_) => tracing::info!(
             "online store: embedded (in-process; correct for a single replica only, set REDIS_URL to share)"
@@ -588,12 +658,28 @@ pub async fn run_on(
         }
     }
     admin::reload_on_sighup(ctx.clone());
-    if let Err(e) = ctx.refresh_flags().await {
-        tracing::error!(error = %e, "runtime flags unreadable at start; the policy file's rollout, \
-            at most shadow, is in force until they are read");
-    }
-    if let Err(e) = ctx.refresh_controller().await {
-        tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
+    match postgres {
+        AtStart::SchemaCurrent => {
+            if let Err(e) = ctx.refresh_flags().await {
+                tracing::error!(error = %e, "runtime flags unreadable at start; the policy file's rollout, \
+                    at most shadow, is in force until they are read");
+            }
+            if let Err(e) = ctx.refresh_controller().await {
+                tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
+            }
+            features::FeatureRefresher::start(ctx.clone())
+                .await?
+                .spawn(config.features_refresh);
+        }
+        // The flags and the controller's state are read by the watch loop below, first
+        // thing; the features wait for the schema check.
+        AtStart::Unreachable(e) => {
+            tracing::error!(error = %e, "postgres unreachable at start: scores are answered \
+                (with no stored features, cold starts, when the store is embedded), decisions \
+                wait in the log's queue, and /readyz says not ready until it answers with the \
+                schema this build knows");
+            ctx.start_features_once_the_schema_is_current(config.features_refresh);
+        }
     }
     ctx.watch_flags(config.flag_poll);
     match config.controller_tick {
@@ -604,9 +690,6 @@ pub async fn run_on(
         None => tracing::info!("control loop ticks only on POST /admin/controller/tick"),
     }
     tracing::info!(store = ctx.flag_store.kind(), every = ?config.flag_poll, "runtime flags");
-    features::FeatureRefresher::start(ctx.clone())
-        .await?
-        .spawn(config.features_refresh);
     tracing::info!(
         webhook = config.webhook_secret.is_some(),
         capture_api = config.posthog_token.is_some(),
@@ -619,4 +702,22 @@ pub async fn run_on(
     ctx.flush_decisions(std::time::Duration::from_secs(10))
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failing;
+
+    #[test]
+    fn a_failing_read_is_reported_when_failures_start_and_when_they_end_only() {
+        let failing = Failing::default();
+        let seen: Vec<_> = [false, true, true, true, false, false, true]
+            .into_iter()
+            .map(|failed| failing.record(failed))
+            .collect();
+        assert_eq!(
+            seen,
+            [None, Some(true), None, None, Some(false), None, Some(true)]
+        );
+    }
 }

@@ -71,14 +71,52 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, StoreError> {
     }
 }
 
-/// A connection pool to `url` of at most `max_connections`.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let pool = PgPoolOptions::new()
+/// How every pool of ours waits: at most `max_connections`, and a query gives up after
+/// 3 s without a connection (sqlx retries a refused connection until then).
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
+}
+
+/// A connection pool to `url` of at most `max_connections`, connected now.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let pool = pool_options(max_connections)
         .connect_with(connect_options(url)?)
         .await?;
     Ok(pool)
+}
+
+/// Whether a Postgres error means the server is out of reach (a refused, dropped or
+/// timed-out connection) rather than a refused query or a wrong schema.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}
+
+/// What [`open`] found of Postgres.
+#[derive(Debug)]
+pub enum AtStart {
+    /// It answered, with the schema this build knows.
+    SchemaCurrent,
+    /// It was out of reach (why): the schema is yet to be checked.
+    Unreachable(StoreError),
+}
+
+/// The service's pool to `url` (at most `max_connections`). When Postgres answers, the
+/// database is created if missing and its schema checked: a mismatch is an error. When it
+/// is out of reach, the pool connects on first use and [`AtStart::Unreachable`] says the
+/// schema is still to be checked.
+pub async fn open(url: &str, max_connections: u32) -> Result<(PgPool, AtStart), StoreError> {
+    let pool = pool_options(max_connections).connect_lazy_with(connect_options(url)?);
+    let checked = match create_database_if_missing(url).await {
+        Ok(_) => check_schema(&pool).await,
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => Ok((pool, AtStart::SchemaCurrent)),
+        Err(e) if e.is_postgres_unreachable() => Ok((pool, AtStart::Unreachable(e))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Applies every pending migration. Safe to run concurrently: sqlx holds an advisory lock.

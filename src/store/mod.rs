@@ -56,4 +56,9 @@ impl StoreError {
     pub fn is_redis_unreachable(&self) -> bool {
         matches!(self, StoreError::Redis(e) if redis_link::is_unreachable(e))
     }
+
+    /// Whether this is Postgres out of reach rather than a refused query or a wrong schema.
+    pub fn is_postgres_unreachable(&self) -> bool {
+        matches!(self, StoreError::Database(e) if database::is_unreachable(e))
+    }
 }
