@@ -1,9 +1,13 @@
-//! Request bodies read under a size limit of their route, so an oversized body is refused
-//! like every other bad input: a JSON error (413, field `body`) that names the limit.
+//! Request bodies: read under a size limit of their route, so an oversized body is refused
+//! like every other bad input (a JSON error, 413, field `body`, that names the limit), and
+//! parsed in one pass into a request's wire type, an error naming the field it is in.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use http_body_util::LengthLimitError;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::error::Category;
 
 use super::error::ApiError;
 use crate::ingest::wire::PayloadError;
@@ -33,5 +37,51 @@ impl<S: Send + Sync, const LIMIT: usize> FromRequest<S> for LimitedBody<LIMIT> {
                 })
             }
         }
+    }
+}
+
+/// Parses `json`, which must be one JSON object, into `T`. An error names the field it
+/// is in (`user_id`, `candidates[2].id`), else `body`.
+pub fn json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, ApiError> {
+    let not_json = |e: serde_json::Error| ApiError::invalid("body", format!("not JSON: {e}"));
+    // Checked first: a struct would also deserialise from an array, field by position.
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(json) {
+            Ok(_) => ApiError::invalid("body", "must be a JSON object"),
+            Err(e) => not_json(e),
+        });
+    }
+    match serde_json::from_slice(json) {
+        Ok(parsed) => Ok(parsed),
+        // Well-formed JSON of the wrong shape (a field of the wrong type, or given twice):
+        // read again, tracking the path, only to name the field. Tracking costs an
+        // allocation per key, too much for every request.
+        Err(e) if e.classify() == Category::Data => {
+            let mut reader = serde_json::Deserializer::from_slice(json);
+            let path = serde_path_to_error::deserialize::<_, T>(&mut reader)
+                .err()
+                .map(|e| e.path().to_string())
+                .filter(|path| path != ".");
+            Err(ApiError::invalid(
+                path.as_deref().unwrap_or("body"),
+                e.to_string(),
+            ))
+        }
+        Err(e) => Err(not_json(e)),
+    }
+}
+
+/// A required identifier: a non-empty string of at most `max` bytes without control
+/// characters (an id has none, and Postgres refuses the NUL character outright: one such
+/// id in the decision log would stop its batch).
+pub fn identifier(value: Option<String>, path: &str, max: usize) -> Result<String, ApiError> {
+    match value {
+        Some(s) if !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control) => Ok(s),
+        _ => Err(ApiError::invalid(
+            path,
+            format!(
+                "required: a non-empty string of at most {max} bytes without control characters"
+            ),
+        )),
     }
 }

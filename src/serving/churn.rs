@@ -7,11 +7,10 @@ use std::collections::HashSet;
 use axum::Json;
 use axum::extract::State;
 use futures_util::future::join_all;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT};
+use super::body::{LimitedBody, SCHEDULER_LIMIT, identifier, json_object};
 use super::error::{ApiError, ErrorBody};
 use super::score::ModelRef;
 use super::served::{RequestContext, Served};
@@ -27,12 +26,19 @@ pub struct ChurnRequest {
     pub user_ids: Vec<String>,
 }
 
+/// A churn request as sent (unknown fields ignored, null as absent), checked by
+/// [`ChurnRequest::parse`].
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct ChurnBody {
+    user_ids: Option<Vec<Option<String>>>,
+}
+
 impl ChurnRequest {
     /// Parses a request body.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-        let Some(Value::Array(items)) = value.get("user_ids") else {
+        let body: ChurnBody = json_object(body)?;
+        let Some(items) = body.user_ids else {
             return Err(ApiError::invalid(
                 "user_ids",
                 format!("required: an array of 1 to {MAX_USERS} user ids"),
@@ -46,11 +52,11 @@ impl ChurnRequest {
         }
         let mut seen = HashSet::new();
         let user_ids = items
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, item)| {
                 let path = format!("user_ids[{i}]");
-                let id = super::score::identifier(item.as_str(), &path, 256)?;
+                let id = identifier(item, &path, 256)?;
                 if seen.insert(id.clone()) {
                     Ok(id)
                 } else {

@@ -104,6 +104,23 @@ impl ApiError {
         }
     }
 
+    /// This error with its field placed under `parent`: `id` under `candidates[2]` is
+    /// `candidates[2].id`, and the empty field (the item itself) is `candidates[2]`.
+    /// Other errors are returned as they are.
+    pub fn under(self, parent: &str) -> Self {
+        match self {
+            ApiError::InvalidField { field, message } => ApiError::InvalidField {
+                field: if field.is_empty() {
+                    parent.to_owned()
+                } else {
+                    format!("{parent}.{field}")
+                },
+                message,
+            },
+            other => other,
+        }
+    }
+
     fn status_code_field(&self) -> (StatusCode, &'static str, Option<&str>) {
         match self {
             ApiError::InvalidField { field, .. } => (

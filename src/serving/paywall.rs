@@ -7,15 +7,14 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT};
+use super::body::{LimitedBody, SCHEDULER_LIMIT, identifier, json_object};
 use super::decisions::PaywallDecision;
 use super::error::{ApiError, ErrorBody};
-use super::score::{ModelRef, string_field};
+use super::score::{ModelRef, now_field, user_id_field};
 use super::served::{RequestContext, Served};
 use crate::policy::Mode;
 use crate::rollout::{self, Arm};
@@ -32,21 +31,23 @@ pub struct PaywallRequest {
     pub now: DateTime<Utc>,
 }
 
+/// A paywall request as sent (unknown fields ignored, null as absent), checked by
+/// [`PaywallRequest::parse`].
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct PaywallBody {
+    user_id: Option<String>,
+    placement: Option<String>,
+    now: Option<String>,
+}
+
 impl PaywallRequest {
     /// Parses a request body; `server_now` stands in for a missing `now`.
     pub fn parse(body: &[u8], server_now: DateTime<Utc>) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(ApiError::invalid("body", "must be a JSON object"));
-        }
-        let user_id = super::score::user_id_field(&value)?;
-        let placement = super::score::identifier(
-            string_field(&value, "placement", "placement")?,
-            "placement",
-            64,
-        )?;
-        let now = super::score::now_field(&value, server_now)?;
+        let body: PaywallBody = json_object(body)?;
+        let user_id = user_id_field(body.user_id)?;
+        let placement = identifier(body.placement, "placement", 64)?;
+        let now = now_field(body.now.as_deref(), server_now)?;
         Ok(Self {
             user_id,
             placement,

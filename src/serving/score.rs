@@ -7,18 +7,15 @@
 //! and a decision-log entry. Dependency failures give a 200 with a safe, explained
 //! answer, never an error.
 
-use std::collections::HashSet;
-
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT};
+use super::body::{LimitedBody, SCHEDULER_LIMIT, identifier, json_object};
 use super::decisions::{Decision, LoggedCandidate};
 use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
@@ -59,40 +56,9 @@ pub struct ScoreRequest {
     pub candidates: Vec<Candidate>,
 }
 
-/// The string at `key` of a JSON object (`None` when absent or null); `path` names it in
-/// the error when it is not a string.
-pub(super) fn string_field<'a>(
-    object: &'a Value,
-    key: &str,
-    path: &str,
-) -> Result<Option<&'a str>, ApiError> {
-    match object.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::invalid(path, "must be a string")),
-    }
-}
-
-/// A required identifier: a non-empty string of at most `max` bytes without control
-/// characters (an id has none, and Postgres refuses the NUL character outright: one such
-/// id in the decision log would stop its batch).
-pub(super) fn identifier(value: Option<&str>, path: &str, max: usize) -> Result<String, ApiError> {
-    match value {
-        Some(s) if !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control) => {
-            Ok(s.to_owned())
-        }
-        _ => Err(ApiError::invalid(
-            path,
-            format!(
-                "required: a non-empty string of at most {max} bytes without control characters"
-            ),
-        )),
-    }
-}
-
 /// The required `user_id` of a request.
-pub(super) fn user_id_field(request: &Value) -> Result<String, ApiError> {
-    identifier(string_field(request, "user_id", "user_id")?, "user_id", 256)
+pub(super) fn user_id_field(user_id: Option<String>) -> Result<String, ApiError> {
+    identifier(user_id, "user_id", 256)
 }
 
 /// How far a request's `now` may run ahead of the server's clock (clock skew). A later one
@@ -103,10 +69,10 @@ pub const MAX_AHEAD: TimeDelta = TimeDelta::hours(1);
 
 /// The optional RFC 3339 `now` of a request, else `server_now`.
 pub(super) fn now_field(
-    request: &Value,
+    now: Option<&str>,
     server_now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, ApiError> {
-    let Some(text) = string_field(request, "now", "now")? else {
+    let Some(text) = now else {
         return Ok(server_now);
     };
     let now = DateTime::parse_from_rfc3339(text)
@@ -126,30 +92,60 @@ pub(super) fn now_field(
     Ok(now)
 }
 
+/// A score request as sent (unknown fields ignored, null as absent), checked by
+/// [`ScoreRequest::parse`].
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct ScoreBody {
+    user_id: Option<String>,
+    now: Option<String>,
+    timezone: Option<String>,
+    candidates: Option<Vec<CandidateBody>>,
+}
+
+/// A candidate as sent.
+#[derive(Deserialize)]
+#[serde(expecting = "a candidate object")]
+struct CandidateBody {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    notif_type: Option<String>,
+}
+
+impl Candidate {
+    /// Checks one candidate, given the ones before it in the request (at most 50: a scan
+    /// finds a repeated id sooner than hashing would); an error names the field within
+    /// the candidate.
+    fn parse(body: CandidateBody, before: &[Candidate]) -> Result<Self, ApiError> {
+        let id = identifier(body.id, "id", 128)?;
+        if before.iter().any(|c| c.id == id) {
+            return Err(ApiError::invalid(
+                "id",
+                format!("duplicate candidate id {id:?}"),
+            ));
+        }
+        let notif_type = identifier(body.notif_type, "type", 64)?;
+        Ok(Candidate { id, notif_type })
+    }
+}
+
 impl ScoreRequest {
     /// Parses a request body; `server_now` stands in for a missing `now`.
     pub fn parse(body: &[u8], server_now: DateTime<Utc>) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(ApiError::invalid("body", "must be a JSON object"));
-        }
-        let user_id = user_id_field(&value)?;
-        let now = now_field(&value, server_now)?;
-        let timezone = match string_field(&value, "timezone", "timezone")? {
+        let body: ScoreBody = json_object(body)?;
+        let user_id = user_id_field(body.user_id)?;
+        let now = now_field(body.now.as_deref(), server_now)?;
+        let timezone = match body.timezone {
             None => None,
             Some(name) => Some(name.parse::<Tz>().map_err(|_| {
                 ApiError::invalid("timezone", format!("unknown IANA timezone {name:?}"))
             })?),
         };
-        let items = match value.get("candidates") {
-            Some(Value::Array(items)) => items,
-            _ => {
-                return Err(ApiError::invalid(
-                    "candidates",
-                    "required: an array of 1 to 50 candidates",
-                ));
-            }
+        let Some(items) = body.candidates else {
+            return Err(ApiError::invalid(
+                "candidates",
+                "required: an array of 1 to 50 candidates",
+            ));
         };
         if items.is_empty() || items.len() > MAX_CANDIDATES {
             return Err(ApiError::invalid(
@@ -160,33 +156,13 @@ impl ScoreRequest {
                 ),
             ));
         }
-        let mut seen = HashSet::new();
-        let candidates = items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let path = |key: &str| format!("candidates[{i}].{key}");
-                if !item.is_object() {
-                    return Err(ApiError::invalid(
-                        format!("candidates[{i}]"),
-                        "must be an object",
-                    ));
-                }
-                let id = identifier(string_field(item, "id", &path("id"))?, &path("id"), 128)?;
-                if !seen.insert(id.clone()) {
-                    return Err(ApiError::invalid(
-                        path("id"),
-                        format!("duplicate candidate id {id:?}"),
-                    ));
-                }
-                let notif_type = identifier(
-                    string_field(item, "type", &path("type"))?,
-                    &path("type"),
-                    64,
-                )?;
-                Ok(Candidate { id, notif_type })
-            })
-            .collect::<Result<_, _>>()?;
+        let mut candidates = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let candidate = Candidate::parse(item, &candidates)
+                // The item's path is spelled out only for an error.
+                .map_err(|e| e.under(&format!("candidates[{i}]")))?;
+            candidates.push(candidate);
+        }
         Ok(Self {
             user_id,
             now,
@@ -459,7 +435,7 @@ pub async fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// The server's clock in these tests: 2027-01-15.
     fn now() -> DateTime<Utc> {
@@ -526,6 +502,16 @@ mod tests {
                 "candidates[0].type",
             ),
             (json!({"user_id": "u", "candidates": [3]}), "candidates[0]"),
+            (
+                json!({"user_id": "u", "candidates": [{"id": 5, "type": "t"}]}),
+                "candidates[0].id",
+            ),
+            (json!({"user_id": "u", "candidates": "a"}), "candidates"),
+            (
+                json!({"user_id": "u", "timezone": ["UTC"], "candidates": one}),
+                "timezone",
+            ),
+            (json!([{"user_id": "u", "candidates": one}]), "body"),
         ];
         for (body, field) in cases {
             assert_eq!(parse(body.clone()), Err(field.to_owned()), "{body}");
@@ -537,9 +523,21 @@ mod tests {
             parse(json!({"user_id": "u", "candidates": many})),
             Err("candidates".to_owned())
         );
+        for body in [
+            &b"{not json"[..],
+            b"{\"user_id\": \"u\", \"candidates\": [{\"id\": \"a\", \"type\": \"t\"}]} trailing",
+        ] {
+            assert!(matches!(
+                ScoreRequest::parse(body, now()),
+                Err(ApiError::InvalidField { field, message }) if field == "body" && message.starts_with("not JSON")
+            ));
+        }
+        // A field given twice is ambiguous: refused, not resolved in favour of either.
+        let twice =
+            br#"{"user_id": "u", "user_id": "v", "candidates": [{"id": "a", "type": "t"}]}"#;
         assert!(matches!(
-            ScoreRequest::parse(b"{not json", now()),
-            Err(ApiError::InvalidField { field, .. }) if field == "body"
+            ScoreRequest::parse(twice, now()),
+            Err(ApiError::InvalidField { message, .. }) if message.contains("duplicate field `user_id`")
         ));
     }
 
