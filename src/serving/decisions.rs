@@ -206,18 +206,33 @@ async fn write_batches(
 
 /// Writes `entries`, retrying with backoff while Postgres is unreachable or failing;
 /// returns the error when Postgres refuses the data itself, which no retry can change.
+/// Logs the first failure and the recovery, not every retry: an outage of Postgres is one
+/// warning and one notice however long it lasts (`nudge_decision_log_errors_total` counts
+/// each failed attempt).
 async fn write_retrying(pool: &PgPool, entries: &[Entry]) -> Result<(), sqlx::Error> {
     let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u32;
     loop {
         match insert_entries(pool, entries).await {
             Ok(written) => {
                 metrics::counter!(telemetry::DECISIONS_LOGGED).increment(written);
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        entries = entries.len(),
+                        "decision log written again"
+                    );
+                }
                 return Ok(());
             }
             Err(e) if refused_as_data(&e) => return Err(e),
             Err(e) => {
                 metrics::counter!(telemetry::DECISION_LOG_ERRORS).increment(1);
-                tracing::warn!(error = %e, entries = entries.len(), "decision log write failed; retrying");
+                if failures == 0 {
+                    tracing::warn!(error = %e, entries = entries.len(),
+                                   "decision log write failed; retrying until it succeeds");
+                }
+                failures += 1;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
