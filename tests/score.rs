@@ -1195,6 +1195,47 @@ async fn with_postgres_down_at_start_the_server_starts_answers_cold_starts_and_c
     server.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn a_server_started_before_postgres_loads_features_once_the_schema_is_the_one_it_knows() {
+    let db = TestDb::unmigrated().await;
+    let (dir, proxy, via_proxy) = behind_a_proxy(&db).await;
+    proxy.cut();
+    let (base, stop, server) = run_server(config(&via_proxy), &dir.0).await;
+    let client = reqwest::Client::new();
+    let get = |path: &'static str, token: &'static str| get_at(&client, &base, path, token);
+    let (status, _) = get("/healthz", "").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+
+    // Postgres answers without the schema: not ready, saying what to run.
+    proxy.restore();
+    let (status, ready) = get("/readyz", "").await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready["database"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nudge-train migrate")),
+        "{ready}"
+    );
+    // Migrated meanwhile: ready, and the embedded store loaded.
+    nudge::store::database::migrate(&db.pool).await.unwrap();
+    insert_snapshot(&db, "known", 3, false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ready, _) = get("/readyz", "").await;
+        let (features, _) = get("/v1/features/known", SCHEDULER_TOKEN).await;
+        if ready.is_success() && features.is_success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "features never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
 /// POSTs `body` to `path` with the scheduler token.
 async fn post_v1(app: &Router, path: &str, body: &Value) -> (StatusCode, Value) {
     let req = Request::post(path)
