@@ -405,13 +405,14 @@ pub async fn score(
         sent: id_of(sent),
         model_choice: id_of(choices.model).filter(|_| ranker.is_some()),
         baseline_choice: id_of(choices.baseline),
+        // The request's candidates are not needed after this: moved into the log.
         candidates: request
             .candidates
-            .iter()
+            .into_iter()
             .zip(&decisions)
             .map(|(c, d)| LoggedCandidate {
-                id: c.id.clone(),
-                notif_type: c.notif_type.clone(),
+                id: c.id,
+                notif_type: c.notif_type,
                 score: d.score,
                 send: d.send,
                 reason: d.reason.as_str(),
