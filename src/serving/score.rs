@@ -436,6 +436,7 @@ pub async fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::{Value, json};
 
     /// The server's clock in these tests: 2027-01-15.
@@ -540,6 +541,71 @@ mod tests {
             ScoreRequest::parse(twice, now()),
             Err(ApiError::InvalidField { message, .. }) if message.contains("duplicate field `user_id`")
         ));
+    }
+
+    /// JSON of any shape, with the request's own keys among the object keys.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(Value::from("2026-11-22T12:00:00Z")),
+            Just(Value::from("Europe/Berlin")),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            let key = prop_oneof![
+                Just("user_id".to_owned()),
+                Just("now".to_owned()),
+                Just("timezone".to_owned()),
+                Just("candidates".to_owned()),
+                Just("id".to_owned()),
+                Just("type".to_owned()),
+                "[a-z]{1,5}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_request_reads_back_candidate_for_candidate(
+            user in "\\PC{1,40}",
+            // Distinct ids in any order: printable text, escapes and all.
+            ids in proptest::collection::btree_set("\\PC{1,20}", 1..=MAX_CANDIDATES)
+                .prop_map(|ids| ids.into_iter().collect::<Vec<_>>())
+                .prop_shuffle(),
+            notif_type in "[a-z_]{1,30}",
+        ) {
+            let candidates: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"id": id, "type": notif_type, "context": {"n": 1}}))
+                .collect();
+            let parsed = parse(json!({"user_id": user, "timezone": null, "candidates": candidates}))
+                .unwrap();
+            prop_assert_eq!(parsed.user_id, user);
+            let read: Vec<&str> = parsed.candidates.iter().map(|c| c.id.as_str()).collect();
+            prop_assert_eq!(read, ids.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn any_json_is_a_valid_request_or_refused_naming_a_field(body in any_json()) {
+            match ScoreRequest::parse(body.to_string().as_bytes(), now()) {
+                Ok(request) => {
+                    prop_assert!((1..=MAX_CANDIDATES).contains(&request.candidates.len()));
+                    prop_assert!(!request.user_id.is_empty());
+                    let ids: std::collections::HashSet<&str> =
+                        request.candidates.iter().map(|c| c.id.as_str()).collect();
+                    prop_assert_eq!(ids.len(), request.candidates.len());
+                }
+                Err(ApiError::InvalidField { field, .. }) => prop_assert!(!field.is_empty()),
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
     }
 
     #[test]
