@@ -1,11 +1,15 @@
-//! The pure steps of a `POST /v1/score` request, one thread, no I/O:
+//! The pure steps of a `POST /v1/score` request (parse, feature row, ranker, bucket), one
+//! thread, no I/O:
 //! `cargo bench --bench request_path`. The whole request under load is measured by
 //! `benches/score_load.sh`; results of both are in BENCHMARKS.md.
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
+use forust_ml::{GradientBooster, Matrix};
 use nudge::features::catalog::{FeatureCatalog, FeatureKind};
 use nudge::features::row::{FeatureRow, FeatureValue};
+use nudge::models::artifact::to_column_major;
+use nudge::models::forest::Forest;
 use nudge::serving::score::ScoreRequest;
 use std::hint::black_box;
 
@@ -49,6 +53,63 @@ fn decode_feature_row(c: &mut Criterion) {
     });
 }
 
+/// Columns of the synthetic rows the forest is fitted on (the ranker encodes about 40).
+const WIDTH: usize = 40;
+
+/// A forest the size of the demo's ranker (300 trees of depth 6), fitted on a synthetic
+/// problem with interactions, and rows to score with it.
+fn ranker_sized_forest() -> (Forest, Vec<f64>) {
+    let rows = 20_000;
+    let mut state = 7u64;
+    let mut uniform = move || {
+        // xorshift: reproducible without another dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let values: Vec<f64> = (0..rows * WIDTH).map(|_| uniform() * 2.0 - 1.0).collect();
+    let targets: Vec<f64> = values
+        .chunks_exact(WIDTH)
+        .map(|r| {
+            f64::from(u8::from(
+                r[0] * r[1] + r[2] - r[3] * r[4] + 0.3 * uniform() > 0.0,
+            ))
+        })
+        .collect();
+    let columns = to_column_major(&values, rows, WIDTH);
+    let mut booster = GradientBooster::default()
+        .set_iterations(300)
+        .set_max_depth(6)
+        .set_learning_rate(0.05)
+        .set_parallel(false);
+    booster
+        .fit(
+            &Matrix::new(&columns, rows, WIDTH),
+            &targets,
+            &vec![1.0; rows],
+            None,
+        )
+        .unwrap();
+    (Forest::of(&booster), values)
+}
+
+fn ranker_rows(c: &mut Criterion) {
+    let (forest, values) = ranker_sized_forest();
+    let five = &values[..5 * WIDTH];
+    c.bench_function("forest_5_rows_together", |b| {
+        b.iter(|| forest.logits(black_box(five), WIDTH))
+    });
+    c.bench_function("forest_5_rows_one_by_one", |b| {
+        b.iter(|| {
+            black_box(five)
+                .chunks_exact(WIDTH)
+                .map(|row| forest.logits(row, WIDTH)[0])
+                .sum::<f64>()
+        })
+    });
+}
+
 fn canary_bucket(c: &mut Criterion) {
     c.bench_function("canary_bucket", |b| {
         b.iter(|| nudge::rollout::bucket(black_box("salt"), black_box("u1234")))
@@ -59,6 +120,7 @@ criterion_group!(
     request_path,
     parse_score_request,
     decode_feature_row,
+    ranker_rows,
     canary_bucket
 );
 criterion_main!(request_path);

@@ -1,4 +1,4 @@
-//! Boosted trees laid out for scoring one row at a time.
+//! Boosted trees laid out for scoring: a request's few rows, or a test window's many.
 //!
 //! forust-ml's nodes carry what training needed (gain, hessian sum, depth, …): 88 bytes
 //! each, so the ranker's 300 trees of depth 6 span megabytes and a walk misses the cache
@@ -11,6 +11,11 @@
 use forust_ml::GradientBooster;
 
 use super::artifact::trees_used;
+
+/// Rows walked together, tree by tree (see [`Forest::logits`]): enough to share the
+/// forest's cache lines among a request's candidates (at most 50) and a batch's rows, few
+/// enough for their values to stay in the first-level cache.
+const BLOCK: usize = 16;
 
 /// `feature` of a leaf.
 const LEAF: u32 = u32::MAX;
@@ -75,27 +80,73 @@ impl Forest {
         }
     }
 
-    /// The log-odds of one encoded row.
-    pub fn logit(&self, row: &[f64]) -> f64 {
-        self.roots
-            .iter()
-            .fold(self.base_score, |sum, &root| sum + self.walk(root, row))
+    /// The log-odds of encoded rows (`width` values each, one after another).
+    ///
+    /// Rows are taken [`BLOCK`] at a time and each tree is walked for every row of the
+    /// block before the next tree: the upper nodes a walk reads are shared by the rows, so
+    /// the forest (about a megabyte for the ranker) passes through the cache once per block
+    /// instead of once per row. Each row's sum still runs in tree order, so the result is
+    /// bit for bit the row-at-a-time one.
+    pub fn logits(&self, encoded: &[f64], width: usize) -> Vec<f64> {
+        // A model has columns (the artifact's check); this only keeps `chunks` from panicking.
+        let width = width.max(1);
+        let mut sums = Vec::with_capacity(encoded.len() / width);
+        for block in encoded.chunks(BLOCK * width) {
+            let start = sums.len();
+            sums.extend(block.chunks_exact(width).map(|_| self.base_score));
+            let rows: Vec<&[f64]> = block.chunks_exact(width).collect();
+            if let [row] = rows[..] {
+                // Alone, a row walks faster without the bookkeeping of the lockstep.
+                sums[start] =
+                    (self.roots.iter()).fold(sums[start], |sum, &root| sum + self.walk(root, row));
+                continue;
+            }
+            let mut at = [0u32; BLOCK];
+            for &root in &self.roots {
+                let at = &mut at[..rows.len()];
+                at.fill(root);
+                // The rows step down the tree together: their loads are independent, so
+                // the memory system serves them side by side.
+                loop {
+                    let mut moved = false;
+                    for (node_at, row) in at.iter_mut().zip(&rows) {
+                        let node = &self.nodes[*node_at as usize];
+                        if node.feature != LEAF {
+                            *node_at = self.next(node, row);
+                            moved = true;
+                        }
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+                for (sum, &leaf) in sums[start..].iter_mut().zip(at.iter()) {
+                    *sum += self.nodes[leaf as usize].value;
+                }
+            }
+        }
+        sums
     }
 
+    /// The leaf value `row` reaches from `root`.
     fn walk(&self, root: u32, row: &[f64]) -> f64 {
         let mut node = &self.nodes[root as usize];
         while node.feature != LEAF {
-            let value = row[node.feature as usize];
-            let next = if self.is_missing(value) {
-                node.missing
-            } else if value < node.value {
-                node.left
-            } else {
-                node.right
-            };
-            node = &self.nodes[next as usize];
+            node = &self.nodes[self.next(node, row) as usize];
         }
         node.value
+    }
+
+    /// The child of split `node` that `row` goes to.
+    fn next(&self, node: &Node, row: &[f64]) -> u32 {
+        let value = row[node.feature as usize];
+        if self.is_missing(value) {
+            node.missing
+        } else if value < node.value {
+            node.left
+        } else {
+            node.right
+        }
     }
 
     fn is_missing(&self, value: f64) -> bool {
@@ -153,16 +204,16 @@ mod tests {
         /// The flattened walk is forust-ml's prediction, bit for bit, missing values too.
         #[test]
         fn the_flat_walk_is_forust_mls_prediction(
+            // Past one block of rows and not a multiple of it.
             rows in proptest::collection::vec(
-                (-1.5f64..1.5, prop_oneof![Just(f64::NAN), -1.5f64..1.5]), 1..50),
+                (-1.5f64..1.5, prop_oneof![Just(f64::NAN), -1.5f64..1.5]), 1..60),
         ) {
             let booster = booster();
             let values: Vec<f64> = rows.iter().flat_map(|&(x, z)| [x, z]).collect();
             let columns = to_column_major(&values, rows.len(), 2);
             let expected = booster.predict(&Matrix::new(&columns, rows.len(), 2), false);
             let forest = Forest::of(&booster);
-            let walked: Vec<f64> = values.chunks_exact(2).map(|row| forest.logit(row)).collect();
-            prop_assert_eq!(walked, expected);
+            prop_assert_eq!(forest.logits(&values, 2), expected);
         }
     }
 }

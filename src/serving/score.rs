@@ -299,19 +299,16 @@ pub async fn score(
         .or_else(|| stored_timezone(features.as_ref(), ctx.timezone_index));
     let context = SendContext::new(request.now, timezone);
     let scores: Option<Vec<f64>> = ranker.map(|r| {
-        request
-            .candidates
-            .iter()
-            .map(|c| {
-                r.score(
-                    features.as_ref(),
-                    RequestContext::Notification {
-                        send: &context,
-                        notif_type: &c.notif_type,
-                    },
-                )
-            })
-            .collect()
+        r.score_all(
+            features.as_ref(),
+            request
+                .candidates
+                .iter()
+                .map(|c| RequestContext::Notification {
+                    send: &context,
+                    notif_type: &c.notif_type,
+                }),
+        )
     });
     let threshold = ctx.threshold(policy);
     let choices = choose(request.candidates.len(), scores.as_deref(), threshold);

@@ -157,11 +157,25 @@ impl ServedModel {
     /// The calibrated probability of one row: the user's `features` (`None` = a cold
     /// start, every feature missing) and what the request gives.
     pub fn score(&self, features: Option<&FeatureRow>, request: RequestContext<'_>) -> f64 {
-        self.model.score(&ServedRow {
-            model: self,
-            features,
-            request,
-        })
+        self.score_all(features, [request])[0]
+    }
+
+    /// The calibrated probabilities of one user's rows, one per request context, scored
+    /// together (a forest walks its trees once for all of them).
+    pub fn score_all<'a>(
+        &self,
+        features: Option<&FeatureRow>,
+        requests: impl IntoIterator<Item = RequestContext<'a>>,
+    ) -> Vec<f64> {
+        let rows: Vec<ServedRow> = requests
+            .into_iter()
+            .map(|request| ServedRow {
+                model: self,
+                features,
+                request,
+            })
+            .collect();
+        self.model.score_all(&rows)
     }
 }
 
