@@ -12,9 +12,9 @@ use forust_ml::GradientBooster;
 
 use super::artifact::trees_used;
 
-/// Rows walked together, tree by tree (see [`Forest::logits`]): enough to share the
-/// forest's cache lines among a request's candidates (at most 50) and a batch's rows, few
-/// enough for their values to stay in the first-level cache.
+/// Rows walked together, tree by tree (see [`Forest::logits`]): a request's candidates
+/// (five in the scheduler's usual call) in one block, few enough rows for their positions
+/// and values to stay in the first-level cache.
 const BLOCK: usize = 16;
 
 /// `feature` of a leaf.
@@ -82,11 +82,11 @@ impl Forest {
 
     /// The log-odds of encoded rows (`width` values each, one after another).
     ///
-    /// Rows are taken [`BLOCK`] at a time and each tree is walked for every row of the
-    /// block before the next tree: the upper nodes a walk reads are shared by the rows, so
-    /// the forest (about a megabyte for the ranker) passes through the cache once per block
-    /// instead of once per row. Each row's sum still runs in tree order, so the result is
-    /// bit for bit the row-at-a-time one.
+    /// Rows are taken [`BLOCK`] at a time, and each tree is walked for every row of the
+    /// block before the next tree, the rows stepping down it in lockstep: their node loads
+    /// do not wait on one another, so they overlap (BENCHMARKS.md, "The pure steps of a
+    /// request"). Each row's sum still runs in tree order, so the result is bit for bit
+    /// the row-at-a-time one.
     pub fn logits(&self, encoded: &[f64], width: usize) -> Vec<f64> {
         // A model has columns (the artifact's check); this only keeps `chunks` from panicking.
         let width = width.max(1);
@@ -97,8 +97,11 @@ impl Forest {
             let rows: Vec<&[f64]> = block.chunks_exact(width).collect();
             if let [row] = rows[..] {
                 // Alone, a row walks faster without the bookkeeping of the lockstep.
-                sums[start] =
-                    (self.roots.iter()).fold(sums[start], |sum, &root| sum + self.walk(root, row));
+                let base = sums[start];
+                sums[start] = self
+                    .roots
+                    .iter()
+                    .fold(base, |sum, &root| sum + self.walk(root, row));
                 continue;
             }
             let mut at = [0u32; BLOCK];
