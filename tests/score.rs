@@ -1143,6 +1143,24 @@ async fn with_redis_down_at_start_the_server_starts_holds_at_shadow_sends_nothin
     server.await.unwrap().unwrap();
 }
 
+/// Waits (at most 30 s) until a running server is ready and serves `user`'s features.
+async fn ready_with_features_of(client: &reqwest::Client, base: &str, user: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let features = format!("/v1/features/{user}");
+    loop {
+        let (ready, _) = get_at(client, base, "/readyz", "").await;
+        let (found, _) = get_at(client, base, &features, SCHEDULER_TOKEN).await;
+        if ready.is_success() && found.is_success() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready with {user}'s features"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn with_postgres_down_at_start_the_server_starts_answers_cold_starts_and_catches_up() {
     let db = TestDb::migrated().await;
@@ -1176,16 +1194,7 @@ async fn with_postgres_down_at_start_the_server_starts_answers_cold_starts_and_c
 
     // Postgres back: ready, the features loaded, the decision logged.
     proxy.restore();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (ready, _) = get("/readyz", "").await;
-        let (features, _) = get("/v1/features/known-2", SCHEDULER_TOKEN).await;
-        if ready.is_success() && features.is_success() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    ready_with_features_of(&client, &base, "known-2").await;
     let (_, rollout) = get("/admin/rollout", ADMIN_TOKEN).await;
     assert_eq!(rollout["source"], "policy", "{rollout}");
     let (_, answer) = score_at(&client, &base, "known-2").await;
@@ -1219,19 +1228,7 @@ async fn a_server_started_before_postgres_loads_features_once_the_schema_is_the_
     // Migrated meanwhile: ready, and the embedded store loaded.
     nudge::store::database::migrate(&db.pool).await.unwrap();
     insert_snapshot(&db, "known", 3, false).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (ready, _) = get("/readyz", "").await;
-        let (features, _) = get("/v1/features/known", SCHEDULER_TOKEN).await;
-        if ready.is_success() && features.is_success() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "features never loaded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    ready_with_features_of(&client, &base, "known").await;
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
