@@ -8,13 +8,15 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use chrono::Utc;
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
 use super::ApiContext;
-use super::body::{ADMIN_LIMIT, LimitedBody};
+use super::body::{ADMIN_LIMIT, LimitedBody, json_object};
 use super::error::{ApiError, ErrorBody};
 use crate::policy::Mode;
 use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
@@ -166,23 +168,121 @@ async fn after_flag_write(ctx: &ApiContext) -> Result<Json<RolloutView>, ApiErro
     rollout_view(ctx).map(Json)
 }
 
-fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
-        Err(e) => Err(ApiError::invalid("body", format!("not JSON: {e}"))),
+/// The longest `reason` a flag keeps, in characters.
+const MAX_REASON: usize = 500;
+
+/// A flag's optional `reason`: at most [`MAX_REASON`] characters without NUL (Postgres,
+/// where the flags may be kept, stores no NUL character).
+fn reason_field(reason: Option<String>) -> Result<String, ApiError> {
+    match reason {
+        None => Ok(String::new()),
+        Some(r) if r.chars().count() <= MAX_REASON && !r.contains('\0') => Ok(r),
+        Some(_) => Err(ApiError::invalid(
+            "reason",
+            format!("must be a string of at most {MAX_REASON} characters without NUL characters"),
+        )),
     }
 }
 
-fn reason_field(body: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
-    match body.get("reason") {
-        None | Some(Value::Null) => Ok(String::new()),
-        // Postgres, where the flag may be kept, stores no NUL character.
-        Some(Value::String(r)) if r.len() <= 500 && !r.contains('\0') => Ok(r.clone()),
-        Some(_) => Err(ApiError::invalid(
-            "reason",
-            "must be a string of at most 500 bytes without NUL characters",
-        )),
+/// The schema of a flag's optional `reason`, as [`reason_field`] checks it.
+fn reason_schema() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+        .max_length(Some(MAX_REASON))
+        .pattern(Some(r"^[^\u0000]*$"))
+        .description(Some("Why (kept with the flag)."))
+        .build()
+}
+
+/// `PUT /admin/rollout`'s body: `{"mode": …, "canary_percent": …, "reason": …}` (null as
+/// absent, unknown fields ignored).
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object")]
+struct RolloutChange {
+    // A string, not a `Mode`: serde_json reads a number where an enum should be as bad
+    // JSON, which would name the body instead of the field.
+    mode: Option<String>,
+    canary_percent: Option<f64>,
+    reason: Option<String>,
+}
+
+impl RolloutChange {
+    /// Parses a body into the flag it asks for, set by the admin API at `now`.
+    fn parse(body: &[u8], now: DateTime<Utc>) -> Result<RolloutFlag, ApiError> {
+        let change: Self = json_object(body)?;
+        let mode = change
+            .mode
+            .ok_or_else(|| ApiError::invalid("mode", "required: off, shadow, canary or full"))?
+            .parse::<Mode>()
+            .map_err(|e| ApiError::invalid("mode", e))?;
+        let reason = reason_field(change.reason)?;
+        RolloutFlag::new(mode, change.canary_percent, reason, "admin-api", now)
+            .map_err(|e| ApiError::invalid("canary_percent", e.to_string()))
+    }
+}
+
+impl utoipa::PartialSchema for RolloutChange {
+    /// One of two shapes, as [`RolloutFlag::new`] accepts them: canary with its percent,
+    /// or another mode with an optional one.
+    fn schema() -> RefOr<Schema> {
+        let percent = || {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Array(vec![Type::Number, Type::Null]))
+                .minimum(Some(0))
+                .maximum(Some(100))
+                .description(Some("Share of users in canary, in percent."))
+        };
+        let shape = |modes: &[Mode], percent_required: bool| {
+            let mut shape = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "mode",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(modes.iter().map(|m| m.as_str()))),
+                )
+                .required("mode")
+                .property("canary_percent", percent())
+                .property("reason", reason_schema());
+            if percent_required {
+                shape = shape.required("canary_percent");
+            }
+            shape
+        };
+        OneOfBuilder::new()
+            .item(shape(&[Mode::Canary], true))
+            .item(shape(&[Mode::Off, Mode::Shadow, Mode::Full], false))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RolloutChange {}
+
+/// `POST /admin/kill-switch`'s body (null as absent, unknown fields ignored).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(expecting = "a JSON object")]
+struct KillSwitchChange {
+    /// Whether sends stop.
+    #[schema(value_type = bool, required = true)]
+    on: Option<bool>,
+    /// Why (kept with the flag).
+    #[schema(schema_with = reason_schema)]
+    reason: Option<String>,
+}
+
+impl KillSwitchChange {
+    /// Parses a body into the flag it asks for, set by the admin API at `now`.
+    fn parse(body: &[u8], now: DateTime<Utc>) -> Result<KillSwitchFlag, ApiError> {
+        let change: Self = json_object(body)?;
+        let on = change
+            .on
+            .ok_or_else(|| ApiError::invalid("on", "required: true or false"))?;
+        Ok(KillSwitchFlag {
+            on,
+            reason: reason_field(change.reason)?,
+            set_by: "admin-api".into(),
+            set_at: now,
+        })
     }
 }
 
@@ -196,7 +296,7 @@ pub async fn get_rollout(State(ctx): State<ApiContext>) -> Result<Json<RolloutVi
 /// `PUT /admin/rollout` `{"mode": "canary", "canary_percent": 5, "reason": "…"}`: sets the
 /// runtime flag every replica follows within its poll interval.
 #[utoipa::path(put, path = "/admin/rollout", tag = "admin", security(("admin" = [])),
-    request_body(content = Object, description = r#"{"mode": "off|shadow|canary|full", "canary_percent": 0..100 (required for canary), "reason": "..."}"#),
+    request_body = RolloutChange,
     responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -204,25 +304,7 @@ pub async fn put_rollout(
     State(ctx): State<ApiContext>,
     LimitedBody(body): LimitedBody<ADMIN_LIMIT>,
 ) -> Result<Json<RolloutView>, ApiError> {
-    let body = parse_object(&body)?;
-    let mode = match body.get("mode") {
-        Some(Value::String(m)) => m
-            .parse::<Mode>()
-            .map_err(|e| ApiError::invalid("mode", e))?,
-        _ => {
-            return Err(ApiError::invalid(
-                "mode",
-                "required: off, shadow, canary or full",
-            ));
-        }
-    };
-    let percent = match body.get("canary_percent") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(_) => return Err(ApiError::invalid("canary_percent", "must be a number")),
-    };
-    let flag = RolloutFlag::new(mode, percent, reason_field(&body)?, "admin-api", Utc::now())
-        .map_err(|e| ApiError::invalid("canary_percent", e.to_string()))?;
+    let flag = RolloutChange::parse(&body, Utc::now())?;
     ctx.flag_store
         .set_rollout(Some(&flag))
         .await
@@ -247,7 +329,7 @@ pub async fn delete_rollout(State(ctx): State<ApiContext>) -> Result<Json<Rollou
 /// `POST /admin/kill-switch` `{"on": true, "reason": "…"}`: stops (or resumes) sends on
 /// every replica. It cannot release a kill switch the policy file turned on.
 #[utoipa::path(post, path = "/admin/kill-switch", tag = "admin", security(("admin" = [])),
-    request_body(content = Object, description = r#"{"on": true|false, "reason": "..."}"#),
+    request_body = KillSwitchChange,
     responses((status = 200, body = RolloutView), (status = 401, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -255,21 +337,76 @@ pub async fn kill_switch(
     State(ctx): State<ApiContext>,
     LimitedBody(body): LimitedBody<ADMIN_LIMIT>,
 ) -> Result<Json<RolloutView>, ApiError> {
-    let body = parse_object(&body)?;
-    let on = match body.get("on") {
-        Some(Value::Bool(on)) => *on,
-        _ => return Err(ApiError::invalid("on", "required: true or false")),
-    };
-    let flag = KillSwitchFlag {
-        on,
-        reason: reason_field(&body)?,
-        set_by: "admin-api".into(),
-        set_at: Utc::now(),
-    };
+    let flag = KillSwitchChange::parse(&body, Utc::now())?;
     ctx.flag_store
         .set_kill_switch(&flag)
         .await
         .map_err(flag_store_down)?;
-    tracing::warn!(on, reason = %flag.reason, "kill switch flag set");
+    tracing::warn!(on = flag.on, reason = %flag.reason, "kill switch flag set");
     after_flag_write(&ctx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn a_rollout_change_becomes_the_flag_it_asks_for() {
+        let flag = RolloutChange::parse(
+            br#"{"mode": "canary", "canary_percent": 5, "reason": null, "extra": 1}"#,
+            at(),
+        )
+        .unwrap();
+        assert_eq!(
+            flag,
+            RolloutFlag::new(Mode::Canary, Some(5.0), String::new(), "admin-api", at()).unwrap()
+        );
+        let flag = RolloutChange::parse(br#"{"mode": "full", "reason": "ramp"}"#, at()).unwrap();
+        assert_eq!((flag.mode, flag.reason.as_str()), (Mode::Full, "ramp"));
+    }
+
+    #[test]
+    fn a_bad_change_is_refused_naming_its_field() {
+        let long = format!(r#"{{"mode": "full", "reason": "{}"}}"#, "é".repeat(501));
+        for (body, field) in [
+            (r#"{"canary_percent": 5}"#, "mode"),
+            (r#"{"mode": 3}"#, "mode"),
+            (r#"{"mode": "canary"}"#, "canary_percent"),
+            (
+                r#"{"mode": "full", "canary_percent": -1}"#,
+                "canary_percent",
+            ),
+            (r#"{"mode": "full", "reason": ["a"]}"#, "reason"),
+            (long.as_str(), "reason"),
+            ("[]", "body"),
+        ] {
+            let error = RolloutChange::parse(body.as_bytes(), at()).unwrap_err();
+            assert_eq!(error.field(), Some(field), "{body}");
+        }
+        // 500 characters is the limit, whatever their bytes.
+        let longest = format!(r#"{{"mode": "full", "reason": "{}"}}"#, "é".repeat(500));
+        assert!(RolloutChange::parse(longest.as_bytes(), at()).is_ok());
+    }
+
+    #[test]
+    fn a_kill_switch_change_needs_on() {
+        let flag = KillSwitchChange::parse(br#"{"on": true, "reason": "incident"}"#, at()).unwrap();
+        assert_eq!(
+            (
+                flag.on,
+                flag.reason.as_str(),
+                flag.set_by.as_str(),
+                flag.set_at
+            ),
+            (true, "incident", "admin-api", at())
+        );
+        for body in [r#"{}"#, r#"{"on": null}"#, r#"{"on": "yes"}"#] {
+            let error = KillSwitchChange::parse(body.as_bytes(), at()).unwrap_err();
+            assert_eq!(error.field(), Some("on"), "{body}");
+        }
+    }
 }

@@ -4,10 +4,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use chrono::{DateTime, Utc};
 use http_body_util::LengthLimitError;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::error::Category;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::error::ApiError;
 use crate::ingest::wire::PayloadError;
@@ -71,17 +74,137 @@ pub fn json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, ApiError
     }
 }
 
-/// A required identifier: a non-empty string of at most `max` bytes without control
-/// characters (an id has none, and Postgres refuses the NUL character outright: one such
-/// id in the decision log would stop its batch).
-pub fn identifier(value: Option<String>, path: &str, max: usize) -> Result<String, ApiError> {
-    match value {
-        Some(s) if !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control) => Ok(s),
-        _ => Err(ApiError::invalid(
-            path,
-            format!(
-                "required: a non-empty string of at most {max} bytes without control characters"
+/// The RFC 3339 time `text` at `path` of a request, in UTC.
+pub fn rfc3339(text: &str, path: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.to_utc())
+        .map_err(|e| ApiError::invalid(path, format!("not an RFC 3339 time: {e}")))
+}
+
+/// A required identifier of at most `MAX` characters: a non-empty string without control
+/// characters (an id has none, and Postgres refuses the NUL character outright: one such id
+/// in the decision log would stop its batch). Its rule is written once: requests check ids
+/// with [`Identifier::parse`], and the OpenAPI document describes them with its schema.
+pub struct Identifier<const MAX: usize>;
+
+/// A user id as callers know it (hashed before anything stores it).
+pub type UserId = Identifier<256>;
+
+/// The pattern of an identifier: no character of Unicode's control category (Cc), the
+/// ones `char::is_control` finds.
+const WITHOUT_CONTROL_CHARACTERS: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+
+impl<const MAX: usize> Identifier<MAX> {
+    /// Checks the identifier at `path` of a request.
+    pub fn parse(value: Option<String>, path: &str) -> Result<String, ApiError> {
+        match value {
+            Some(s)
+                if !s.is_empty()
+                    && s.chars().count() <= MAX
+                    && !s.chars().any(char::is_control) =>
+            {
+                Ok(s)
+            }
+            _ => Err(ApiError::invalid(
+                path,
+                format!(
+                    "required: a non-empty string of at most {MAX} characters without control characters"
+                ),
+            )),
+        }
+    }
+}
+
+impl<const MAX: usize> utoipa::PartialSchema for Identifier<MAX> {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX))
+            .pattern(Some(WITHOUT_CONTROL_CHARACTERS))
+            .into()
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for Identifier<MAX> {}
+
+/// An IANA timezone name, as `chrono-tz` knows them (the same names a request's
+/// `timezone` is checked against).
+pub struct TimezoneName;
+
+impl utoipa::PartialSchema for TimezoneName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())))
+            .examples(["Europe/Berlin"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TimezoneName {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn an_identifier_counts_characters_and_refuses_control_characters() {
+        type Short = Identifier<3>;
+        let parse = |s: &str| Short::parse(Some(s.to_owned()), "id");
+        assert_eq!(parse("abc").unwrap(), "abc");
+        // Three characters in six bytes: within the limit, as JSON Schema counts them.
+        assert_eq!(parse("éèê").unwrap(), "éèê");
+        for refused in ["", "abcd", "a\u{0}", "a\nb", "a\u{85}"] {
+            let error = parse(refused).unwrap_err();
+            assert_eq!(error.field(), Some("id"), "{refused:?}");
+        }
+        assert_eq!(Short::parse(None, "id").unwrap_err().field(), Some("id"));
+    }
+
+    #[test]
+    fn an_identifier_schema_states_the_rule_parse_applies() {
+        let schema = serde_json::to_value(Identifier::<3>::schema()).unwrap();
+        assert_eq!(
+            (
+                &schema["minLength"],
+                &schema["maxLength"],
+                &schema["pattern"]
             ),
-        )),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(3),
+                &serde_json::json!(WITHOUT_CONTROL_CHARACTERS)
+            )
+        );
+        // The pattern's two ranges are exactly the characters `char::is_control` finds.
+        let in_pattern = |c: char| matches!(c as u32, 0..=0x1F | 0x7F..=0x9F);
+        assert!(
+            (0..=char::MAX as u32)
+                .filter_map(char::from_u32)
+                .all(|c| c.is_control() == in_pattern(c))
+        );
+    }
+
+    #[test]
+    fn the_timezone_schema_lists_every_name_a_request_may_give() {
+        let schema = serde_json::to_value(TimezoneName::schema()).unwrap();
+        let names = schema["enum"].as_array().unwrap();
+        assert_eq!(names.len(), chrono_tz::TZ_VARIANTS.len());
+        for name in names {
+            let name = name.as_str().unwrap();
+            assert!(name.parse::<chrono_tz::Tz>().is_ok(), "{name}");
+        }
+        assert!(names.contains(&"Europe/Berlin".into()) && names.contains(&"UTC".into()));
+    }
+
+    #[test]
+    fn a_time_is_read_as_rfc_3339_in_utc() {
+        assert_eq!(
+            rfc3339("2026-11-22T19:05:00+01:00", "now").unwrap(),
+            rfc3339("2026-11-22T18:05:00Z", "now").unwrap()
+        );
+        assert_eq!(rfc3339("tomorrow", "at").unwrap_err().field(), Some("at"));
     }
 }

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT, identifier, json_object};
+use super::body::{LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
 use super::error::{ApiError, ErrorBody};
 use super::score::ModelRef;
 use super::served::{RequestContext, Served};
@@ -22,8 +22,18 @@ pub const MAX_USERS: usize = 1_000;
 #[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct ChurnRequest {
     /// 1 to 1,000 distinct user ids as the caller knows them (hashed before anything stores them).
-    #[schema(min_items = 1, max_items = 1000)]
+    #[schema(schema_with = user_ids_schema)]
     pub user_ids: Vec<String>,
+}
+
+/// The schema of `user_ids`: what [`ChurnRequest::parse`] accepts.
+fn user_ids_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(<UserId as utoipa::PartialSchema>::schema())
+        .min_items(Some(1))
+        .max_items(Some(MAX_USERS))
+        .unique_items(true)
+        .build()
 }
 
 /// A churn request as sent (unknown fields ignored, null as absent), checked by
@@ -56,7 +66,7 @@ impl ChurnRequest {
             .enumerate()
             .map(|(i, item)| {
                 let path = format!("user_ids[{i}]");
-                let id = identifier(item, &path, 256)?;
+                let id = UserId::parse(item, &path)?;
                 if seen.insert(id.clone()) {
                     Ok(id)
                 } else {

@@ -5,10 +5,10 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
-use super::body::{ADMIN_LIMIT, LimitedBody};
+use super::body::{ADMIN_LIMIT, LimitedBody, json_object, rfc3339};
 use super::error::{ApiError, ErrorBody};
 use crate::control::tick::{self, StepRecord, Stored, TickReport};
 
@@ -98,10 +98,30 @@ pub async fn get_controller(
     }))
 }
 
+/// `POST /admin/controller/tick`'s optional body (null as absent, unknown fields ignored).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(expecting = "a JSON object")]
+struct TickRequest {
+    /// The tick's time (RFC 3339); now when absent.
+    #[schema(value_type = Option<DateTime<Utc>>, required = false)]
+    at: Option<String>,
+}
+
+impl TickRequest {
+    /// The time a body asks the tick for; `None` for an empty or `null` body, or no `at`.
+    fn parse(body: &[u8]) -> Result<Option<DateTime<Utc>>, ApiError> {
+        if matches!(body.trim_ascii(), b"" | b"null") {
+            return Ok(None);
+        }
+        let request: Self = json_object(body)?;
+        request.at.map(|text| rfc3339(&text, "at")).transpose()
+    }
+}
+
 /// `POST /admin/controller/tick` `{"at": "RFC 3339"}` (optional; now when absent): checks
 /// the guardrails, then steps the controller if its interval has passed by `at`.
 #[utoipa::path(post, path = "/admin/controller/tick", tag = "admin", security(("admin" = [])),
-    request_body(content = Object, description = r#"{"at": "2026-03-01T00:00:00Z"} (optional)"#),
+    request_body(content = Option<TickRequest>),
     responses((status = 200, body = TickReport), (status = 401, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -109,21 +129,37 @@ pub async fn post_tick(
     State(ctx): State<ApiContext>,
     LimitedBody(body): LimitedBody<ADMIN_LIMIT>,
 ) -> Result<Json<TickReport>, ApiError> {
-    let at = if body.iter().all(u8::is_ascii_whitespace) {
-        Utc::now()
-    } else {
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(ApiError::invalid("body", "must be a JSON object"));
-        }
-        match value.get("at") {
-            None | Some(serde_json::Value::Null) => Utc::now(),
-            Some(serde_json::Value::String(text)) => DateTime::parse_from_rfc3339(text)
-                .map_err(|e| ApiError::invalid("at", format!("not an RFC 3339 time: {e}")))?
-                .to_utc(),
-            Some(_) => return Err(ApiError::invalid("at", "must be an RFC 3339 time string")),
-        }
-    };
+    let at = TickRequest::parse(&body)?.unwrap_or_else(Utc::now);
     ctx.control_tick(at).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_body_is_optional_and_its_time_checked() {
+        for empty in ["", "  \n", "null", "{}", r#"{"at": null}"#] {
+            assert_eq!(
+                TickRequest::parse(empty.as_bytes()).unwrap(),
+                None,
+                "{empty:?}"
+            );
+        }
+        assert_eq!(
+            TickRequest::parse(br#"{"at": "2026-03-01T00:00:00+01:00"}"#).unwrap(),
+            DateTime::parse_from_rfc3339("2026-02-28T23:00:00Z")
+                .ok()
+                .map(|t| t.to_utc())
+        );
+        for (body, field) in [
+            (r#"{"at": "tomorrow"}"#, "at"),
+            (r#"{"at": 5}"#, "at"),
+            ("[]", "body"),
+            ("{", "body"),
+        ] {
+            let error = TickRequest::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(error.field(), Some(field), "{body}");
+        }
+    }
 }

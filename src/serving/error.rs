@@ -121,6 +121,12 @@ impl ApiError {
         }
     }
 
+    /// The request field at fault, as the response names it.
+    #[cfg(test)]
+    pub(crate) fn field(&self) -> Option<&str> {
+        self.status_code_field().2
+    }
+
     fn status_code_field(&self) -> (StatusCode, &'static str, Option<&str>) {
         match self {
             ApiError::InvalidField { field, .. } => (

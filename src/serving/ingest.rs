@@ -5,6 +5,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde::Deserialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 
 use super::ApiContext;
 use super::body::LimitedBody;
@@ -49,11 +51,31 @@ fn declared_gzip(headers: &HeaderMap, query: Option<&CaptureQuery>) -> bool {
     by_header || by_query
 }
 
-/// `POST /batch/`, `/capture/`, `/e/`, `/i/v0/e/`: PostHog's capture API.
+/// An ingest body's JSON: an object (an event, or a capture batch envelope) or an array
+/// of events.
+struct EventsPayload;
+
+impl utoipa::PartialSchema for EventsPayload {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::Object, Type::Array]))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventsPayload {}
+
+/// The paths of PostHog's capture API, each served by [`capture`]: the SDKs post to
+/// different ones.
+pub const CAPTURE_PATHS: [&str; 4] = ["/batch/", "/capture/", "/e/", "/i/v0/e/"];
+
+/// `POST /batch/`, `/capture/`, `/e/`, `/i/v0/e/` ([`CAPTURE_PATHS`]): PostHog's capture
+/// API. The OpenAPI document repeats this path's description for the other three.
 #[utoipa::path(post, path = "/batch/", tag = "events",
-    request_body(content = Object, description = "a PostHog capture payload: one event, an array, or {api_key|token, batch: [...]}; gzip bodies accepted"),
+    request_body(content = inline(EventsPayload), description = "a PostHog capture payload: one event, an array of events, or {api_key|token, batch: [...]}; gzip bodies accepted"),
     responses((status = 200, body = IngestReport), (status = 400, body = ErrorBody),
-              (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
 pub async fn capture(
     State(ctx): State<ApiContext>,
@@ -77,9 +99,10 @@ pub async fn capture(
 
 /// `POST /v1/events`: PostHog webhook destination, signed with `X-Nudge-Signature`.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
-    request_body(content = Object, description = "a webhook event ({event, person}) or an array of them"),
+    request_body(content = inline(EventsPayload), description = "a webhook event ({event, person}) or an array of them"),
     params(("X-Nudge-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of the raw body>")),
-    responses((status = 200, body = IngestReport), (status = 401, body = ErrorBody),
+    responses((status = 200, body = IngestReport), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
 pub async fn webhook(

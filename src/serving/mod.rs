@@ -490,14 +490,14 @@ pub fn router(ctx: ApiContext) -> Router {
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(ctx.max_in_flight))
         .timeout(ctx.request_timeout);
-    let api = Router::new()
+    let api = ingest::CAPTURE_PATHS
+        .into_iter()
+        .fold(Router::new(), |api, path| {
+            api.route(path, post(ingest::capture))
+        })
         .merge(scheduler)
         .merge(admin)
         .route("/v1/events", post(ingest::webhook))
-        .route("/batch/", post(ingest::capture))
-        .route("/capture/", post(ingest::capture))
-        .route("/e/", post(ingest::capture))
-        .route("/i/v0/e/", post(ingest::capture))
         .route("/dashboard", get(dashboard::dashboard))
         .layer(limits);
     Router::new()

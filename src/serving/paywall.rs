@@ -11,23 +11,29 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT, identifier, json_object};
+use super::body::{Identifier, LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
 use super::decisions::PaywallDecision;
 use super::error::{ApiError, ErrorBody};
-use super::score::{ModelRef, now_field, user_id_field};
+use super::score::{ModelRef, now_field};
 use super::served::{RequestContext, Served};
 use crate::policy::Mode;
 use crate::rollout::{self, Arm};
+
+/// Where in the app a paywall would show.
+pub type Placement = Identifier<64>;
 
 /// A validated request.
 #[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct PaywallRequest {
     /// The user's id (hashed before anything stores it).
+    #[schema(inline, value_type = UserId)]
     pub user_id: String,
-    /// Where the paywall would show (at most 64 bytes).
+    /// Where the paywall would show.
+    #[schema(inline, value_type = Placement)]
     pub placement: String,
-    /// The decision time (RFC 3339); the server's clock when absent.
-    #[schema(required = false)]
+    /// The decision time (RFC 3339), at most an hour ahead of the server's clock; the
+    /// server's clock when absent.
+    #[schema(value_type = Option<DateTime<Utc>>, required = false)]
     pub now: DateTime<Utc>,
 }
 
@@ -45,8 +51,8 @@ impl PaywallRequest {
     /// Parses a request body; `server_now` stands in for a missing `now`.
     pub fn parse(body: &[u8], server_now: DateTime<Utc>) -> Result<Self, ApiError> {
         let body: PaywallBody = json_object(body)?;
-        let user_id = user_id_field(body.user_id)?;
-        let placement = identifier(body.placement, "placement", 64)?;
+        let user_id = UserId::parse(body.user_id, "user_id")?;
+        let placement = Placement::parse(body.placement, "placement")?;
         let now = now_field(body.now.as_deref(), server_now)?;
         Ok(Self {
             user_id,

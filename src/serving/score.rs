@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT, identifier, json_object};
+use super::body::{
+    Identifier, LimitedBody, SCHEDULER_LIMIT, TimezoneName, UserId, json_object, rfc3339,
+};
 use super::decisions::{Decision, LoggedCandidate};
 use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
@@ -29,13 +31,20 @@ use crate::telemetry;
 /// Most candidates per request.
 pub const MAX_CANDIDATES: usize = 50;
 
+/// A candidate's id as the scheduler knows it.
+pub type CandidateId = Identifier<128>;
+
+/// A notification type.
+pub type NotifType = Identifier<64>;
+
 /// A candidate notification.
 #[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct Candidate {
-    /// The scheduler's id (unique in the request, at most 128 bytes).
+    /// The scheduler's id, unique in the request.
+    #[schema(inline, value_type = CandidateId)]
     pub id: String,
-    /// Notification type (at most 64 bytes).
-    #[schema(rename = "type")]
+    /// Notification type.
+    #[schema(rename = "type", inline, value_type = NotifType)]
     pub notif_type: String,
 }
 
@@ -43,22 +52,19 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct ScoreRequest {
     /// The user's id as the scheduler knows it (hashed before anything stores it).
+    #[schema(inline, value_type = UserId)]
     pub user_id: String,
-    /// The decision time (RFC 3339); the server's clock when absent.
-    #[schema(required = false)]
+    /// The decision time (RFC 3339), at most an hour ahead of the server's clock; the
+    /// server's clock when absent.
+    #[schema(value_type = Option<DateTime<Utc>>, required = false)]
     pub now: DateTime<Utc>,
     /// The user's IANA timezone; when absent, the one stored for the user (the `timezone`
     /// feature), else UTC, and the answer says which.
-    #[schema(value_type = Option<String>, example = "Europe/Berlin")]
+    #[schema(inline, value_type = Option<TimezoneName>)]
     pub timezone: Option<Tz>,
     /// 1 to 50 candidates in the scheduler's order.
     #[schema(min_items = 1, max_items = 50)]
     pub candidates: Vec<Candidate>,
-}
-
-/// The required `user_id` of a request.
-pub(super) fn user_id_field(user_id: Option<String>) -> Result<String, ApiError> {
-    identifier(user_id, "user_id", 256)
 }
 
 /// How far a request's `now` may run ahead of the server's clock (clock skew). A later one
@@ -75,9 +81,7 @@ pub(super) fn now_field(
     let Some(text) = now else {
         return Ok(server_now);
     };
-    let now = DateTime::parse_from_rfc3339(text)
-        .map_err(|e| ApiError::invalid("now", format!("not an RFC 3339 time: {e}")))?
-        .to_utc();
+    let now = rfc3339(text, "now")?;
     if now > server_now + MAX_AHEAD {
         return Err(ApiError::invalid(
             "now",
@@ -117,14 +121,14 @@ impl Candidate {
     /// finds a repeated id sooner than hashing would); an error names the field within
     /// the candidate.
     fn parse(body: CandidateBody, before: &[Candidate]) -> Result<Self, ApiError> {
-        let id = identifier(body.id, "id", 128)?;
+        let id = CandidateId::parse(body.id, "id")?;
         if before.iter().any(|c| c.id == id) {
             return Err(ApiError::invalid(
                 "id",
                 format!("duplicate candidate id {id:?}"),
             ));
         }
-        let notif_type = identifier(body.notif_type, "type", 64)?;
+        let notif_type = NotifType::parse(body.notif_type, "type")?;
         Ok(Candidate { id, notif_type })
     }
 }
@@ -133,7 +137,7 @@ impl ScoreRequest {
     /// Parses a request body; `server_now` stands in for a missing `now`.
     pub fn parse(body: &[u8], server_now: DateTime<Utc>) -> Result<Self, ApiError> {
         let body: ScoreBody = json_object(body)?;
-        let user_id = user_id_field(body.user_id)?;
+        let user_id = UserId::parse(body.user_id, "user_id")?;
         let now = now_field(body.now.as_deref(), server_now)?;
         let timezone = match body.timezone {
             None => None,
