@@ -192,8 +192,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = self.status_code_field();
-        if status.is_server_error() {
-            tracing::warn!(code, error = %self, "request failed");
+        match self {
+            ApiError::Internal => tracing::error!(code, error = %self, "request failed"),
+            // Counted in `nudge_http_refused_total`; a line per shed request would add
+            // to the load that made the server shed it.
+            ApiError::Overloaded => tracing::debug!(code, error = %self, "request failed"),
+            _ if status.is_server_error() => tracing::warn!(code, error = %self, "request failed"),
+            _ => {}
         }
         let body = ErrorBody {
             error: ErrorDetail {

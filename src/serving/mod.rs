@@ -512,7 +512,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        // A failed request is logged once, by `ApiError`, with its reason.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(ctx)
 }
 
