@@ -356,3 +356,51 @@ fn nudge_train_fit_refuses_a_bad_spec_before_it_connects_to_the_database() {
     assert!(stderr.contains("name"), "{stderr}");
     assert!(!stderr.contains("postgres"), "{stderr}");
 }
+
+#[tokio::test]
+async fn nudge_train_fit_of_a_directory_fits_every_spec_though_one_fails() {
+    let db = TestDb::migrated().await;
+    toy(&db, 3_000).await;
+    let registry = TempRegistry::new();
+    let specs = common::TempDir::new();
+    // Fitted first, by name, and failing: its source does not exist.
+    std::fs::write(
+        specs.0.join("a_missing.yaml"),
+        SPEC.replace("name: toy", "name: missing")
+            .replace("relation: toy", "relation: no_such_table"),
+    )
+    .unwrap();
+    std::fs::write(specs.0.join("b_toy.yaml"), SPEC).unwrap();
+    let out = common::run_bin(
+        env!("CARGO_BIN_EXE_nudge-train"),
+        &[
+            "fit",
+            specs.0.to_str().unwrap(),
+            "--promote",
+            "--database-url",
+            &db.url,
+            "--models-dir",
+            registry.0.root().to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // The good spec was fitted and promoted after the bad one failed...
+    let toy = registry.0.champion("toy").unwrap().expect("toy promoted");
+    let table = stdout
+        .split("model cards:")
+        .nth(1)
+        .expect("a closing table");
+    assert!(table.contains("missing: not fitted"), "{stdout}");
+    assert!(table.contains(&format!("toy {toy}")), "{stdout}");
+    assert!(table.contains("→ champion"), "{stdout}");
+    // ...and the run still fails, saying why.
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("1 of 2 specs could not be fitted"),
+        "{stderr}"
+    );
+    assert_eq!(registry.0.champion("missing").unwrap(), None);
+}

@@ -107,15 +107,18 @@ enum Command {
     /// Train a model from a spec (training/*.yaml): read its examples from Postgres,
     /// split them, fit every candidate, keep the best on validation, calibrate it, measure
     /// it on test (against the oracle and the current champion) and save it with its
-    /// card as a new version. Does not promote.
+    /// card as a new version. Given a directory, trains every spec in it by name (the
+    /// monthly retrain: `fit training/ --promote`); a spec that fails does not stop the
+    /// others, and a table of every model ends the run. Does not promote unless asked.
     Fit {
-        /// The spec file.
+        /// A spec file, or a directory of them (every *.yaml).
         spec: std::path::PathBuf,
         #[command(flatten)]
         database: DatabaseArgs,
         #[command(flatten)]
         models: ModelsDirArgs,
-        /// Promote the new version if it passes the gates.
+        /// Promote each new version that passes its gates; the command fails if any
+        /// spec could not be fitted or promoted.
         #[arg(long)]
         promote: bool,
     },
@@ -326,13 +329,38 @@ async fn command() -> anyhow::Result<()> {
             models,
             promote,
         } => {
-            let spec = read_spec(&spec)?;
+            let specs = if spec.is_dir() {
+                read_specs(&spec)?
+            } else {
+                vec![read_spec(&spec)?]
+            };
             let pool = connect_migrated(&database.database_url).await?;
             let registry = Registry::new(&models.models_dir);
-            let card = fit(&pool, &registry, &spec).await?;
-            if promote {
-                promote_version(&registry, &card.name, &card.version)?;
+            let fitted = fit_specs(&pool, &registry, &specs, promote).await;
+            if specs.len() > 1 {
+                print_fitted(&fitted);
             }
+            let not_fitted = fitted
+                .iter()
+                .filter(|f| matches!(f, Fitted::Failed { .. }))
+                .count();
+            let refused = fitted
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f,
+                        Fitted::Saved {
+                            promotion: Promotion::Refused,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            anyhow::ensure!(
+                not_fitted + refused == 0,
+                "{not_fitted} of {} specs could not be fitted; {refused} new versions were refused promotion",
+                specs.len()
+            );
             Ok(())
         }
         Command::Evaluate {
@@ -402,10 +430,7 @@ async fn command() -> anyhow::Result<()> {
                 );
             }
             // A spec that does not parse stops the demo before minutes of simulation.
-            let specs = spec_files(&specs)?
-                .iter()
-                .map(|path| read_spec(path))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let specs = read_specs(&specs)?;
             migrate(&database.database_url).await?;
             let pool = database::connect(&database.database_url, 8).await?;
             database::reset_serving_state(&pool).await?;
@@ -429,17 +454,14 @@ async fn command() -> anyhow::Result<()> {
             refresh_features(&pool, Some((first_day, end)), None).await?;
             out!("{}", labels::label_report(&pool).await?);
             let registry = Registry::new(&models.models_dir);
-            let mut headlines = Vec::new();
-            for spec in &specs {
-                let card = fit(&pool, &registry, spec).await?;
-                if card.gates.failures.is_empty() {
-                    promote_version(&registry, &card.name, &card.version)?;
-                }
-                headlines.push(card.headline());
-            }
-            outln!("\nmodel cards:");
-            for line in headlines {
-                outln!("  {line}");
+            // A model that fails its gates is left unpromoted; one that cannot be fitted
+            // stops the demo.
+            let fitted = fit_specs(&pool, &registry, &specs, true).await;
+            print_fitted(&fitted);
+            if let Some(Fitted::Failed { name, .. }) =
+                fitted.iter().find(|f| matches!(f, Fitted::Failed { .. }))
+            {
+                anyhow::bail!("demo stopped: {name} could not be fitted");
             }
             if loop_days > 0 {
                 let serve =
@@ -715,8 +737,9 @@ async fn materialize_features(pool: &PgPool, redis: &RedisArgs) -> anyhow::Resul
     Ok(())
 }
 
-/// The spec files of a directory, by name.
-fn spec_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+/// Reads and checks every spec of a directory (each `*.yaml`, by name), before anything
+/// connects or runs.
+fn read_specs(dir: &std::path::Path) -> anyhow::Result<Vec<ModelSpec>> {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(Result::ok)
@@ -724,7 +747,8 @@ fn spec_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> 
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    Ok(files)
+    anyhow::ensure!(!files.is_empty(), "no *.yaml spec in {}", dir.display());
+    files.iter().map(|path| read_spec(path)).collect()
 }
 
 /// Reads and checks a model spec, before anything connects or runs.
@@ -770,6 +794,87 @@ async fn fit(pool: &PgPool, registry: &Registry, spec: &ModelSpec) -> anyhow::Re
         outln!("  note: {note}");
     }
     Ok(card)
+}
+
+/// What `fit` made of one spec.
+enum Fitted {
+    /// A new version was saved; `promotion` says what became of asking to promote it.
+    Saved {
+        card: Box<Card>,
+        promotion: Promotion,
+    },
+    /// No version was saved.
+    Failed { name: String, error: anyhow::Error },
+}
+
+/// Whether a saved version became the champion.
+enum Promotion {
+    /// Not asked for.
+    NotAsked,
+    /// It is the champion now.
+    Promoted,
+    /// Refused (the reasons are printed when it is).
+    Refused,
+}
+
+/// Fits every spec in turn, promoting each new version that passes its gates when
+/// `promote`. One spec's failure is reported and the next one fitted: a monthly retrain
+/// of four models is not lost to one bad one.
+async fn fit_specs(
+    pool: &PgPool,
+    registry: &Registry,
+    specs: &[ModelSpec],
+    promote: bool,
+) -> Vec<Fitted> {
+    let mut fitted = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let card = match fit(pool, registry, spec).await {
+            Ok(card) => card,
+            Err(error) => {
+                eprintln!("nudge-train: {error:#}");
+                fitted.push(Fitted::Failed {
+                    name: spec.name.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
+        let promotion = if !promote {
+            Promotion::NotAsked
+        } else {
+            match promote_version(registry, &card.name, &card.version) {
+                Ok(()) => Promotion::Promoted,
+                Err(refused) => {
+                    outln!("  not promoted: {refused}");
+                    Promotion::Refused
+                }
+            }
+        };
+        fitted.push(Fitted::Saved {
+            card: Box::new(card),
+            promotion,
+        });
+    }
+    fitted
+}
+
+/// The closing table of a `fit` over several specs: each model card's headline and
+/// what became of it.
+fn print_fitted(fitted: &[Fitted]) {
+    outln!("\nmodel cards:");
+    for outcome in fitted {
+        match outcome {
+            Fitted::Saved { card, promotion } => {
+                let promotion = match promotion {
+                    Promotion::NotAsked => String::new(),
+                    Promotion::Promoted => " → champion".to_owned(),
+                    Promotion::Refused => " → not promoted".to_owned(),
+                };
+                outln!("  {}{promotion}", card.headline());
+            }
+            Fitted::Failed { name, error } => outln!("  {name}: not fitted: {error:#}"),
+        }
+    }
 }
 
 fn promote_version(registry: &Registry, name: &str, version: &str) -> anyhow::Result<()> {
