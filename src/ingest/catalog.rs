@@ -211,6 +211,12 @@ impl Catalog {
     pub fn event(&self, event: &str) -> Option<&EventRule> {
         self.events.get(event)
     }
+
+    /// Every event's rules, in no particular order.
+    #[cfg(test)]
+    pub(crate) fn events(&self) -> impl Iterator<Item = &EventRule> {
+        self.events.values()
+    }
 }
 
 impl EventRule {

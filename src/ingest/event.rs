@@ -236,6 +236,8 @@ fn derived_uuid(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::catalog::{EventRule, PropertyType};
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn fixture() -> (Catalog, UserHasher) {
@@ -329,6 +331,102 @@ mod tests {
             reason(with("properties", json!({}))),
             RejectReason::MissingProperty("source".into())
         );
+    }
+
+    /// Appears in every id and personal value the generated events carry, so a stored
+    /// event holding any of them raw would contain it.
+    const PERSONAL: &str = "Pers0nal";
+
+    /// A value of `kind`: mostly a valid one (a user id carries [`PERSONAL`]), sometimes
+    /// anything.
+    fn property_value(kind: &PropertyType) -> BoxedStrategy<Value> {
+        let valid = match kind {
+            PropertyType::String => "[a-z_]{0,12}".prop_map(Value::from).boxed(),
+            PropertyType::Integer => any::<i32>().prop_map(Value::from).boxed(),
+            PropertyType::Number => (-1e6..1e6f64).prop_map(Value::from).boxed(),
+            PropertyType::Boolean => any::<bool>().prop_map(Value::from).boxed(),
+            PropertyType::Enum(values) => proptest::sample::select(values.clone())
+                .prop_map(Value::from)
+                .boxed(),
+            PropertyType::UserId => "[a-z]{0,4}"
+                .prop_map(|s| Value::from(format!("contact-{PERSONAL}-{s}")))
+                .boxed(),
+        };
+        let anything = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+            Just(json!([PERSONAL])),
+        ];
+        prop_oneof![4 => valid, 1 => anything].boxed()
+    }
+
+    /// A raw event as a client might send it: a catalog event (or an unknown one) with
+    /// its properties, valid or not, beside personal data no event may keep.
+    fn any_event() -> impl Strategy<Value = Value> {
+        let (catalog, _) = fixture();
+        let mut rules: Vec<EventRule> = catalog.events().cloned().collect();
+        rules.sort_by(|a, b| a.name.cmp(&b.name));
+        proptest::sample::select(rules).prop_flat_map(|rule| {
+            let properties: Vec<_> = rule
+                .properties
+                .iter()
+                .map(|p| {
+                    (
+                        Just(p.name.clone()),
+                        proptest::option::weighted(0.9, property_value(&p.kind)),
+                    )
+                })
+                .collect();
+            let name = prop_oneof![9 => Just(rule.name.clone()), 1 => "[a-z_]{1,10}".boxed()];
+            let id_in_properties = any::<bool>();
+            (name, properties, id_in_properties, any::<bool>()).prop_map(
+                |(name, properties, id_in_properties, with_time)| {
+                    let mut props: Map<String, Value> = properties
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v?)))
+                        .collect();
+                    props.insert("$ip".into(), json!(format!("10.0.0.1-{PERSONAL}")));
+                    props.insert("email".into(), json!(format!("{PERSONAL}@example.com")));
+                    props.insert("$set".into(), json!({"name": PERSONAL}));
+                    let mut event = json!({"event": name, "properties": props});
+                    let user = json!(format!("user-{PERSONAL}"));
+                    if id_in_properties {
+                        event["properties"]["distinct_id"] = user;
+                    } else {
+                        event["distinct_id"] = user;
+                    }
+                    if with_time {
+                        event["timestamp"] = json!("2026-11-22T18:05:00Z");
+                    }
+                    event
+                },
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_stored_event_keeps_only_whitelisted_properties_and_no_raw_personal_data(
+            raw in any_event()
+        ) {
+            let (catalog, hasher) = fixture();
+            match normalize(&raw, &catalog, &hasher) {
+                Ok(stored) => {
+                    let rule = catalog.event(&stored.event).unwrap();
+                    for key in stored.properties.keys() {
+                        prop_assert!(rule.properties.iter().any(|p| &p.name == key), "{key}");
+                    }
+                    prop_assert_eq!(&stored.user_hash, &hasher.hash(&format!("user-{PERSONAL}")));
+                    let kept = json!([stored.event, stored.user_hash, stored.properties]);
+                    prop_assert!(!kept.to_string().contains(PERSONAL), "{kept}");
+                }
+                // A reject names an event only when it is a catalog one.
+                Err((_, Some(name))) => prop_assert!(catalog.event(&name).is_some()),
+                Err((_, None)) => {}
+            }
+        }
     }
 
     #[test]
