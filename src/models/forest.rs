@@ -82,7 +82,7 @@ impl Forest {
 
     /// The log-odds of encoded rows (`width` values each, one after another).
     ///
-    /// Rows are taken [`BLOCK`] at a time, and each tree is walked for every row of the
+    /// Rows are taken 16 at a time, and each tree is walked for every row of the
     /// block before the next tree, the rows stepping down it in lockstep: their node loads
     /// do not wait on one another, so they overlap (BENCHMARKS.md, "The pure steps of a
     /// request"). Each row's sum still runs in tree order, so the result is bit for bit

@@ -35,7 +35,7 @@ const WRITES_IN_FLIGHT: usize = 4;
 /// no user's field can take this name.
 pub const VERSION_FIELD: &str = ":version";
 
-/// Makes a written version (KEYS[1]) live (KEYS[2]): names it in the hash, keeps it, and
+/// Makes a written version (`KEYS[1]`) live (`KEYS[2]`): names it in the hash, keeps it, and
 /// renames it over the live one, which is unlinked (freed off Redis's main thread; a
 /// `RENAME` over it would free 100,000 fields in line). Returns the replaced version.
 static SWITCH_FEATURES: LazyLock<Script> = LazyLock::new(|| {
