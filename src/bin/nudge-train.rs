@@ -2,7 +2,7 @@
 //! the feature pipeline, spec-driven training, the model registry and the end-to-end demo.
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nudge::config::ServeConfig;
@@ -492,31 +492,22 @@ async fn kpi_report(
     to: Option<NaiveDate>,
     every_days: Option<u32>,
 ) -> anyhow::Result<()> {
-    type Instant = Option<DateTime<Utc>>;
-    let (first, last, observed): (Instant, Instant, Instant) = sqlx::query_as(
-        "SELECT (SELECT min(decided_at) FROM serving.decisions),
-                (SELECT max(decided_at) FROM serving.decisions),
-                (SELECT max(ts) FROM silver.events)",
-    )
-    .fetch_one(pool)
-    .await?;
-    let (Some(first), Some(last)) = (first, last) else {
+    let Some(span) = kpi::logged_span(pool).await? else {
         outln!("kpis: the decision log is empty");
         return Ok(());
     };
-    let observed = observed.unwrap_or(last);
     let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
-    let from = midnight(from.unwrap_or(first.date_naive()));
-    let to = midnight(to.unwrap_or(last.date_naive() + chrono::Days::new(1)));
-    let step = every_days.map_or(to - from, |d| chrono::Duration::days(i64::from(d)));
-    outln!("kpis: outcomes observed up to {observed} (the newest silver event)");
-    let mut window = from;
-    while window < to {
-        let end = (window + step).min(to);
-        let arms = kpi::arms(pool, window, end, observed).await?;
-        outln!("\ndecisions {} → {}", window.date_naive(), end.date_naive());
+    let from = midnight(from.unwrap_or(span.first.date_naive()));
+    let to = midnight(to.unwrap_or(span.last.date_naive() + chrono::Days::new(1)));
+    let every = every_days.map(|d| chrono::TimeDelta::days(i64::from(d)));
+    outln!(
+        "kpis: outcomes observed up to {} (the newest silver event)",
+        span.observed
+    );
+    for (start, end) in kpi::windows(from, to, every) {
+        let arms = kpi::arms(pool, start, end, span.observed).await?;
+        outln!("\ndecisions {} → {}", start.date_naive(), end.date_naive());
         out!("{}", kpi::table(&arms));
-        window = end;
     }
     Ok(())
 }

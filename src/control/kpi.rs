@@ -98,6 +98,56 @@ pub async fn arms(
         .collect())
 }
 
+/// What the decision log covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedSpan {
+    /// The first decision's time.
+    pub first: DateTime<Utc>,
+    /// The last decision's time.
+    pub last: DateTime<Utc>,
+    /// How far outcomes are observed: the newest silver event (the last decision when
+    /// there is none).
+    pub observed: DateTime<Utc>,
+}
+
+/// The span of the decision log; `None` when it is empty.
+pub async fn logged_span(db: impl sqlx::PgExecutor<'_>) -> Result<Option<LoggedSpan>, sqlx::Error> {
+    type Instant = Option<DateTime<Utc>>;
+    let (first, last, observed): (Instant, Instant, Instant) = sqlx::query_as(
+        "SELECT (SELECT min(decided_at) FROM serving.decisions),
+                (SELECT max(decided_at) FROM serving.decisions),
+                (SELECT max(ts) FROM silver.events)",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(first.zip(last).map(|(first, last)| LoggedSpan {
+        first,
+        last,
+        observed: observed.unwrap_or(last),
+    }))
+}
+
+/// `[from, to)` cut into consecutive windows of `every` (the last one shorter if need
+/// be); one window for the whole range without `every`.
+pub fn windows(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    every: Option<chrono::TimeDelta>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let step = every.unwrap_or(to - from);
+    if step <= chrono::TimeDelta::zero() {
+        return Vec::new();
+    }
+    let mut windows = Vec::new();
+    let mut start = from;
+    while start < to {
+        let end = (start + step).min(to);
+        windows.push((start, end));
+        start = end;
+    }
+    windows
+}
+
 /// A row of `kpi.arms` as Postgres types it.
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -224,6 +274,23 @@ pub fn table(arms: &[ArmKpis]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_is_cut_into_windows_of_the_step_the_last_one_shorter() {
+        let day = |d: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 3, d)
+                .unwrap()
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+        };
+        assert_eq!(windows(day(1), day(8), None), vec![(day(1), day(8))]);
+        assert_eq!(
+            windows(day(1), day(8), Some(chrono::TimeDelta::days(3))),
+            vec![(day(1), day(4)), (day(4), day(7)), (day(7), day(8))]
+        );
+        assert!(windows(day(8), day(1), None).is_empty());
+        assert!(windows(day(1), day(1), Some(chrono::TimeDelta::days(1))).is_empty());
+    }
 
     #[test]
     fn the_wilson_interval_holds_the_share_and_narrows_with_trials() {
