@@ -14,12 +14,11 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Installs the schemathesis venv if needed and returns its command.
 fn schemathesis() -> String {
-    let status = Command::new("bash")
-        .arg(Path::new(MANIFEST_DIR).join("tests/schemathesis/install.sh"))
-        .status()
-        .expect("run install.sh");
-    assert!(status.success(), "installing schemathesis failed");
-    format!("{MANIFEST_DIR}/target/schemathesis-venv/bin/schemathesis")
+    common::python_tool(
+        "tests/schemathesis/install.sh",
+        "schemathesis-venv",
+        "schemathesis",
+    )
 }
 
 /// A champion of every model nudge-serve loads, so no route answers "not ready".

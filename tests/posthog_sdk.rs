@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::Command;
 
 use common::{TOKEN, TestDb, config};
@@ -16,12 +15,7 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Installs the SDK venv if needed and returns its python.
 fn sdk_python() -> String {
-    let status = Command::new("bash")
-        .arg(Path::new(MANIFEST_DIR).join("tests/posthog_sdk/install.sh"))
-        .status()
-        .expect("run install.sh");
-    assert!(status.success(), "installing the posthog SDK failed");
-    format!("{MANIFEST_DIR}/target/posthog-sdk-venv/bin/python")
+    common::python_tool("tests/posthog_sdk/install.sh", "posthog-sdk-venv", "python")
 }
 
 /// Runs the SDK script against `host`; returns its report of what it sent.
