@@ -249,6 +249,23 @@ mod tests {
     }
 
     #[test]
+    fn outcome_and_limit_names_read_back_and_are_their_json() {
+        // The names are what the controller's history stores and its API shows.
+        for outcome in [Outcome::Stepped, Outcome::HeldSmallSample] {
+            assert_eq!(Outcome::named(outcome.as_str()), Some(outcome));
+            assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.as_str());
+        }
+        for limit in [Limit::None, Limit::MaxStep, Limit::Min, Limit::Max] {
+            assert_eq!(Limit::named(limit.as_str()), Some(limit));
+            assert_eq!(serde_json::to_value(limit).unwrap(), limit.as_str());
+        }
+        assert_eq!(
+            (Outcome::named("min"), Limit::named("stepped")),
+            (None, None)
+        );
+    }
+
+    #[test]
     fn roi_below_target_raises_the_threshold_and_above_lowers_it() {
         let s = settings();
         let start = State::initial(&s);
