@@ -335,6 +335,11 @@ mod tests {
         );
         assert_eq!(held.outcome, Outcome::HeldSmallSample);
         assert_eq!(held.next, start);
+        // What the history shows of a held step: no error, no P, the kept integral's I.
+        assert_eq!(
+            (held.error, held.p_term, held.i_term, held.integrated),
+            (None, 0.0, s.ki * 3.0, false)
+        );
         let enough = step(
             &s,
             &start,
