@@ -79,7 +79,10 @@ async fn features(State(redis): State<Redis>, Path(user): Path<String>) -> impl 
             .query_async(&mut conn)
             .await;
     }
-    ([(header::CONTENT_TYPE, "application/json")], FEATURES_ANSWER)
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        FEATURES_ANSWER,
+    )
 }
 
 async fn score(State(redis): State<Redis>, body: Bytes) -> impl IntoResponse {
