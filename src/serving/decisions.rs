@@ -21,7 +21,9 @@ use crate::telemetry;
 /// Entries the queue holds before new ones are refused.
 pub const QUEUE_CAPACITY: usize = 100_000;
 /// Entries per insert.
-const BATCH: usize = 1_000;
+const BATCH: usize = 250;
+/// Longest a received entry waits for others to fill its batch.
+const LINGER: Duration = Duration::from_millis(100);
 /// Longest wait between retries of a failed batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -178,18 +180,14 @@ impl DecisionWriter {
     }
 }
 
+/// Writes what the queue receives, a batch at a time, until the queue is closed and empty.
 async fn write_batches(
     pool: PgPool,
     mut receiver: mpsc::Receiver<Entry>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            received = receiver.recv_many(&mut batch, BATCH) => if received == 0 { break },
-            // Stop taking new entries; what is queued is still received, then 0 ends the loop.
-            _ = stop.changed() => { receiver.close(); continue; }
-        }
+    while gather(&mut receiver, &mut stop, &mut batch, LINGER).await {
         if write_retrying(&pool, &batch).await.is_err() {
             for entry in &batch {
                 if let Err(e) = write_retrying(&pool, std::slice::from_ref(entry)).await {
@@ -202,6 +200,36 @@ async fn write_batches(
         batch.clear();
         metrics::gauge!(telemetry::DECISION_QUEUE_DEPTH).set(receiver.len() as f64);
     }
+}
+
+/// Fills `batch` with the next entries: waits for one, then gathers more for at most
+/// `linger` or until the batch holds [`BATCH`], so that under load Postgres commits a few
+/// large inserts a second instead of many small ones (its cost per entry falls with the
+/// batch size). Once `stop` changes, the queue is closed and nothing lingers: what is
+/// queued is still gathered. False when the queue is closed and empty.
+async fn gather<T>(
+    receiver: &mut mpsc::Receiver<T>,
+    stop: &mut watch::Receiver<bool>,
+    batch: &mut Vec<T>,
+    linger: Duration,
+) -> bool {
+    loop {
+        tokio::select! {
+            received = receiver.recv_many(batch, BATCH) => if received == 0 { return false } else { break },
+            _ = stop.changed(), if !receiver.is_closed() => receiver.close(),
+        }
+    }
+    let gathered = tokio::time::sleep(linger);
+    tokio::pin!(gathered);
+    while batch.len() < BATCH && !receiver.is_closed() {
+        let room = BATCH - batch.len();
+        tokio::select! {
+            received = receiver.recv_many(batch, room) => if received == 0 { break },
+            () = &mut gathered => break,
+            _ = stop.changed() => receiver.close(),
+        }
+    }
+    true
 }
 
 /// Writes `entries`, retrying with backoff while Postgres is unreachable or failing;
@@ -333,4 +361,71 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<u64, sqlx::Error> 
 /// One column of a batch, for `UNNEST`.
 fn column<'a, D, T>(batch: &[&'a D], value: impl Fn(&'a D) -> T) -> Vec<T> {
     batch.iter().map(|&d| value(d)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_arriving_within_the_linger_share_a_batch_and_later_ones_wait_for_the_next() {
+        let (queue, mut receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (_stop, mut stopped) = watch::channel(false);
+        queue.try_send(1).unwrap();
+        let later = queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            later.try_send(2).unwrap();
+            tokio::time::sleep(LINGER).await;
+            later.try_send(3).unwrap();
+        });
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        assert!(gather(&mut receiver, &mut stopped, &mut batch, LINGER).await);
+        assert_eq!((batch.as_slice(), started.elapsed()), (&[1, 2][..], LINGER));
+        batch.clear();
+        assert!(gather(&mut receiver, &mut stopped, &mut batch, LINGER).await);
+        assert_eq!(batch, [3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_is_written_without_lingering() {
+        let (queue, mut receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (_stop, mut stopped) = watch::channel(false);
+        for i in 0..BATCH + 1 {
+            queue.try_send(i).unwrap();
+        }
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        assert!(gather(&mut receiver, &mut stopped, &mut batch, LINGER).await);
+        assert_eq!((batch.len(), started.elapsed()), (BATCH, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_linger_at_once_and_the_queue_drains_then_ends() {
+        let (queue, mut receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (stop, mut stopped) = watch::channel(false);
+        queue.try_send(1).unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stop.send(true).unwrap();
+            // Held until the test ends, as the writer's handle is until the flush.
+            std::future::pending::<()>().await;
+        });
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        assert!(gather(&mut receiver, &mut stopped, &mut batch, LINGER).await);
+        assert_eq!(
+            (batch.as_slice(), started.elapsed()),
+            (&[1][..], Duration::from_millis(10))
+        );
+        assert!(
+            queue.try_send(2).is_err(),
+            "a stopped log takes no new entries"
+        );
+        batch.clear();
+        assert!(!gather(&mut receiver, &mut stopped, &mut batch, LINGER).await);
+        assert!(batch.is_empty());
+    }
 }
