@@ -187,6 +187,26 @@ async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
         ),
         ("shadow", Some("n-0"), Some("n-1"), Some("n-0"))
     );
+    // The model's scores are logged beside the answer: candidate for candidate, as answered.
+    let logged: String = sqlx::query_scalar("SELECT candidates::text FROM serving.decisions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let logged: Vec<Value> = serde_json::from_str(&logged).unwrap();
+    let answered = body["decisions"].as_array().unwrap();
+    assert_eq!(logged.len(), answered.len());
+    for (logged, answered) in logged.iter().zip(answered) {
+        for key in ["id", "score", "send", "reason"] {
+            assert_eq!(logged[key], answered[key], "{key}");
+        }
+    }
+    assert_eq!(
+        (&logged[0]["type"], &logged[1]["type"]),
+        (
+            &Value::from("weekly_digest"),
+            &Value::from("contact_reminder")
+        )
+    );
 }
 
 #[tokio::test]

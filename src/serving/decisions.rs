@@ -333,10 +333,10 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<u64, sqlx::Error> 
         "INSERT INTO serving.decisions
            (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
             policy_version, threshold, sent, model_choice, baseline_choice, candidates)
-         SELECT r, d, u, a, c, CASE WHEN v IS NOT NULL THEN $13 END, v, p, t, s, m, b, j
+         SELECT r, d, u, a, c, CASE WHEN v IS NOT NULL THEN $13 END, v, p, t, s, m, b, j::json
          FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[],
                      $6::text[], $7::text[], $8::real[], $9::text[], $10::text[], $11::text[],
-                     $12::jsonb[])
+                     $12::text[])
               AS x(r, d, u, a, c, v, p, t, s, m, b, j)
          ON CONFLICT (request_id) DO NOTHING",
     )
@@ -351,11 +351,18 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<u64, sqlx::Error> 
     .bind(column(batch, |d| d.sent.clone()))
     .bind(column(batch, |d| d.model_choice.clone()))
     .bind(column(batch, |d| d.baseline_choice.clone()))
-    .bind(column(batch, |d| sqlx::types::Json(&d.candidates)))
+    // JSON text, which the `json` column keeps as sent (migration 0019).
+    .bind(column(batch, |d| json_text(&d.candidates)))
     .bind(super::served::Served::Ranker.name())
     .execute(pool)
     .await
     .map(|done| done.rows_affected())
+}
+
+/// `candidates` as JSON text.
+fn json_text(candidates: &[LoggedCandidate]) -> String {
+    serde_json::to_string(candidates)
+        .expect("a derived Serialize of strings, numbers and booleans into a String cannot fail")
 }
 
 /// One column of a batch, for `UNNEST`.
