@@ -17,17 +17,23 @@ use super::artifact::trees_used;
 /// and values to stay in the first-level cache.
 const BLOCK: usize = 16;
 
-/// `feature` of a leaf.
-const LEAF: u32 = u32::MAX;
-
 /// One node: a split (`value` is the threshold) or a leaf (`value` is its log-odds).
 #[derive(Debug, Clone, Copy)]
 struct Node {
     value: f64,
+    /// The column a split reads; 0 for a leaf, whose children are itself.
     feature: u32,
-    left: u32,
-    right: u32,
-    missing: u32,
+    /// Where a row goes from here, by [`Branch`]. A leaf's children are its own index, so
+    /// a row that has reached it stays there however many more steps it takes.
+    children: [u32; 3],
+}
+
+/// The index into [`Node::children`] of each way down a split.
+#[derive(Debug, Clone, Copy)]
+enum Branch {
+    Below = 0,
+    AtOrAbove = 1,
+    Missing = 2,
 }
 
 /// The trees a booster predicts with, flattened.
@@ -37,8 +43,8 @@ pub struct Forest {
     missing: f64,
     /// Every tree's nodes, tree after tree; children are indices into this vector.
     nodes: Vec<Node>,
-    /// Where each tree's root is in `nodes`.
-    roots: Vec<u32>,
+    /// Each tree's root in `nodes`, and the most steps from it to a leaf.
+    roots: Vec<(u32, u32)>,
 }
 
 impl Forest {
@@ -51,23 +57,33 @@ impl Forest {
         for tree in trees {
             let start = nodes.len();
             let at = |child: usize| index(start + child);
-            roots.push(index(start));
-            nodes.extend(tree.nodes.iter().map(|node| {
+            // Children come after their parents, so one pass down the list finds each
+            // node's depth.
+            let mut depths = vec![0u32; tree.nodes.len()];
+            for (i, node) in tree.nodes.iter().enumerate() {
+                if !node.is_leaf {
+                    for child in [node.left_child, node.right_child, node.missing_node] {
+                        depths[child] = depths[i] + 1;
+                    }
+                }
+            }
+            roots.push((index(start), depths.iter().copied().max().unwrap_or(0)));
+            nodes.extend(tree.nodes.iter().enumerate().map(|(i, node)| {
                 if node.is_leaf {
                     Node {
                         value: f64::from(node.weight_value),
-                        feature: LEAF,
-                        left: 0,
-                        right: 0,
-                        missing: 0,
+                        feature: 0,
+                        children: [at(i); 3],
                     }
                 } else {
                     Node {
                         value: node.split_value,
                         feature: index(node.split_feature),
-                        left: at(node.left_child),
-                        right: at(node.right_child),
-                        missing: at(node.missing_node),
+                        children: [
+                            at(node.left_child),
+                            at(node.right_child),
+                            at(node.missing_node),
+                        ],
                     }
                 }
             }));
@@ -105,22 +121,16 @@ impl Forest {
                 continue;
             }
             let mut at = [0u32; BLOCK];
-            for &root in &self.roots {
+            for &(root, depth) in &self.roots {
                 let at = &mut at[..rows.len()];
                 at.fill(root);
                 // The rows step down the tree together: their loads are independent, so
-                // the memory system serves them side by side.
-                loop {
-                    let mut moved = false;
+                // the memory system serves them side by side. Every row takes the tree's
+                // full depth (one at a leaf stays there), so no step asks whether a row
+                // has arrived.
+                for _ in 0..depth {
                     for (node_at, row) in at.iter_mut().zip(&rows) {
-                        let node = &self.nodes[*node_at as usize];
-                        if node.feature != LEAF {
-                            *node_at = self.next(node, row);
-                            moved = true;
-                        }
-                    }
-                    if !moved {
-                        break;
+                        *node_at = self.next(&self.nodes[*node_at as usize], row);
                     }
                 }
                 for (sum, &leaf) in sums[start..].iter_mut().zip(at.iter()) {
@@ -131,25 +141,25 @@ impl Forest {
         sums
     }
 
-    /// The leaf value `row` reaches from `root`.
-    fn walk(&self, root: u32, row: &[f64]) -> f64 {
-        let mut node = &self.nodes[root as usize];
-        while node.feature != LEAF {
-            node = &self.nodes[self.next(node, row) as usize];
-        }
-        node.value
+    /// The leaf value `row` reaches from `root`, `depth` steps at most.
+    fn walk(&self, (root, depth): (u32, u32), row: &[f64]) -> f64 {
+        let leaf = (0..depth).fold(root, |at, _| self.next(&self.nodes[at as usize], row));
+        self.nodes[leaf as usize].value
     }
 
-    /// The child of split `node` that `row` goes to.
+    /// The child of `node` that `row` goes to (a leaf's is itself). The way is computed,
+    /// not branched on: which way a row goes is what a branch predictor cannot guess.
     fn next(&self, node: &Node, row: &[f64]) -> u32 {
         let value = row[node.feature as usize];
-        if self.is_missing(value) {
-            node.missing
+        let missing = self.is_missing(value);
+        let branch = if missing {
+            Branch::Missing
         } else if value < node.value {
-            node.left
+            Branch::Below
         } else {
-            node.right
-        }
+            Branch::AtOrAbove
+        };
+        node.children[branch as usize]
     }
 
     fn is_missing(&self, value: f64) -> bool {
@@ -159,7 +169,7 @@ impl Forest {
 
 /// A node or feature index as stored; the artifact's check bounds them far below this.
 fn index(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(LEAF - 1)
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
