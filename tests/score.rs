@@ -654,7 +654,7 @@ async fn malformed_requests_get_a_422_naming_the_field() {
 
 #[tokio::test]
 async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others() {
-    use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate};
+    use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
     let db = TestDb::migrated().await;
     let decision = |candidate: &str| Decision {
         request_id: uuid::Uuid::now_v7(),
@@ -676,18 +676,57 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
             reason: "not_selected",
         }],
     };
+    // No other test has Postgres refuse an entry, so the process-wide count is this test's.
+    let metrics = nudge::telemetry::metrics_handle();
+    let refused = || {
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("nudge_decision_log_refused_total "))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let kept = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT baseline_choice FROM serving.decisions ORDER BY request_id",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let refused_before = refused();
     let (log, writer) = DecisionLog::start(db.pool.clone());
     log.record(decision("first"));
     // Postgres stores no NUL character: the whole batch insert fails on this row.
     log.record(decision("bad\u{0}id"));
     log.record(decision("last"));
     writer.finish(std::time::Duration::from_secs(20)).await;
-    let kept: Vec<String> =
-        sqlx::query_scalar("SELECT baseline_choice FROM serving.decisions ORDER BY request_id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(kept, ["first", "last"]);
+    assert_eq!(kept().await, ["first", "last"]);
+    assert_eq!(refused() - refused_before, 1.0);
+
+    // A batch whose notifications are stored before its paywall decision is refused: the
+    // notifications, written again entry by entry, are found stored, not refused.
+    let (log, writer) = DecisionLog::start(db.pool.clone());
+    log.record(decision("again-1"));
+    log.record(PaywallDecision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: chrono::Utc::now(),
+        user_hash: "h".into(),
+        placement: "bad\u{0}placement".into(),
+        arm: "shadow",
+        cold_start: true,
+        trial_version: None,
+        bounce_version: None,
+        policy_version: "p".into(),
+        p_trial: None,
+        p_bounce: None,
+        net_benefit: None,
+        model_show: None,
+        show: false,
+    });
+    log.record(decision("again-2"));
+    writer.finish(std::time::Duration::from_secs(20)).await;
+    assert_eq!(kept().await, ["first", "last", "again-1", "again-2"]);
+    assert_eq!(refused() - refused_before, 2.0);
 }
 
 #[tokio::test]

@@ -188,9 +188,12 @@ async fn write_batches(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while gather(&mut receiver, &mut stop, &mut batch, LINGER).await {
-        if write_retrying(&pool, &batch).await.is_err() {
+        if write_retrying(&pool, &batch, Attempt::First).await.is_err() {
+            // One table's insert may have been stored before the other's was refused.
             for entry in &batch {
-                if let Err(e) = write_retrying(&pool, std::slice::from_ref(entry)).await {
+                if let Err(e) =
+                    write_retrying(&pool, std::slice::from_ref(entry), Attempt::Again).await
+                {
                     metrics::counter!(telemetry::DECISION_LOG_REFUSED).increment(1);
                     tracing::error!(error = %e, request_id = %entry.request_id(),
                                     "decision refused by Postgres; not logged");
@@ -232,16 +235,42 @@ async fn gather<T>(
     true
 }
 
+/// Whether an insert may find some of its rows already stored.
+#[derive(Debug, Clone, Copy)]
+enum Attempt {
+    /// A batch's first write: its request ids are new, so a plain insert, without the
+    /// look-up in the key's index per row that skipping stored rows costs Postgres
+    /// (BENCHMARKS.md, "Scoring load").
+    First = 0,
+    /// A write after a failure, which may have come after a commit: rows already stored
+    /// are skipped (and not counted).
+    Again = 1,
+}
+
+/// An insert's statement for each [`Attempt`].
+macro_rules! statements {
+    ($insert:literal) => {
+        [
+            $insert,
+            concat!($insert, " ON CONFLICT (request_id) DO NOTHING"),
+        ]
+    };
+}
+
 /// Writes `entries`, retrying with backoff while Postgres is unreachable or failing;
 /// returns the error when Postgres refuses the data itself, which no retry can change.
 /// Logs the first failure and the recovery, not every retry: an outage of Postgres is one
 /// warning and one notice however long it lasts (`nudge_decision_log_errors_total` counts
 /// each failed attempt).
-async fn write_retrying(pool: &PgPool, entries: &[Entry]) -> Result<(), sqlx::Error> {
+async fn write_retrying(
+    pool: &PgPool,
+    entries: &[Entry],
+    mut attempt: Attempt,
+) -> Result<(), sqlx::Error> {
     let mut backoff = Duration::from_millis(50);
     let mut failures = 0u32;
     loop {
-        match insert_entries(pool, entries).await {
+        match insert_entries(pool, entries, attempt).await {
             Ok(written) => {
                 metrics::counter!(telemetry::DECISIONS_LOGGED).increment(written);
                 if failures > 0 {
@@ -261,6 +290,7 @@ async fn write_retrying(pool: &PgPool, entries: &[Entry]) -> Result<(), sqlx::Er
                                    "decision log write failed; retrying until it succeeds");
                 }
                 failures += 1;
+                attempt = Attempt::Again;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -277,10 +307,14 @@ fn refused_as_data(error: &sqlx::Error) -> bool {
         .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
-/// Inserts a batch, each kind into its table, and returns the rows written. A retry after
-/// a partial failure re-inserts nothing twice: request ids are keys and conflicts are
-/// skipped (and not counted).
-async fn insert_entries(pool: &PgPool, batch: &[Entry]) -> Result<u64, sqlx::Error> {
+/// Inserts a batch, each kind into its table, and returns the rows written. Another
+/// attempt after a partial failure re-inserts nothing twice: request ids are keys and
+/// conflicts are skipped (and not counted).
+async fn insert_entries(
+    pool: &PgPool,
+    batch: &[Entry],
+    attempt: Attempt,
+) -> Result<u64, sqlx::Error> {
     let mut notifications = Vec::new();
     let mut paywalls = Vec::new();
     for entry in batch {
@@ -291,45 +325,49 @@ async fn insert_entries(pool: &PgPool, batch: &[Entry]) -> Result<u64, sqlx::Err
     }
     let mut written = 0;
     if !notifications.is_empty() {
-        written += insert(pool, &notifications).await?;
+        written += insert(pool, &notifications, attempt).await?;
     }
     if !paywalls.is_empty() {
-        written += insert_paywall(pool, &paywalls).await?;
+        written += insert_paywall(pool, &paywalls, attempt).await?;
     }
     Ok(written)
 }
 
-async fn insert_paywall(pool: &PgPool, batch: &[&PaywallDecision]) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+async fn insert_paywall(
+    pool: &PgPool,
+    batch: &[&PaywallDecision],
+    attempt: Attempt,
+) -> Result<u64, sqlx::Error> {
+    const STATEMENTS: [&str; 2] = statements!(
         "INSERT INTO serving.paywall_decisions
            (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
             bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                               $6::bool[], $7::text[], $8::text[], $9::text[], $10::float8[],
-                              $11::float8[], $12::float8[], $13::bool[], $14::bool[])
-         ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(column(batch, |d| d.request_id))
-    .bind(column(batch, |d| d.decided_at))
-    .bind(column(batch, |d| d.user_hash.clone()))
-    .bind(column(batch, |d| d.placement.clone()))
-    .bind(column(batch, |d| d.arm.to_owned()))
-    .bind(column(batch, |d| d.cold_start))
-    .bind(column(batch, |d| d.trial_version.clone()))
-    .bind(column(batch, |d| d.bounce_version.clone()))
-    .bind(column(batch, |d| d.policy_version.clone()))
-    .bind(column(batch, |d| d.p_trial))
-    .bind(column(batch, |d| d.p_bounce))
-    .bind(column(batch, |d| d.net_benefit))
-    .bind(column(batch, |d| d.model_show))
-    .bind(column(batch, |d| d.show))
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected())
+                              $11::float8[], $12::float8[], $13::bool[], $14::bool[])"
+    );
+    sqlx::query(STATEMENTS[attempt as usize])
+        .bind(column(batch, |d| d.request_id))
+        .bind(column(batch, |d| d.decided_at))
+        .bind(column(batch, |d| d.user_hash.as_str()))
+        .bind(column(batch, |d| d.placement.as_str()))
+        .bind(column(batch, |d| d.arm))
+        .bind(column(batch, |d| d.cold_start))
+        .bind(column(batch, |d| d.trial_version.as_deref()))
+        .bind(column(batch, |d| d.bounce_version.as_deref()))
+        .bind(column(batch, |d| d.policy_version.as_str()))
+        .bind(column(batch, |d| d.p_trial))
+        .bind(column(batch, |d| d.p_bounce))
+        .bind(column(batch, |d| d.net_benefit))
+        .bind(column(batch, |d| d.model_show))
+        .bind(column(batch, |d| d.show))
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
 }
 
-async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+async fn insert(pool: &PgPool, batch: &[&Decision], attempt: Attempt) -> Result<u64, sqlx::Error> {
+    const STATEMENTS: [&str; 2] = statements!(
         "INSERT INTO serving.decisions
            (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
             policy_version, threshold, sent, model_choice, baseline_choice, candidates)
@@ -337,26 +375,26 @@ async fn insert(pool: &PgPool, batch: &[&Decision]) -> Result<u64, sqlx::Error> 
          FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[],
                      $6::text[], $7::text[], $8::real[], $9::text[], $10::text[], $11::text[],
                      $12::text[])
-              AS x(r, d, u, a, c, v, p, t, s, m, b, j)
-         ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(column(batch, |d| d.request_id))
-    .bind(column(batch, |d| d.decided_at))
-    .bind(column(batch, |d| d.user_hash.clone()))
-    .bind(column(batch, |d| d.arm.to_owned()))
-    .bind(column(batch, |d| d.cold_start))
-    .bind(column(batch, |d| d.model_version.clone()))
-    .bind(column(batch, |d| d.policy_version.clone()))
-    .bind(column(batch, |d| d.threshold as f32))
-    .bind(column(batch, |d| d.sent.clone()))
-    .bind(column(batch, |d| d.model_choice.clone()))
-    .bind(column(batch, |d| d.baseline_choice.clone()))
-    // JSON text, which the `json` column keeps as sent (migration 0019).
-    .bind(column(batch, |d| json_text(&d.candidates)))
-    .bind(super::served::Served::Ranker.name())
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected())
+              AS x(r, d, u, a, c, v, p, t, s, m, b, j)"
+    );
+    sqlx::query(STATEMENTS[attempt as usize])
+        .bind(column(batch, |d| d.request_id))
+        .bind(column(batch, |d| d.decided_at))
+        .bind(column(batch, |d| d.user_hash.as_str()))
+        .bind(column(batch, |d| d.arm))
+        .bind(column(batch, |d| d.cold_start))
+        .bind(column(batch, |d| d.model_version.as_deref()))
+        .bind(column(batch, |d| d.policy_version.as_str()))
+        .bind(column(batch, |d| d.threshold as f32))
+        .bind(column(batch, |d| d.sent.as_deref()))
+        .bind(column(batch, |d| d.model_choice.as_deref()))
+        .bind(column(batch, |d| d.baseline_choice.as_deref()))
+        // JSON text, which the `json` column keeps as sent (migration 0019).
+        .bind(column(batch, |d| json_text(&d.candidates)))
+        .bind(super::served::Served::Ranker.name())
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
 }
 
 /// `candidates` as JSON text.
