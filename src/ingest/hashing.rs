@@ -30,7 +30,11 @@ impl UserHasher {
         // Cloning the keyed state skips re-deriving the key pads on every call.
         let mut mac = self.keyed.clone();
         mac.update(distinct_id.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        // Into one buffer of the hex's size: `hex::encode` grows its string a char at a time.
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex)
+            .expect("a SHA-256 MAC is 32 bytes, 64 hex digits");
+        String::from_utf8_lossy(&hex).into_owned()
     }
 }
 
