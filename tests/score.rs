@@ -158,12 +158,7 @@ async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
         reasons(&body),
         vec![(true, "ok".into()), (false, "not_selected".into())]
     );
-    let scores: Vec<f64> = body["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["score"].as_f64().unwrap())
-        .collect();
+    let scores = scores(&body);
     assert!(scores[0] < 0.2 && scores[1] > 0.8, "{scores:?}");
 
     s.ctx
@@ -233,6 +228,47 @@ async fn full_mode_sends_the_best_candidate_above_the_threshold_only() {
     )
     .await;
     assert_eq!(reasons(&body), vec![(false, "below_threshold".into())]);
+
+    // Candidates of one type (scored once, their rows being alike) each get the score
+    // their type gets alone.
+    let alone = |notif_type: &'static str| {
+        let app = s.app.clone();
+        async move {
+            let (_, body) =
+                score(&app, &request("u3", "2026-11-22T12:00:00Z", &[notif_type])).await;
+            scores(&body)[0]
+        }
+    };
+    let (reminder, digest) = (
+        alone("contact_reminder").await,
+        alone("weekly_digest").await,
+    );
+    let (_, body) = score(
+        &s.app,
+        &request(
+            "u3",
+            "2026-11-22T12:00:00Z",
+            &[
+                "weekly_digest",
+                "contact_reminder",
+                "weekly_digest",
+                "contact_reminder",
+            ],
+        ),
+    )
+    .await;
+    assert_ne!(reminder, digest);
+    assert_eq!(scores(&body), [digest, reminder, digest, reminder]);
+}
+
+/// The candidates' scores of an answer, in request order.
+fn scores(body: &Value) -> Vec<f64> {
+    body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["score"].as_f64().unwrap())
+        .collect()
 }
 
 #[tokio::test]

@@ -303,16 +303,30 @@ pub async fn score(
         .or_else(|| stored_timezone(features.as_ref(), ctx.timezone_index));
     let context = SendContext::new(request.now, timezone);
     let scores: Option<Vec<f64>> = ranker.map(|r| {
-        r.score_all(
+        // A candidate's row is the user's features and the send's context, shared by the
+        // request, and its type: candidates of one type share a row, scored once.
+        let mut types: Vec<&str> = Vec::with_capacity(request.candidates.len());
+        let row_of: Vec<usize> = request
+            .candidates
+            .iter()
+            .map(|c| {
+                types
+                    .iter()
+                    .position(|&t| t == c.notif_type)
+                    .unwrap_or_else(|| {
+                        types.push(&c.notif_type);
+                        types.len() - 1
+                    })
+            })
+            .collect();
+        let by_type = r.score_all(
             features.as_ref(),
-            request
-                .candidates
-                .iter()
-                .map(|c| RequestContext::Notification {
-                    send: &context,
-                    notif_type: &c.notif_type,
-                }),
-        )
+            types.iter().map(|notif_type| RequestContext::Notification {
+                send: &context,
+                notif_type,
+            }),
+        );
+        row_of.into_iter().map(|row| by_type[row]).collect()
     });
     let threshold = ctx.threshold(policy);
     let choices = choose(request.candidates.len(), scores.as_deref(), threshold);
