@@ -459,16 +459,29 @@ where
 /// The service's routes. Every route but the operational ones (`/healthz`, `/readyz`,
 /// `/metrics`, which must answer under load) shares one in-flight limit, beyond which a
 /// request is refused at once with 503 rather than queued, and one timeout.
+///
+/// Each layer a router applies wraps every route in one more boxed service, which each
+/// request clones and drops, so the layers are grouped: a route has one for its group's
+/// limits and scope, and one for the tracing, panic catching and latency of every route.
 pub fn router(ctx: ApiContext) -> Router {
+    let timeout = ctx.request_timeout;
+    let in_flight = GlobalConcurrencyLimitLayer::new(ctx.max_in_flight);
+    let limits = || {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |error| refusal(error, timeout)))
+            .load_shed()
+            .layer(in_flight.clone())
+            .timeout(timeout)
+    };
     let scheduler = Router::new()
         .route("/v1/score", post(score::score))
         .route("/v1/churn", post(churn::churn))
         .route("/v1/paywall", post(paywall::paywall))
         .route("/v1/features/{user_id}", get(features::get_features))
-        .route_layer(middleware::from_fn_with_state(
+        .route_layer(limits().layer(middleware::from_fn_with_state(
             ctx.clone(),
             admin::scheduler_scope,
-        ));
+        )));
     let admin = Router::new()
         .route("/admin/reload", post(admin::reload))
         .route(
@@ -480,40 +493,37 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/admin/kill-switch", post(admin::kill_switch))
         .route("/admin/controller", get(controller::get_controller))
         .route("/admin/controller/tick", post(controller::post_tick))
-        .route_layer(middleware::from_fn_with_state(
+        .route_layer(limits().layer(middleware::from_fn_with_state(
             ctx.clone(),
             admin::admin_scope,
-        ));
-    let timeout = ctx.request_timeout;
-    let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |error| refusal(error, timeout)))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(ctx.max_in_flight))
-        .timeout(ctx.request_timeout);
-    let api = ingest::CAPTURE_PATHS
+        )));
+    let unscoped = ingest::CAPTURE_PATHS
         .into_iter()
         .fold(Router::new(), |api, path| {
             api.route(path, post(ingest::capture))
         })
-        .merge(scheduler)
-        .merge(admin)
         .route("/v1/events", post(ingest::webhook))
         .route("/dashboard", get(dashboard::dashboard))
-        .layer(limits);
+        .route_layer(limits());
     Router::new()
-        .merge(api)
+        .merge(unscoped)
+        .merge(scheduler)
+        .merge(admin)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .route_layer(middleware::from_fn(record_latency))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
-        // A failed request is logged once, by `ApiError`, with its reason.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(
+            ServiceBuilder::new()
+                // A failed request is logged once, by `ApiError`, with its reason.
+                .layer(TraceLayer::new_for_http().on_failure(()))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal.into_response()
+                }))
+                .layer(middleware::from_fn(record_latency)),
+        )
         .with_state(ctx)
 }
 
