@@ -12,10 +12,13 @@ use forust_ml::GradientBooster;
 
 use super::artifact::trees_used;
 
-/// Rows walked together, tree by tree (see [`Forest::logits`]): a request's candidates
-/// (five in the scheduler's usual call) in one block, few enough rows for their positions
-/// and values to stay in the first-level cache.
+/// Rows walked together (see [`Forest::logits`]): a request's candidates (five in the
+/// scheduler's usual call) in one block, few enough rows for their positions and values
+/// to stay in the first-level cache.
 const BLOCK: usize = 16;
+
+/// Trees walked together (see [`Forest::logits`]).
+const TREES: usize = 8;
 
 /// One node: a split (`value` is the threshold) or a leaf (`value` is its log-odds).
 #[derive(Debug, Clone, Copy)]
@@ -98,53 +101,43 @@ impl Forest {
 
     /// The log-odds of encoded rows (`width` values each, one after another).
     ///
-    /// Rows are taken 16 at a time, and each tree is walked for every row of the
-    /// block before the next tree, the rows stepping down it in lockstep: their node loads
-    /// do not wait on one another, so they overlap (BENCHMARKS.md, "The pure steps of a
-    /// request"). Each row's sum still runs in tree order, so the result is bit for bit
-    /// the row-at-a-time one.
+    /// Rows are taken 16 at a time and trees 8 at a time, and every row of the block steps
+    /// down the 8 trees in lockstep: a step's node loads do not wait on one another, so
+    /// they overlap, where one row down one tree waits on each load in turn (BENCHMARKS.md,
+    /// "The pure steps of a request"). Each row's sum still runs in tree order, so the
+    /// result is bit for bit the row-at-a-time one.
     pub fn logits(&self, encoded: &[f64], width: usize) -> Vec<f64> {
         // A model has columns (the artifact's check); this only keeps `chunks` from panicking.
         let width = width.max(1);
         let mut sums = Vec::with_capacity(encoded.len() / width);
         for block in encoded.chunks(BLOCK * width) {
-            let start = sums.len();
-            sums.extend(block.chunks_exact(width).map(|_| self.base_score));
             let rows: Vec<&[f64]> = block.chunks_exact(width).collect();
-            if let [row] = rows[..] {
-                // Alone, a row walks faster without the bookkeeping of the lockstep.
-                let base = sums[start];
-                sums[start] = self
-                    .roots
-                    .iter()
-                    .fold(base, |sum, &root| sum + self.walk(root, row));
-                continue;
-            }
-            let mut at = [0u32; BLOCK];
-            for &(root, depth) in &self.roots {
-                let at = &mut at[..rows.len()];
-                at.fill(root);
-                // The rows step down the tree together: their loads are independent, so
-                // the memory system serves them side by side. Every row takes the tree's
-                // full depth (one at a leaf stays there), so no step asks whether a row
-                // has arrived.
+            let mut block_sums = [self.base_score; BLOCK];
+            let mut at = [[0u32; BLOCK]; TREES];
+            for trees in self.roots.chunks(TREES) {
+                let at = &mut at[..trees.len()];
+                for (at, &(root, _)) in at.iter_mut().zip(trees) {
+                    at.fill(root);
+                }
+                // Every row takes the deepest tree's depth (one at a leaf stays there), so
+                // no step asks whether a row has arrived.
+                let depth = trees.iter().map(|&(_, depth)| depth).max().unwrap_or(0);
                 for _ in 0..depth {
-                    for (node_at, row) in at.iter_mut().zip(&rows) {
-                        *node_at = self.next(&self.nodes[*node_at as usize], row);
+                    for at in at.iter_mut() {
+                        for (node_at, row) in at.iter_mut().zip(&rows) {
+                            *node_at = self.next(&self.nodes[*node_at as usize], row);
+                        }
                     }
                 }
-                for (sum, &leaf) in sums[start..].iter_mut().zip(at.iter()) {
-                    *sum += self.nodes[leaf as usize].value;
+                for at in at.iter() {
+                    for (sum, &leaf) in block_sums.iter_mut().zip(&at[..rows.len()]) {
+                        *sum += self.nodes[leaf as usize].value;
+                    }
                 }
             }
+            sums.extend_from_slice(&block_sums[..rows.len()]);
         }
         sums
-    }
-
-    /// The leaf value `row` reaches from `root`, `depth` steps at most.
-    fn walk(&self, (root, depth): (u32, u32), row: &[f64]) -> f64 {
-        let leaf = (0..depth).fold(root, |at, _| self.next(&self.nodes[at as usize], row));
-        self.nodes[leaf as usize].value
     }
 
     /// The child of `node` that `row` goes to (a leaf's is itself). The way is computed,
@@ -198,7 +191,8 @@ mod tests {
         }
         let columns = to_column_major(&values, rows, 2);
         let mut booster = GradientBooster::default()
-            .set_iterations(40)
+            // Not a multiple of the trees walked together.
+            .set_iterations(43)
             .set_max_depth(4)
             .set_learning_rate(0.3)
             .set_parallel(false);
