@@ -1,6 +1,5 @@
-//! The pure steps of a `POST /v1/score` request (parse, feature row, ranker, bucket), one
-//! thread, no I/O:
-//! `cargo bench --bench request_path`. The whole request under load is measured by
+//! The pure steps of a `POST /v1/score` request (parse, feature row, ranker, bucket,
+//! answer), one thread, no I/O: `cargo bench --bench request_path`. The whole request under load is measured by
 //! `benches/score_load.sh`; results of both are in BENCHMARKS.md.
 
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -121,6 +120,50 @@ criterion_group!(
     parse_score_request,
     decode_feature_row,
     ranker_rows,
-    canary_bucket
+    canary_bucket,
+    score_response
 );
 criterion_main!(request_path);
+
+/// A score answer for the five candidates of [`SCORE_BODY`].
+fn sample_response() -> nudge::serving::score::ScoreResponse {
+    use nudge::policy::gates::Reason;
+    use nudge::serving::score::{CandidateDecision, ModelRef, ScoreResponse};
+    ScoreResponse {
+        request_id: uuid::Uuid::now_v7(),
+        arm: nudge::rollout::Arm::Canary,
+        mode: nudge::policy::Mode::Canary,
+        model: Some(ModelRef {
+            name: "notif_ranker",
+            version: "20261206T051144Z-b210da99".into(),
+        }),
+        policy_version: "a29a126f0e09".into(),
+        threshold: 0.2016978412,
+        cold_start: false,
+        timezone: "UTC",
+        timezone_assumed_utc: false,
+        decisions: (1..=5)
+            .map(|i| CandidateDecision {
+                id: format!("n-{i}"),
+                score: Some(0.5700177282580629 / f64::from(i)),
+                send: i == 1,
+                reason: if i == 1 {
+                    Reason::Ok
+                } else {
+                    Reason::NotSelected
+                },
+            })
+            .collect(),
+    }
+}
+
+fn score_response(c: &mut Criterion) {
+    use axum::response::IntoResponse;
+    c.bench_function("score_response_into_response", |b| {
+        b.iter_batched(
+            sample_response,
+            |answer| nudge::serving::body::Json(answer).into_response(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}

@@ -3,7 +3,6 @@
 //! `POST /admin/reload` or SIGHUP; a refused file keeps the old policy and models serving.
 //! `/admin/rollout` and `/admin/kill-switch` set the runtime flags every replica follows.
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -16,7 +15,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
 use super::ApiContext;
-use super::body::{ADMIN_LIMIT, LimitedBody, json_object};
+use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object};
 use super::error::{ApiError, ErrorBody};
 use crate::policy::Mode;
 use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};

@@ -4,13 +4,12 @@
 
 use std::collections::HashSet;
 
-use axum::Json;
 use axum::extract::State;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
-use super::body::{LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
+use super::body::{Json, LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
 use super::error::{ApiError, ErrorBody};
 use super::score::ModelRef;
 use super::served::{RequestContext, Served};

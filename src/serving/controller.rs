@@ -2,13 +2,12 @@
 //! last guardrail checks) and `POST /admin/controller/tick` (one tick of the control
 //! loop now, or at a given time when a simulation drives it).
 
-use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
-use super::body::{ADMIN_LIMIT, LimitedBody, json_object, rfc3339};
+use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object, rfc3339};
 use super::error::{ApiError, ErrorBody};
 use crate::control::tick::{self, StepRecord, Stored, TickReport};
 

@@ -2,7 +2,7 @@
 //! `{"error": {"code", "message", "field"}}` with a 4xx for the caller's mistakes and
 //! 503 with `Retry-After` for a dependency the request cannot do without.
 
-use axum::Json;
+use super::body::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -1,12 +1,12 @@
 //! Operations endpoints: liveness, readiness and Prometheus metrics.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::ApiContext;
+use super::body::Json;
 use super::served::Served;
 use crate::store::{StoreError, database};
 

@@ -1,6 +1,5 @@
 //! Ingest endpoints: the signed webhook (`POST /v1/events`) and the PostHog capture API.
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use bytes::Bytes;
@@ -9,7 +8,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 
 use super::ApiContext;
-use super::body::LimitedBody;
+use super::body::{Json, LimitedBody};
 use super::error::{ApiError, ErrorBody};
 use crate::ingest::IngestReport;
 use crate::ingest::event::Source;

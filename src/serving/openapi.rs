@@ -1,9 +1,10 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 description of the HTTP interface, generated
 //! from the handlers' annotations and the request and response types they use.
 
-use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use super::body::Json;
 
 /// The service's OpenAPI document.
 #[derive(OpenApi)]

@@ -4,14 +4,13 @@
 //! Arms and logging are those of `/v1/score`: the same rollout, bucketing and flags, and
 //! every answer is logged to `serving.paywall_decisions`.
 
-use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ApiContext;
-use super::body::{Identifier, LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
+use super::body::{Identifier, Json, LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
 use super::decisions::PaywallDecision;
 use super::error::{ApiError, ErrorBody};
 use super::score::{ModelRef, now_field};

@@ -7,7 +7,6 @@
 //! and a decision-log entry. Dependency failures give a 200 with a safe, explained
 //! answer, never an error.
 
-use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use super::ApiContext;
 use super::body::{
-    Identifier, LimitedBody, SCHEDULER_LIMIT, TimezoneName, UserId, json_object, rfc3339,
+    Identifier, Json, LimitedBody, SCHEDULER_LIMIT, TimezoneName, UserId, json_object, rfc3339,
 };
 use super::decisions::{Decision, LoggedCandidate};
 use super::error::{ApiError, ErrorBody};
