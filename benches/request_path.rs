@@ -1,6 +1,6 @@
 //! The pure steps of a `POST /v1/score` request (parse, feature row, ranker, bucket,
-//! answer), one thread, no I/O: `cargo bench --bench request_path`. The whole request under load is measured by
-//! `benches/score_load.sh`; results of both are in BENCHMARKS.md.
+//! answer), one thread, no I/O: `cargo bench --bench request_path`. The whole request
+//! under load is measured by `benches/score_load.sh`; results of both are in BENCHMARKS.md.
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -31,7 +31,7 @@ const RESPONSE_CAPACITY: usize = 1024;
 
 /// A JSON response of every route. Unlike axum's `Json`, which writes through `io::Write`
 /// into a buffer grown from 128 bytes, the value is serialised straight into a vector of
-/// [`RESPONSE_CAPACITY`]: a score answer in 1.0 µs instead of 2.3 (BENCHMARKS.md, "The
+/// [`RESPONSE_CAPACITY`]: a score answer in 1.1 µs instead of 2.3 (BENCHMARKS.md, "The
 /// pure steps of a request").
 pub struct Json<T>(pub T);
 
