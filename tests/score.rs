@@ -688,6 +688,10 @@ async fn malformed_requests_get_a_422_naming_the_field() {
     }
 }
 
+/// Held by the tests that have Postgres refuse a decision, so that one of them can count
+/// the process-wide refusals its own entries cause.
+static REFUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others() {
     use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
@@ -712,7 +716,8 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
             reason: "not_selected",
         }],
     };
-    // No other test has Postgres refuse an entry, so the process-wide count is this test's.
+    // Tests that have Postgres refuse an entry take turns: the count is this test's.
+    let _turn = REFUSING.lock().await;
     let metrics = nudge::telemetry::metrics_handle();
     let refused = || {
         metrics
@@ -763,6 +768,159 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
     writer.finish(std::time::Duration::from_secs(20)).await;
     assert_eq!(kept().await, ["first", "last", "again-1", "again-2"]);
     assert_eq!(refused() - refused_before, 2.0);
+}
+
+#[tokio::test]
+async fn every_field_of_a_decision_is_stored_as_recorded_by_a_first_write_and_by_a_write_again() {
+    use chrono::{DateTime, Utc};
+    use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
+    let db = TestDb::migrated().await;
+    let at: DateTime<Utc> = "2026-11-22T18:05:00.123456Z".parse().unwrap();
+    // Every optional field set, or none; `tag` goes into every text field.
+    let decision = |tag: &str, full: bool| Decision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: at,
+        user_hash: format!("hash-{tag}"),
+        arm: if full { "canary" } else { "shadow" },
+        cold_start: !full,
+        model_version: full.then(|| format!("v-{tag}")),
+        policy_version: format!("p-{tag}"),
+        threshold: 0.3,
+        sent: full.then(|| format!("sent-{tag}")),
+        model_choice: full.then(|| format!("model-{tag}")),
+        baseline_choice: full.then(|| format!("baseline-{tag}")),
+        candidates: vec![LoggedCandidate {
+            id: format!("c-{tag}"),
+            notif_type: "weekly_digest".into(),
+            score: full.then_some(0.25),
+            send: full,
+            reason: "ok",
+        }],
+    };
+    let paywall = |tag: &str, full: bool| PaywallDecision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: at,
+        user_hash: format!("hash-{tag}"),
+        placement: format!("placement-{tag}"),
+        arm: "canary",
+        cold_start: !full,
+        trial_version: full.then(|| format!("trial-{tag}")),
+        bounce_version: full.then(|| format!("bounce-{tag}")),
+        policy_version: format!("p-{tag}"),
+        p_trial: full.then_some(0.125),
+        p_bounce: full.then_some(-0.5),
+        net_benefit: full.then_some(1e-9),
+        model_show: full.then_some(true),
+        show: full,
+    };
+    #[derive(Debug, PartialEq, sqlx::FromRow)]
+    struct Stored {
+        request_id: uuid::Uuid,
+        decided_at: DateTime<Utc>,
+        user_hash: String,
+        arm: String,
+        cold_start: bool,
+        model_name: Option<String>,
+        model_version: Option<String>,
+        policy_version: String,
+        threshold: f32,
+        sent: Option<String>,
+        model_choice: Option<String>,
+        baseline_choice: Option<String>,
+        candidates: String,
+    }
+    let expected = |d: &Decision| Stored {
+        request_id: d.request_id,
+        decided_at: d.decided_at,
+        user_hash: d.user_hash.clone(),
+        arm: d.arm.to_owned(),
+        cold_start: d.cold_start,
+        model_name: d.model_version.as_ref().map(|_| "notif_ranker".to_owned()),
+        model_version: d.model_version.clone(),
+        policy_version: d.policy_version.clone(),
+        threshold: d.threshold as f32,
+        sent: d.sent.clone(),
+        model_choice: d.model_choice.clone(),
+        baseline_choice: d.baseline_choice.clone(),
+        candidates: serde_json::to_string(&d.candidates).unwrap(),
+    };
+    #[derive(Debug, PartialEq, sqlx::FromRow)]
+    struct StoredPaywall {
+        request_id: uuid::Uuid,
+        decided_at: DateTime<Utc>,
+        user_hash: String,
+        placement: String,
+        arm: String,
+        cold_start: bool,
+        trial_version: Option<String>,
+        bounce_version: Option<String>,
+        policy_version: String,
+        p_trial: Option<f64>,
+        p_bounce: Option<f64>,
+        net_benefit: Option<f64>,
+        model_show: Option<bool>,
+        show: bool,
+    }
+    let expected_paywall = |d: &PaywallDecision| StoredPaywall {
+        request_id: d.request_id,
+        decided_at: d.decided_at,
+        user_hash: d.user_hash.clone(),
+        placement: d.placement.clone(),
+        arm: d.arm.to_owned(),
+        cold_start: d.cold_start,
+        trial_version: d.trial_version.clone(),
+        bounce_version: d.bounce_version.clone(),
+        policy_version: d.policy_version.clone(),
+        p_trial: d.p_trial,
+        p_bounce: d.p_bounce,
+        net_benefit: d.net_benefit,
+        model_show: d.model_show,
+        show: d.show,
+    };
+
+    // A clean batch goes in with one first write; a batch holding an entry Postgres
+    // refuses (a NUL character) is written again entry by entry.
+    let first = [decision("first-full", true), decision("first-bare", false)];
+    let first_paywalls = [paywall("first-full", true), paywall("first-bare", false)];
+    let again = [decision("again-full", true), decision("again-bare", false)];
+    let again_paywalls = [paywall("again-full", true), paywall("again-bare", false)];
+    let _turn = REFUSING.lock().await;
+    for (decisions, paywalls, refused) in [
+        (&first, &first_paywalls, None),
+        (&again, &again_paywalls, Some(paywall("bad\u{0}", false))),
+    ] {
+        let (log, writer) = DecisionLog::start(db.pool.clone());
+        decisions.iter().cloned().for_each(|d| log.record(d));
+        paywalls.iter().cloned().for_each(|d| log.record(d));
+        refused.into_iter().for_each(|d| log.record(d));
+        writer.finish(std::time::Duration::from_secs(20)).await;
+    }
+
+    let stored: Vec<Stored> = sqlx::query_as(
+        "SELECT request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
+                policy_version, threshold, sent, model_choice, baseline_choice,
+                candidates::text AS candidates
+         FROM serving.decisions ORDER BY request_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let all: Vec<Stored> = first.iter().chain(&again).map(expected).collect();
+    assert_eq!(stored, all);
+    let stored: Vec<StoredPaywall> = sqlx::query_as(
+        "SELECT request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
+                bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show
+         FROM serving.paywall_decisions ORDER BY request_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let all: Vec<StoredPaywall> = first_paywalls
+        .iter()
+        .chain(&again_paywalls)
+        .map(expected_paywall)
+        .collect();
+    assert_eq!(stored, all);
 }
 
 #[tokio::test]

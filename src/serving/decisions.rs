@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::store::copy::{self, BinaryRows, copy_in};
 use crate::telemetry;
 
 /// Entries the queue holds before new ones are refused.
@@ -235,26 +236,15 @@ async fn gather<T>(
     true
 }
 
-/// Whether an insert may find some of its rows already stored.
+/// Whether a write may find some of its rows already stored.
 #[derive(Debug, Clone, Copy)]
 enum Attempt {
-    /// A batch's first write: its request ids are new, so a plain insert, without the
-    /// look-up in the key's index per row that skipping stored rows costs Postgres
-    /// (BENCHMARKS.md, "Scoring load").
-    First = 0,
-    /// A write after a failure, which may have come after a commit: rows already stored
-    /// are skipped (and not counted).
-    Again = 1,
-}
-
-/// An insert's statement for each [`Attempt`].
-macro_rules! statements {
-    ($insert:literal) => {
-        [
-            $insert,
-            concat!($insert, " ON CONFLICT (request_id) DO NOTHING"),
-        ]
-    };
+    /// A batch's first write: its request ids are new, so a binary `COPY`, the cheapest
+    /// insert Postgres has (BENCHMARKS.md, "Scoring load").
+    First,
+    /// A write after a failure, which may have come after a commit: an insert that skips
+    /// the rows already stored (and does not count them), which `COPY` cannot do.
+    Again,
 }
 
 /// Writes `entries`, retrying with backoff while Postgres is unreachable or failing;
@@ -338,36 +328,97 @@ async fn insert_paywall(
     batch: &[&PaywallDecision],
     attempt: Attempt,
 ) -> Result<u64, sqlx::Error> {
-    const STATEMENTS: [&str; 2] = statements!(
+    if let Attempt::First = attempt {
+        let mut rows = BinaryRows::with_capacity(batch.len() * 160);
+        for d in batch {
+            rows.push([
+                &d.request_id,
+                &d.decided_at,
+                &d.user_hash,
+                &d.placement,
+                &d.arm,
+                &d.cold_start,
+                &d.trial_version.as_deref(),
+                &d.bounce_version.as_deref(),
+                &d.policy_version,
+                &d.p_trial,
+                &d.p_bounce,
+                &d.net_benefit,
+                &d.model_show,
+                &d.show,
+            ]);
+        }
+        return copy_in(
+            pool,
+            "COPY serving.paywall_decisions
+               (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
+                bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show)
+             FROM STDIN (FORMAT binary)",
+            rows.finish(),
+        )
+        .await;
+    }
+    sqlx::query(
         "INSERT INTO serving.paywall_decisions
            (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
             bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show)
          SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
                               $6::bool[], $7::text[], $8::text[], $9::text[], $10::float8[],
-                              $11::float8[], $12::float8[], $13::bool[], $14::bool[])"
-    );
-    sqlx::query(STATEMENTS[attempt as usize])
-        .bind(column(batch, |d| d.request_id))
-        .bind(column(batch, |d| d.decided_at))
-        .bind(column(batch, |d| d.user_hash.as_str()))
-        .bind(column(batch, |d| d.placement.as_str()))
-        .bind(column(batch, |d| d.arm))
-        .bind(column(batch, |d| d.cold_start))
-        .bind(column(batch, |d| d.trial_version.as_deref()))
-        .bind(column(batch, |d| d.bounce_version.as_deref()))
-        .bind(column(batch, |d| d.policy_version.as_str()))
-        .bind(column(batch, |d| d.p_trial))
-        .bind(column(batch, |d| d.p_bounce))
-        .bind(column(batch, |d| d.net_benefit))
-        .bind(column(batch, |d| d.model_show))
-        .bind(column(batch, |d| d.show))
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected())
+                              $11::float8[], $12::float8[], $13::bool[], $14::bool[])
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(column(batch, |d| d.request_id))
+    .bind(column(batch, |d| d.decided_at))
+    .bind(column(batch, |d| d.user_hash.as_str()))
+    .bind(column(batch, |d| d.placement.as_str()))
+    .bind(column(batch, |d| d.arm))
+    .bind(column(batch, |d| d.cold_start))
+    .bind(column(batch, |d| d.trial_version.as_deref()))
+    .bind(column(batch, |d| d.bounce_version.as_deref()))
+    .bind(column(batch, |d| d.policy_version.as_str()))
+    .bind(column(batch, |d| d.p_trial))
+    .bind(column(batch, |d| d.p_bounce))
+    .bind(column(batch, |d| d.net_benefit))
+    .bind(column(batch, |d| d.model_show))
+    .bind(column(batch, |d| d.show))
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
 }
 
 async fn insert(pool: &PgPool, batch: &[&Decision], attempt: Attempt) -> Result<u64, sqlx::Error> {
-    const STATEMENTS: [&str; 2] = statements!(
+    let ranker = super::served::Served::Ranker.name();
+    if let Attempt::First = attempt {
+        let mut rows = BinaryRows::with_capacity(batch.len() * 768);
+        for d in batch {
+            rows.push([
+                &d.request_id,
+                &d.decided_at,
+                &d.user_hash,
+                &d.arm,
+                &d.cold_start,
+                &d.model_version.as_ref().map(|_| ranker),
+                &d.model_version.as_deref(),
+                &d.policy_version,
+                &(d.threshold as f32),
+                &d.sent.as_deref(),
+                &d.model_choice.as_deref(),
+                &d.baseline_choice.as_deref(),
+                // Kept as sent: the column is `json` (migration 0019).
+                &copy::Json(&d.candidates),
+            ]);
+        }
+        return copy_in(
+            pool,
+            "COPY serving.decisions
+               (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
+                policy_version, threshold, sent, model_choice, baseline_choice, candidates)
+             FROM STDIN (FORMAT binary)",
+            rows.finish(),
+        )
+        .await;
+    }
+    sqlx::query(
         "INSERT INTO serving.decisions
            (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
             policy_version, threshold, sent, model_choice, baseline_choice, candidates)
@@ -375,26 +426,25 @@ async fn insert(pool: &PgPool, batch: &[&Decision], attempt: Attempt) -> Result<
          FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[],
                      $6::text[], $7::text[], $8::real[], $9::text[], $10::text[], $11::text[],
                      $12::text[])
-              AS x(r, d, u, a, c, v, p, t, s, m, b, j)"
-    );
-    sqlx::query(STATEMENTS[attempt as usize])
-        .bind(column(batch, |d| d.request_id))
-        .bind(column(batch, |d| d.decided_at))
-        .bind(column(batch, |d| d.user_hash.as_str()))
-        .bind(column(batch, |d| d.arm))
-        .bind(column(batch, |d| d.cold_start))
-        .bind(column(batch, |d| d.model_version.as_deref()))
-        .bind(column(batch, |d| d.policy_version.as_str()))
-        .bind(column(batch, |d| d.threshold as f32))
-        .bind(column(batch, |d| d.sent.as_deref()))
-        .bind(column(batch, |d| d.model_choice.as_deref()))
-        .bind(column(batch, |d| d.baseline_choice.as_deref()))
-        // JSON text, which the `json` column keeps as sent (migration 0019).
-        .bind(column(batch, |d| json_text(&d.candidates)))
-        .bind(super::served::Served::Ranker.name())
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected())
+              AS x(r, d, u, a, c, v, p, t, s, m, b, j)
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(column(batch, |d| d.request_id))
+    .bind(column(batch, |d| d.decided_at))
+    .bind(column(batch, |d| d.user_hash.as_str()))
+    .bind(column(batch, |d| d.arm))
+    .bind(column(batch, |d| d.cold_start))
+    .bind(column(batch, |d| d.model_version.as_deref()))
+    .bind(column(batch, |d| d.policy_version.as_str()))
+    .bind(column(batch, |d| d.threshold as f32))
+    .bind(column(batch, |d| d.sent.as_deref()))
+    .bind(column(batch, |d| d.model_choice.as_deref()))
+    .bind(column(batch, |d| d.baseline_choice.as_deref()))
+    .bind(column(batch, |d| json_text(&d.candidates)))
+    .bind(ranker)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
 }
 
 /// `candidates` as JSON text.

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::SimConfig;
 use super::day::{DayOutput, UserSim};
 use super::population::Cohort;
+use crate::store::copy::copy_in;
 
 /// Version of the behavioural model. Bump it whenever a change alters the events a seed
 /// draws, so that a database simulated by another version is replaced, never topped up.
@@ -119,18 +120,6 @@ async fn delete_population(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Streams text-format `COPY` data into `statement`.
-async fn copy_in(pool: &PgPool, statement: &str, data: String) -> Result<(), sqlx::Error> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let mut conn = pool.acquire().await?;
-    let mut copy = conn.copy_in_raw(statement).await?;
-    copy.send(data.into_bytes()).await?;
-    copy.finish().await?;
-    Ok(())
-}
-
 /// A nullable COPY text field.
 fn field<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "\\N".to_owned(), |v| v.to_string())
@@ -170,7 +159,8 @@ pub async fn write_users(
          fatigue_sensitivity, price_sensitivity, outreach_habit, in_truth) FROM STDIN",
         data,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Rows of ground truth written.

@@ -1,6 +1,7 @@
 //! Where state lives: Postgres (events, logs, history; the schema and its migrations)
 //! and the shared online state (Redis, or in-process when embedded).
 
+pub mod copy;
 pub mod database;
 pub mod flags;
 pub mod online;
