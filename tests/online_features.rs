@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 use common::{HASH_KEY, RedisPrefix, TestDb, ingest_all as ingest, numbered_event as event};
 use http_body_util::BodyExt;
 use indicatif::ProgressBar;
-use nudge::features::catalog::FeatureCatalog;
+use nudge::features::catalog::{FeatureCatalog, FeatureKind};
 use nudge::features::materialize::materialize;
 use nudge::features::row::{FeatureRow, FeatureValue};
 use nudge::features::{DayRange, refresh};
@@ -199,8 +199,28 @@ fn served_row(body: &str) -> FeatureRow {
         values: catalog
             .features()
             .iter()
-            .map(|f| FeatureValue::parse(f.kind, served.features[&f.name].get()).unwrap())
+            .map(|f| served_value(f.kind, served.features[&f.name].get()))
             .collect(),
+    }
+}
+
+/// One served JSON value of a feature of `kind`, read exactly: reals straight into `f32`,
+/// so the shortest form the API writes reads back bit for bit.
+fn served_value(kind: FeatureKind, json: &str) -> FeatureValue {
+    if json == "null" {
+        return FeatureValue::Missing;
+    }
+    match kind {
+        FeatureKind::Count => FeatureValue::Count(json.parse().unwrap()),
+        FeatureKind::Hours
+        | FeatureKind::Days
+        | FeatureKind::Rate
+        | FeatureKind::Score
+        | FeatureKind::HourOfDay => FeatureValue::Real(json.parse().unwrap()),
+        FeatureKind::Flag => FeatureValue::Flag(json.parse().unwrap()),
+        FeatureKind::Band | FeatureKind::Timezone => {
+            FeatureValue::Text(serde_json::from_str(json).unwrap())
+        }
     }
 }
 

@@ -163,17 +163,18 @@ impl FeatureCatalog {
         self.features.iter().map(|f| f.name.as_str())
     }
 
-    /// A short digest of the names and kinds, in order: two catalogs with the same
-    /// fingerprint encode feature rows the same way.
+    /// A short digest of the names and kinds, in order, and of the row encoding: two
+    /// catalogs with the same fingerprint encode feature rows the same way.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 }
 
-/// 8 hex digits of SHA-256 over the names and kinds, in order.
+/// 8 hex digits of SHA-256 over the row encoding and the names and kinds, in order.
 fn fingerprint(features: &[Feature]) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
+    digest.update([super::row::ROW_FORMAT]);
     for f in features {
         digest.update(f.name.as_bytes());
         digest.update(b":");

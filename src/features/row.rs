@@ -4,10 +4,9 @@
 //! embedded store), encoded for the online store, and returned by `GET /v1/features`, so
 //! the trainer and nudge-serve see the same values, bit for bit.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -29,26 +28,6 @@ pub enum FeatureValue {
 }
 
 impl FeatureValue {
-    /// Parses one JSON value of a feature of `kind` exactly: reals are read straight
-    /// into `f32`, so the shortest form written by [`Serialize`] reads back bit for bit.
-    pub fn parse(kind: FeatureKind, json: &str) -> Option<Self> {
-        if json == "null" {
-            return Some(FeatureValue::Missing);
-        }
-        match kind {
-            FeatureKind::Count => json.parse().ok().map(FeatureValue::Count),
-            FeatureKind::Hours
-            | FeatureKind::Days
-            | FeatureKind::Rate
-            | FeatureKind::Score
-            | FeatureKind::HourOfDay => json.parse().ok().map(FeatureValue::Real),
-            FeatureKind::Flag => json.parse().ok().map(FeatureValue::Flag),
-            FeatureKind::Band | FeatureKind::Timezone => {
-                serde_json::from_str(json).ok().map(FeatureValue::Text)
-            }
-        }
-    }
-
     /// The value as the trainer reads a numeric column: counts and reals widened to
     /// `f64`, flags as 0 or 1; `None` for a missing value or a band.
     pub fn as_number(&self) -> Option<f64> {
@@ -115,22 +94,42 @@ pub struct FeatureRow {
 }
 
 /// Why an online-store entry could not be read back.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RowDecodeError {
-    /// Not a JSON array.
-    #[error("feature row is not a JSON array: {0}")]
-    Json(#[from] serde_json::Error),
-    /// Written with another catalog.
-    #[error("feature row has {got} entries, the catalog needs {expected}")]
-    Length {
-        /// 1 + the catalog's features.
+    /// Not a row of this build's encoding.
+    #[error("feature row is not in encoding {ROW_FORMAT} (first byte {0:?})")]
+    Format(Option<u8>),
+    /// Ended before every catalog feature had its value: written with another catalog.
+    #[error("feature row ends after {got} of the catalog's {expected} values")]
+    Truncated {
+        /// The catalog's features.
         expected: usize,
-        /// What the entry holds.
+        /// Values read.
         got: usize,
     },
+    /// Bytes left after the catalog's values: written with another catalog.
+    #[error("feature row has {0} bytes after the catalog's values")]
+    Trailing(usize),
     /// A value does not fit its feature's kind.
     #[error("feature row: bad value for {0}")]
     Value(String),
+}
+
+/// The online store's row encoding, first byte of every row. The catalog's fingerprint
+/// covers it, so rows of another encoding are refused as another catalog's.
+pub const ROW_FORMAT: u8 = 1;
+
+/// A value's tag in the row encoding.
+mod tag {
+    pub const MISSING: u8 = 0;
+    /// Followed by the `i32`, little-endian.
+    pub const COUNT: u8 = 1;
+    /// Followed by the `f32`'s bits, little-endian.
+    pub const REAL: u8 = 2;
+    pub const FALSE: u8 = 3;
+    pub const TRUE: u8 = 4;
+    /// Followed by the length (`u32`, little-endian) and the UTF-8 bytes.
+    pub const TEXT: u8 = 5;
 }
 
 impl FeatureRow {
@@ -153,45 +152,115 @@ impl FeatureRow {
         self.as_of.and_time(chrono::NaiveTime::MIN).and_utc()
     }
 
-    /// The online-store encoding: a JSON array `[as_of, value, …]` in catalog order.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(16 + 8 * self.values.len());
-        out.push_str(&format!("[\"{}\"", self.as_of));
+    /// The online-store encoding, binary so that a read costs no parsing: [`ROW_FORMAT`],
+    /// `as_of` as days since 0001-01-01 (`i32`, little-endian), then each value in
+    /// catalog order as a tag byte and its bytes. Reals keep their bits exactly.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + 5 * self.values.len() + 32);
+        out.push(ROW_FORMAT);
+        out.extend_from_slice(&self.as_of.num_days_from_ce().to_le_bytes());
         for value in &self.values {
-            out.push(',');
-            // Serialising a plain value into a String cannot fail.
-            out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+            match value {
+                FeatureValue::Missing => out.push(tag::MISSING),
+                FeatureValue::Count(v) => {
+                    out.push(tag::COUNT);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                FeatureValue::Real(v) => {
+                    out.push(tag::REAL);
+                    out.extend_from_slice(&v.to_bits().to_le_bytes());
+                }
+                FeatureValue::Flag(v) => out.push(if *v { tag::TRUE } else { tag::FALSE }),
+                FeatureValue::Text(v) => {
+                    out.push(tag::TEXT);
+                    // Band names and timezones, read from Postgres `text` (under 1 GiB).
+                    let len = u32::try_from(v.len()).expect("a feature's text is under 4 GiB");
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
         }
-        out.push(']');
         out
     }
 
     /// Reads back what [`FeatureRow::encode`] wrote under the same catalog.
-    pub fn decode(catalog: &FeatureCatalog, encoded: &str) -> Result<Self, RowDecodeError> {
-        let raw: Vec<&RawValue> = serde_json::from_str(encoded)?;
-        let expected = 1 + catalog.features().len();
-        if raw.len() != expected {
-            return Err(RowDecodeError::Length {
-                expected,
-                got: raw.len(),
-            });
+    pub fn decode(catalog: &FeatureCatalog, encoded: &[u8]) -> Result<Self, RowDecodeError> {
+        let Some((&ROW_FORMAT, rest)) = encoded.split_first() else {
+            return Err(RowDecodeError::Format(encoded.first().copied()));
+        };
+        let features = catalog.features();
+        let truncated = |got| RowDecodeError::Truncated {
+            expected: features.len(),
+            got,
+        };
+        let mut bytes = Unread(rest);
+        let as_of = bytes
+            .array()
+            .map(i32::from_le_bytes)
+            .and_then(NaiveDate::from_num_days_from_ce_opt)
+            .ok_or_else(|| truncated(0))?;
+        let mut values = Vec::with_capacity(features.len());
+        for feature in features {
+            let bad = || RowDecodeError::Value(feature.name.clone());
+            let tag = bytes.take(1).ok_or_else(|| truncated(values.len()))?[0];
+            let value = match (tag, feature.kind) {
+                (tag::MISSING, _) => FeatureValue::Missing,
+                (tag::COUNT, FeatureKind::Count) => FeatureValue::Count(i32::from_le_bytes(
+                    bytes.array().ok_or_else(|| truncated(values.len()))?,
+                )),
+                (
+                    tag::REAL,
+                    FeatureKind::Hours
+                    | FeatureKind::Days
+                    | FeatureKind::Rate
+                    | FeatureKind::Score
+                    | FeatureKind::HourOfDay,
+                ) => FeatureValue::Real(f32::from_bits(u32::from_le_bytes(
+                    bytes.array().ok_or_else(|| truncated(values.len()))?,
+                ))),
+                (tag::FALSE, FeatureKind::Flag) => FeatureValue::Flag(false),
+                (tag::TRUE, FeatureKind::Flag) => FeatureValue::Flag(true),
+                (tag::TEXT, FeatureKind::Band | FeatureKind::Timezone) => {
+                    let len = bytes
+                        .array()
+                        .map(u32::from_le_bytes)
+                        .ok_or_else(|| truncated(values.len()))?;
+                    let text = usize::try_from(len)
+                        .ok()
+                        .and_then(|len| bytes.take(len))
+                        .ok_or_else(|| truncated(values.len()))?;
+                    FeatureValue::Text(std::str::from_utf8(text).map_err(|_| bad())?.to_owned())
+                }
+                _ => return Err(bad()),
+            };
+            values.push(value);
         }
-        let as_of: NaiveDate = serde_json::from_str(raw[0].get())?;
-        let values = catalog
-            .features()
-            .iter()
-            .zip(&raw[1..])
-            .map(|(f, json)| {
-                FeatureValue::parse(f.kind, json.get())
-                    .ok_or_else(|| RowDecodeError::Value(f.name.clone()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { as_of, values })
+        match bytes.0.len() {
+            0 => Ok(Self { as_of, values }),
+            left => Err(RowDecodeError::Trailing(left)),
+        }
     }
 
     /// The values keyed by feature name, serialised in catalog order.
     pub fn named<'a>(&'a self, catalog: &'a FeatureCatalog) -> NamedFeatures<'a> {
         NamedFeatures { row: self, catalog }
+    }
+}
+
+/// The unread part of an encoded row.
+struct Unread<'a>(&'a [u8]);
+
+impl<'a> Unread<'a> {
+    /// The next `n` bytes; `None` when fewer are left.
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    /// The next `N` bytes as an array.
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
     }
 }
 
@@ -260,16 +329,35 @@ mod tests {
     }
 
     #[test]
-    fn entries_of_another_catalog_are_refused() {
+    fn entries_of_another_catalog_or_encoding_are_refused() {
         let catalog = catalog();
-        assert!(matches!(
-            FeatureRow::decode(&catalog, "[\"2026-01-05\", 1]"),
-            Err(RowDecodeError::Length { got: 2, .. })
-        ));
         let mut row = FeatureRow {
             as_of: NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(),
             values: vec![FeatureValue::Missing; catalog.features().len()],
         };
+        let encoded = row.encode();
+        let features = catalog.features().len();
+        assert_eq!(
+            FeatureRow::decode(&catalog, &encoded[..encoded.len() - 1]),
+            Err(RowDecodeError::Truncated {
+                expected: features,
+                got: features - 1
+            })
+        );
+        let longer = [&encoded[..], &[tag::MISSING]].concat();
+        assert_eq!(
+            FeatureRow::decode(&catalog, &longer),
+            Err(RowDecodeError::Trailing(1))
+        );
+        // A row of the JSON encoding that came before.
+        assert_eq!(
+            FeatureRow::decode(&catalog, b"[\"2026-01-05\",1]"),
+            Err(RowDecodeError::Format(Some(b'[')))
+        );
+        assert_eq!(
+            FeatureRow::decode(&catalog, b""),
+            Err(RowDecodeError::Format(None))
+        );
         // A real where the catalog has a band.
         let band = catalog
             .features()
@@ -277,10 +365,10 @@ mod tests {
             .position(|f| f.kind == FeatureKind::Band)
             .unwrap();
         row.values[band] = FeatureValue::Real(0.5);
-        assert!(matches!(
+        assert_eq!(
             FeatureRow::decode(&catalog, &row.encode()),
-            Err(RowDecodeError::Value(name)) if name == "magnetism_band"
-        ));
+            Err(RowDecodeError::Value("magnetism_band".into()))
+        );
     }
 
     #[test]

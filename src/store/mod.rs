@@ -26,9 +26,10 @@ pub enum StoreError {
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The online store's features were materialised with another feature catalog.
+    /// The online store's features were materialised with another feature catalog or row
+    /// encoding.
     #[error(
-        "online features version {version} was written with another feature catalog; re-run `nudge-train features materialize`"
+        "online features version {version} was written with another feature catalog or row encoding; re-run `nudge-train features materialize`"
     )]
     CatalogMismatch {
         /// The current version.

@@ -9,7 +9,7 @@
 //! `{prefix}features:live`. A reader asks for the version field and the user's field in
 //! one plain `HMGET` of that one hash: atomic, as every Redis command is, and cheaper
 //! for Redis than a script on the hot path. A version ends in the catalog's fingerprint,
-//! so a build with another feature catalog refuses rows it would misread.
+//! so a build with another feature catalog (or row encoding) refuses rows it would misread.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
@@ -194,7 +194,7 @@ impl OnlineStore {
             }),
             OnlineStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let (version, entry): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                let (version, entry): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
                     .arg(live_key(prefix))
                     .arg(VERSION_FIELD)
                     .arg(user_hash)
@@ -316,7 +316,7 @@ impl FeatureWriter {
                     join_one(in_flight).await?;
                 }
                 let key = version_key(prefix, &self.version);
-                let fields: Vec<(String, String)> = batch
+                let fields: Vec<(String, Vec<u8>)> = batch
                     .into_iter()
                     .map(|(user, row)| (user, row.encode()))
                     .collect();
