@@ -771,6 +771,90 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
 }
 
 #[tokio::test]
+async fn a_batch_waiting_on_postgres_does_not_hold_up_the_next_one() {
+    use nudge::serving::decisions::{Decision, DecisionLog, PaywallDecision};
+    use std::time::{Duration, Instant};
+    let db = TestDb::migrated().await;
+    // Another session locks the paywall log against writes (reads go on): a write waits.
+    let mut locker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE serving.paywall_decisions IN SHARE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let (log, writer) = DecisionLog::start(db.pool.clone());
+    log.record(PaywallDecision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: chrono::Utc::now(),
+        user_hash: "h".into(),
+        placement: "settings".into(),
+        arm: "shadow",
+        cold_start: true,
+        trial_version: None,
+        bounce_version: None,
+        policy_version: "p".into(),
+        p_trial: None,
+        p_bounce: None,
+        net_benefit: None,
+        model_show: None,
+        show: false,
+    });
+    let until = |what: &'static str, sql: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                == 0
+            {
+                assert!(Instant::now() < deadline, "{what}: not within 20 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(
+        "the paywall batch waits on the lock",
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query LIKE 'COPY serving.paywall_decisions%'",
+    )
+    .await;
+    // The next batch is written while the first still waits.
+    log.record(Decision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: chrono::Utc::now(),
+        user_hash: "h".into(),
+        arm: "shadow",
+        cold_start: true,
+        model_version: None,
+        policy_version: "p".into(),
+        threshold: 0.3,
+        sent: None,
+        model_choice: None,
+        baseline_choice: None,
+        candidates: vec![],
+    });
+    until(
+        "the next batch is stored",
+        "SELECT count(*) FROM serving.decisions",
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM serving.paywall_decisions")
+            .await,
+        0,
+        "the first batch is still waiting"
+    );
+    locker.rollback().await.unwrap();
+    writer.finish(Duration::from_secs(20)).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM serving.paywall_decisions")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn every_field_of_a_decision_is_stored_as_recorded_by_a_first_write_and_by_a_write_again() {
     use chrono::{DateTime, Utc};
     use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};

@@ -1,5 +1,5 @@
 //! The decision log: every `/v1/score` and `/v1/paywall` answer goes through a bounded
-//! queue to a writer task that inserts batches into `serving.decisions` and
+//! queue to a writer task that inserts batches (two at once) into `serving.decisions` and
 //! `serving.paywall_decisions`. A request never waits for
 //! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
 //! queue is full is an entry refused, and every refused entry is counted in
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::store::copy::{self, BinaryRows, copy_in};
@@ -25,6 +25,12 @@ pub const QUEUE_CAPACITY: usize = 100_000;
 const BATCH: usize = 250;
 /// Longest a received entry waits for others to fill its batch.
 const LINGER: Duration = Duration::from_millis(100);
+/// Batches written at once. A write waits for its commit; with one at a time the log
+/// falls behind (and the queue fills) once requests come faster than a batch per commit,
+/// about 25,000 a second on two cores (BENCHMARKS.md, "Scoring load"). Two keep up
+/// without making batches larger, which would make each insert a longer burst of
+/// Postgres on a core the server needs.
+const WRITES_IN_FLIGHT: usize = 2;
 /// Longest wait between retries of a failed batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -181,28 +187,41 @@ impl DecisionWriter {
     }
 }
 
-/// Writes what the queue receives, a batch at a time, until the queue is closed and empty.
+/// Writes what the queue receives, a batch at a time with up to [`WRITES_IN_FLIGHT`]
+/// batches written at once, until the queue is closed and empty and every write is done.
 async fn write_batches(
     pool: PgPool,
     mut receiver: mpsc::Receiver<Entry>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while gather(&mut receiver, &mut stop, &mut batch, LINGER).await {
-        if write_retrying(&pool, &batch, Attempt::First).await.is_err() {
-            // One table's insert may have been stored before the other's was refused.
-            for entry in &batch {
-                if let Err(e) =
-                    write_retrying(&pool, std::slice::from_ref(entry), Attempt::Again).await
-                {
-                    metrics::counter!(telemetry::DECISION_LOG_REFUSED).increment(1);
-                    tracing::error!(error = %e, request_id = %entry.request_id(),
-                                    "decision refused by Postgres; not logged");
-                }
-            }
+    let mut writes = JoinSet::new();
+    loop {
+        if writes.len() >= WRITES_IN_FLIGHT {
+            writes.join_next().await;
         }
-        batch.clear();
+        let mut batch = Vec::with_capacity(BATCH);
+        if !gather(&mut receiver, &mut stop, &mut batch, LINGER).await {
+            break;
+        }
+        writes.spawn(write_batch(pool.clone(), batch));
         metrics::gauge!(telemetry::DECISION_QUEUE_DEPTH).set(receiver.len() as f64);
+    }
+    writes.join_all().await;
+}
+
+/// Writes one batch; if Postgres refuses it as data, entry by entry, counting and logging
+/// each entry refused.
+async fn write_batch(pool: PgPool, batch: Vec<Entry>) {
+    if write_retrying(&pool, &batch, Attempt::First).await.is_ok() {
+        return;
+    }
+    // One table's insert may have been stored before the other's was refused.
+    for entry in &batch {
+        if let Err(e) = write_retrying(&pool, std::slice::from_ref(entry), Attempt::Again).await {
+            metrics::counter!(telemetry::DECISION_LOG_REFUSED).increment(1);
+            tracing::error!(error = %e, request_id = %entry.request_id(),
+                            "decision refused by Postgres; not logged");
+        }
     }
 }
 
