@@ -1,5 +1,5 @@
 //! The decision log: every `/v1/score` and `/v1/paywall` answer goes through a bounded
-//! queue to a writer task that inserts batches (two at once) into `serving.decisions` and
+//! queue to a writer task that inserts batches (up to four at once) into `serving.decisions` and
 //! `serving.paywall_decisions`. A request never waits for
 //! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
 //! queue is full is an entry refused, and every refused entry is counted in
@@ -25,12 +25,13 @@ pub const QUEUE_CAPACITY: usize = 100_000;
 const BATCH: usize = 250;
 /// Longest a received entry waits for others to fill its batch.
 const LINGER: Duration = Duration::from_millis(100);
-/// Batches written at once. A write waits for its commit; with one at a time the log
-/// falls behind (and the queue fills) once requests come faster than a batch per commit,
-/// about 25,000 a second on two cores (BENCHMARKS.md, "Scoring load"). Two keep up
-/// without making batches larger, which would make each insert a longer burst of
-/// Postgres on a core the server needs.
-const WRITES_IN_FLIGHT: usize = 2;
+/// Batches written at once. A write waits for its commit, and on a busy machine for a
+/// core; one at a time the log falls behind (and the queue fills) once requests come
+/// faster than about 25,000 a second on two cores, two at a time about 33,000
+/// (BENCHMARKS.md, "Scoring load"). More writes at once keep up without making batches
+/// larger, which would make each insert a longer burst of Postgres on a core the server
+/// needs. They take 4 of the pool's 16 connections only while a backlog lasts.
+const WRITES_IN_FLIGHT: usize = 4;
 /// Longest wait between retries of a failed batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
