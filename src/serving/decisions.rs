@@ -1,6 +1,6 @@
 //! The decision log: every `/v1/score` and `/v1/paywall` answer goes through a bounded
-//! queue to a writer task that inserts batches (up to four at once) into `serving.decisions` and
-//! `serving.paywall_decisions`. A request never waits for
+//! queue to a writer task that inserts batches (up to four at once) into
+//! `serving.decisions` and `serving.paywall_decisions`. A request never waits for
 //! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
 //! queue is full is an entry refused, and every refused entry is counted in
 //! `nudge_decision_log_dropped_total`. A batch Postgres refuses as data (an entry it
