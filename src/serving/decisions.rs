@@ -198,7 +198,7 @@ async fn write_batches(
     let mut writes = JoinSet::new();
     loop {
         if writes.len() >= WRITES_IN_FLIGHT {
-            writes.join_next().await;
+            report_failed_write(writes.join_next().await);
         }
         let mut batch = Vec::with_capacity(BATCH);
         if !gather(&mut receiver, &mut stop, &mut batch, LINGER).await {
@@ -207,7 +207,18 @@ async fn write_batches(
         writes.spawn(write_batch(pool.clone(), batch));
         metrics::gauge!(telemetry::DECISION_QUEUE_DEPTH).set(receiver.len() as f64);
     }
-    writes.join_all().await;
+    // Every write finishes, even after one has failed.
+    while let Some(done) = writes.join_next().await {
+        report_failed_write(Some(done));
+    }
+}
+
+/// Logs a write task that ended without finishing its batch (it panicked): the batch's
+/// entries are lost, and how many cannot be told.
+fn report_failed_write(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        tracing::error!(error = %e, "decision log write failed; a batch is lost");
+    }
 }
 
 /// Writes one batch; if Postgres refuses it as data, entry by entry, counting and logging

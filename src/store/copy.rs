@@ -27,8 +27,8 @@ pub async fn copy_in(
     copy.finish().await
 }
 
-/// Rows of `COLUMNS` fields in the binary `COPY` format
-/// (<https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4>): a header,
+/// Rows of `COLUMNS` fields in the binary `COPY` format (see "Binary Format" in
+/// <https://www.postgresql.org/docs/current/sql-copy.html>): a header,
 /// each row as its field count and each field as its length and bytes (−1 for NULL), and
 /// a trailer. The field types must be the columns' own: binary input does not convert.
 pub struct BinaryRows<const COLUMNS: usize> {
@@ -73,7 +73,7 @@ pub trait Field {
     fn put(&self, buf: &mut Vec<u8>);
 }
 
-/// Appends a field of `bytes` whose length is not known before it is written.
+/// Appends the field `write` writes, its length known only once it is written.
 fn put_with_length(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
