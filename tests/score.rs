@@ -14,6 +14,7 @@ use nudge::features::catalog::FeatureCatalog;
 use nudge::ingest::catalog::Catalog;
 use nudge::models::artifact::MODEL_FILE;
 use nudge::models::registry::Registry;
+use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
 use nudge::serving::{ApiContext, router};
 use nudge::store::online::OnlineStore;
 use serde_json::{Value, json};
@@ -688,15 +689,10 @@ async fn malformed_requests_get_a_422_naming_the_field() {
     }
 }
 
-/// Held by the tests that have Postgres refuse a decision, so that one of them can count
-/// the process-wide refusals its own entries cause.
-static REFUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-#[tokio::test]
-async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others() {
-    use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
-    let db = TestDb::migrated().await;
-    let decision = |candidate: &str| Decision {
+/// A shadow decision, no model run, whose baseline chose `candidate`: an entry for the
+/// decision log's tests.
+fn logged_decision(candidate: &str) -> Decision {
+    Decision {
         request_id: uuid::Uuid::now_v7(),
         decided_at: chrono::Utc::now(),
         user_hash: "h".into(),
@@ -715,7 +711,37 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
             send: false,
             reason: "not_selected",
         }],
-    };
+    }
+}
+
+/// A shadow paywall decision at `placement`, no model run: an entry for the decision
+/// log's tests.
+fn logged_paywall(placement: &str) -> PaywallDecision {
+    PaywallDecision {
+        request_id: uuid::Uuid::now_v7(),
+        decided_at: chrono::Utc::now(),
+        user_hash: "h".into(),
+        placement: placement.into(),
+        arm: "shadow",
+        cold_start: true,
+        trial_version: None,
+        bounce_version: None,
+        policy_version: "p".into(),
+        p_trial: None,
+        p_bounce: None,
+        net_benefit: None,
+        model_show: None,
+        show: false,
+    }
+}
+
+/// Held by the tests that have Postgres refuse a decision, so that one of them can count
+/// the process-wide refusals its own entries cause.
+static REFUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others() {
+    let db = TestDb::migrated().await;
     // Tests that have Postgres refuse an entry take turns: the count is this test's.
     let _turn = REFUSING.lock().await;
     let metrics = nudge::telemetry::metrics_handle();
@@ -736,10 +762,10 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
     };
     let refused_before = refused();
     let (log, writer) = DecisionLog::start(db.pool.clone());
-    log.record(decision("first"));
+    log.record(logged_decision("first"));
     // Postgres stores no NUL character: the whole batch insert fails on this row.
-    log.record(decision("bad\u{0}id"));
-    log.record(decision("last"));
+    log.record(logged_decision("bad\u{0}id"));
+    log.record(logged_decision("last"));
     writer.finish(std::time::Duration::from_secs(20)).await;
     assert_eq!(kept().await, ["first", "last"]);
     assert_eq!(refused() - refused_before, 1.0);
@@ -747,24 +773,9 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
     // A batch whose notifications are stored before its paywall decision is refused: the
     // notifications, written again entry by entry, are found stored, not refused.
     let (log, writer) = DecisionLog::start(db.pool.clone());
-    log.record(decision("again-1"));
-    log.record(PaywallDecision {
-        request_id: uuid::Uuid::now_v7(),
-        decided_at: chrono::Utc::now(),
-        user_hash: "h".into(),
-        placement: "bad\u{0}placement".into(),
-        arm: "shadow",
-        cold_start: true,
-        trial_version: None,
-        bounce_version: None,
-        policy_version: "p".into(),
-        p_trial: None,
-        p_bounce: None,
-        net_benefit: None,
-        model_show: None,
-        show: false,
-    });
-    log.record(decision("again-2"));
+    log.record(logged_decision("again-1"));
+    log.record(logged_paywall("bad\u{0}placement"));
+    log.record(logged_decision("again-2"));
     writer.finish(std::time::Duration::from_secs(20)).await;
     assert_eq!(kept().await, ["first", "last", "again-1", "again-2"]);
     assert_eq!(refused() - refused_before, 2.0);
@@ -772,7 +783,6 @@ async fn a_decision_postgres_refuses_is_counted_and_does_not_hold_up_the_others(
 
 #[tokio::test]
 async fn a_batch_waiting_on_postgres_does_not_hold_up_the_next_one() {
-    use nudge::serving::decisions::{Decision, DecisionLog, PaywallDecision};
     use std::time::{Duration, Instant};
     let db = TestDb::migrated().await;
     // Another session locks the paywall log against writes (reads go on): a write waits.
@@ -782,22 +792,7 @@ async fn a_batch_waiting_on_postgres_does_not_hold_up_the_next_one() {
         .await
         .unwrap();
     let (log, writer) = DecisionLog::start(db.pool.clone());
-    log.record(PaywallDecision {
-        request_id: uuid::Uuid::now_v7(),
-        decided_at: chrono::Utc::now(),
-        user_hash: "h".into(),
-        placement: "settings".into(),
-        arm: "shadow",
-        cold_start: true,
-        trial_version: None,
-        bounce_version: None,
-        policy_version: "p".into(),
-        p_trial: None,
-        p_bounce: None,
-        net_benefit: None,
-        model_show: None,
-        show: false,
-    });
+    log.record(logged_paywall("settings"));
     let until = |what: &'static str, sql: &'static str| {
         let pool = db.pool.clone();
         async move {
@@ -820,20 +815,7 @@ async fn a_batch_waiting_on_postgres_does_not_hold_up_the_next_one() {
     )
     .await;
     // The next batch is written while the first still waits.
-    log.record(Decision {
-        request_id: uuid::Uuid::now_v7(),
-        decided_at: chrono::Utc::now(),
-        user_hash: "h".into(),
-        arm: "shadow",
-        cold_start: true,
-        model_version: None,
-        policy_version: "p".into(),
-        threshold: 0.3,
-        sent: None,
-        model_choice: None,
-        baseline_choice: None,
-        candidates: vec![],
-    });
+    log.record(logged_decision("next"));
     until(
         "the next batch is stored",
         "SELECT count(*) FROM serving.decisions",
@@ -857,7 +839,6 @@ async fn a_batch_waiting_on_postgres_does_not_hold_up_the_next_one() {
 #[tokio::test]
 async fn every_field_of_a_decision_is_stored_as_recorded_by_a_first_write_and_by_a_write_again() {
     use chrono::{DateTime, Utc};
-    use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
     let db = TestDb::migrated().await;
     let at: DateTime<Utc> = "2026-11-22T18:05:00.123456Z".parse().unwrap();
     // Every optional field set, or none; `tag` goes into every text field.
