@@ -20,15 +20,29 @@ use super::error::{ApiError, ErrorBody};
 use crate::policy::Mode;
 use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
 
-/// Whether the request carries `Authorization: Bearer <expected>`. Both sides are hashed
-/// first, so the comparison takes the same time wherever they differ.
-fn bearer_matches(request: &Request, expected: &str) -> bool {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    given.is_some_and(|token| Sha256::digest(token) == Sha256::digest(expected))
+/// A scope's bearer token, kept as its SHA-256: a request's token is hashed and the two
+/// digests compared, so the comparison takes the same time wherever the tokens differ,
+/// and the token itself is hashed once, at start, not on every request.
+#[derive(Clone)]
+pub struct BearerToken([u8; 32]);
+
+impl BearerToken {
+    /// The token a scope requires.
+    pub fn new(token: &str) -> Self {
+        Self(Sha256::digest(token).into())
+    }
+
+    /// Whether the request carries `Authorization: Bearer <this token>` (the scheme's name
+    /// in any case, as RFC 7235 has it).
+    fn admits(&self, request: &Request) -> bool {
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, given)| <[u8; 32]>::from(Sha256::digest(given)) == self.0)
+    }
 }
 
 /// Requires the scheduler token, when one is configured (without one: dev mode only).
@@ -38,7 +52,7 @@ pub async fn scheduler_scope(
     next: Next,
 ) -> Result<Response, ApiError> {
     match &ctx.scheduler_token {
-        Some(token) if !bearer_matches(&request, token) => Err(ApiError::Unauthorized(
+        Some(token) if !token.admits(&request) => Err(ApiError::Unauthorized(
             "a bearer token of the scheduler scope is required",
         )),
         _ => Ok(next.run(request).await),
@@ -53,7 +67,7 @@ pub async fn admin_scope(
 ) -> Result<Response, ApiError> {
     match &ctx.admin_token {
         None => Err(ApiError::Disabled("the admin API (set NUDGE_ADMIN_TOKEN)")),
-        Some(token) if !bearer_matches(&request, token) => Err(ApiError::Unauthorized(
+        Some(token) if !token.admits(&request) => Err(ApiError::Unauthorized(
             "a bearer token of the admin scope is required",
         )),
         Some(_) => Ok(next.run(request).await),
@@ -351,6 +365,31 @@ mod tests {
 
     fn at() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn a_bearer_token_admits_exactly_its_own_token() {
+        let token = BearerToken::new("s3cret-token");
+        let with = |value: Option<&str>| {
+            let mut request = Request::builder();
+            if let Some(value) = value {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            token.admits(&request.body(axum::body::Body::empty()).unwrap())
+        };
+        assert!(with(Some("Bearer s3cret-token")));
+        assert!(with(Some("bearer s3cret-token")));
+        for refused in [
+            None,
+            Some("s3cret-token"),
+            Some("Bearer  s3cret-token"),
+            Some("Bearer s3cret"),
+            Some("Bearer s3cret-token2"),
+            Some("Bearer "),
+            Some("Basic s3cret-token"),
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
     }
 
     #[test]

@@ -111,9 +111,9 @@ pub struct Inner {
     /// Policy file.
     pub policy_path: PathBuf,
     /// Scheduler-scope token; `None` = no auth (dev only).
-    pub scheduler_token: Option<String>,
+    pub scheduler_token: Option<admin::BearerToken>,
     /// Admin-scope token; `None` = admin API disabled.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<admin::BearerToken>,
     /// Requests handled at once before load is shed.
     pub max_in_flight: usize,
     /// Longest a request may take.
@@ -158,8 +158,11 @@ impl ApiContext {
             timezone_index,
             models_dir: config.models_dir.clone(),
             policy_path: config.policy_path.clone(),
-            scheduler_token: config.scheduler_token.clone(),
-            admin_token: config.admin_token.clone(),
+            scheduler_token: config
+                .scheduler_token
+                .as_deref()
+                .map(admin::BearerToken::new),
+            admin_token: config.admin_token.as_deref().map(admin::BearerToken::new),
             max_in_flight: config.max_in_flight,
             request_timeout: config.request_timeout,
             dashboard_kpis: dashboard::KpiCache::default(),
