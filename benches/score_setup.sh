@@ -10,6 +10,7 @@
 #      as the decision log's cost.
 # Sets DB, URL, REDIS, PREFIX, KEY, TOKEN, WORK, and cleanup on exit (which also stops
 # $SERVER if set); expects USERS.
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 DB="nudge_bench_score_$$"
 URL="postgres://postgres@127.0.0.1:5432/$DB"
 REDIS="${REDIS_URL:-redis://127.0.0.1:6379}"
@@ -17,7 +18,6 @@ PREFIX="nudge-bench-$$:"
 KEY="bench-hash-key-0123456789"
 TOKEN="bench-scheduler-token"
 WORK="$(mktemp -d)"
-command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet --bins
 cleanup() {
   [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true

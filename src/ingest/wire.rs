@@ -148,18 +148,36 @@ pub fn signature_is_valid(secret: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-/// Compares two tokens in constant time.
-pub fn tokens_match(expected: &str, given: &str) -> bool {
-    // Comparing MACs of both (fixed length, constant-time verify) hides where they differ
-    // and how long the expected token is.
-    let mac_of = |token: &str| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"nudge token comparison")
+/// A token a request must present (the capture API's project token, a bearer scope's
+/// token), kept as the MAC of it under a fixed key: a given token's MAC is compared with
+/// it in constant time, which hides where two tokens differ and how long the expected one
+/// is, and the expected token is MACed once, at start, not on every comparison.
+pub struct ExpectedToken {
+    /// The comparison's keyed MAC before any input.
+    keyed: Hmac<Sha256>,
+    /// The expected token's MAC.
+    tag: [u8; 32],
+}
+
+impl ExpectedToken {
+    /// The token requests must present.
+    pub fn new(token: &str) -> Self {
+        let keyed = Hmac::<Sha256>::new_from_slice(b"nudge token comparison")
             .expect("HMAC accepts keys of any length");
+        let mut mac = keyed.clone();
         mac.update(token.as_bytes());
-        mac
-    };
-    let expected_tag = mac_of(expected).finalize().into_bytes();
-    mac_of(given).verify_slice(&expected_tag).is_ok()
+        Self {
+            tag: mac.finalize().into_bytes().into(),
+            keyed,
+        }
+    }
+
+    /// Whether `given` is the expected token, compared in constant time.
+    pub fn matches(&self, given: &str) -> bool {
+        let mut mac = self.keyed.clone();
+        mac.update(given.as_bytes());
+        mac.verify_slice(&self.tag).is_ok()
+    }
 }
 
 /// The project token of a capture request is wrong or absent.
@@ -171,11 +189,11 @@ pub struct TokenMismatch;
 /// otherwise each event's own token decides for that event, and a batch in which no
 /// event carries the right token is refused as a whole.
 pub fn screen_tokens<'a>(
-    expected: &str,
+    expected: &ExpectedToken,
     batch: &'a CaptureBatch,
 ) -> Result<Vec<Result<&'a Value, RejectReason>>, TokenMismatch> {
     if let Some(token) = &batch.wrapper_token {
-        return if tokens_match(expected, token) {
+        return if expected.matches(token) {
             Ok(batch.events.iter().map(Ok).collect())
         } else {
             Err(TokenMismatch)
@@ -185,7 +203,7 @@ pub fn screen_tokens<'a>(
         .events
         .iter()
         .map(|ev| match event_token(ev) {
-            Some(token) if tokens_match(expected, token) => Ok(ev),
+            Some(token) if expected.matches(token) => Ok(ev),
             _ => Err(RejectReason::WrongToken),
         })
         .collect();
@@ -300,20 +318,32 @@ mod tests {
     #[test]
     fn tokens_screen_batches_and_events() {
         let wrapped = parse_capture(br#"{"api_key":"t","batch":[{"event":"a"}]}"#).unwrap();
-        assert_eq!(screen_tokens("t", &wrapped).unwrap().len(), 1);
-        assert_eq!(screen_tokens("x", &wrapped), Err(TokenMismatch));
+        assert_eq!(
+            screen_tokens(&ExpectedToken::new("t"), &wrapped)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            screen_tokens(&ExpectedToken::new("x"), &wrapped),
+            Err(TokenMismatch)
+        );
         let mixed = parse_capture(br#"[{"api_key":"t"},{"api_key":"x"},{}]"#).unwrap();
-        let screened = screen_tokens("t", &mixed).unwrap();
+        let screened = screen_tokens(&ExpectedToken::new("t"), &mixed).unwrap();
         assert!(screened[0].is_ok());
         assert_eq!(screened[1], Err(RejectReason::WrongToken));
         assert_eq!(screened[2], Err(RejectReason::WrongToken));
-        assert_eq!(screen_tokens("other", &mixed), Err(TokenMismatch));
+        assert_eq!(
+            screen_tokens(&ExpectedToken::new("other"), &mixed),
+            Err(TokenMismatch)
+        );
     }
 
     #[test]
     fn tokens_match_only_when_equal() {
-        assert!(tokens_match("phc_abc", "phc_abc"));
-        assert!(!tokens_match("phc_abc", "phc_abd"));
-        assert!(!tokens_match("phc_abc", ""));
+        let expected = ExpectedToken::new("phc_abc");
+        assert!(expected.matches("phc_abc"));
+        assert!(!expected.matches("phc_abd"));
+        assert!(!expected.matches(""));
     }
 }

@@ -10,39 +10,26 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
 use super::ApiContext;
 use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object};
 use super::error::{ApiError, ErrorBody};
+use crate::ingest::wire::ExpectedToken;
 use crate::policy::Mode;
 use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
 
-/// A scope's bearer token, kept as its SHA-256: a request's token is hashed and the two
-/// digests compared, so the comparison takes the same time wherever the tokens differ,
-/// and the token itself is hashed once, at start, not on every request.
-#[derive(Clone)]
-pub struct BearerToken([u8; 32]);
-
-impl BearerToken {
-    /// The token a scope requires.
-    pub fn new(token: &str) -> Self {
-        Self(Sha256::digest(token).into())
-    }
-
-    /// Whether the request carries `Authorization: Bearer <this token>` (the scheme's name
-    /// in any case, as RFC 7235 has it).
-    fn admits(&self, request: &Request) -> bool {
-        request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .is_some_and(|(_, given)| <[u8; 32]>::from(Sha256::digest(given)) == self.0)
-    }
+/// Whether the request carries `Authorization: Bearer <expected>` (the scheme's name in
+/// any case, as RFC 7235 has it).
+fn bearer_admits(request: &Request, expected: &ExpectedToken) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| expected.matches(given))
 }
 
 /// Requires the scheduler token, when one is configured (without one: dev mode only).
@@ -52,7 +39,7 @@ pub async fn scheduler_scope(
     next: Next,
 ) -> Result<Response, ApiError> {
     match &ctx.scheduler_token {
-        Some(token) if !token.admits(&request) => Err(ApiError::Unauthorized(
+        Some(token) if !bearer_admits(&request, token) => Err(ApiError::Unauthorized(
             "a bearer token of the scheduler scope is required",
         )),
         _ => Ok(next.run(request).await),
@@ -67,7 +54,7 @@ pub async fn admin_scope(
 ) -> Result<Response, ApiError> {
     match &ctx.admin_token {
         None => Err(ApiError::Disabled("the admin API (set NUDGE_ADMIN_TOKEN)")),
-        Some(token) if !token.admits(&request) => Err(ApiError::Unauthorized(
+        Some(token) if !bearer_admits(&request, token) => Err(ApiError::Unauthorized(
             "a bearer token of the admin scope is required",
         )),
         Some(_) => Ok(next.run(request).await),
@@ -369,13 +356,13 @@ mod tests {
 
     #[test]
     fn a_bearer_token_admits_exactly_its_own_token() {
-        let token = BearerToken::new("s3cret-token");
+        let token = ExpectedToken::new("s3cret-token");
         let with = |value: Option<&str>| {
             let mut request = Request::builder();
             if let Some(value) = value {
                 request = request.header(header::AUTHORIZATION, value);
             }
-            token.admits(&request.body(axum::body::Body::empty()).unwrap())
+            bearer_admits(&request.body(axum::body::Body::empty()).unwrap(), &token)
         };
         assert!(with(Some("Bearer s3cret-token")));
         assert!(with(Some("bearer s3cret-token")));

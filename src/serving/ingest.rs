@@ -84,7 +84,7 @@ pub async fn capture(
 ) -> Result<Json<IngestReport>, ApiError> {
     let expected = ctx
         .posthog_token
-        .as_deref()
+        .as_ref()
         .ok_or(ApiError::Disabled("the capture API"))?;
     let gzip = declared_gzip(&headers, Some(&query));
     let batch = parse_off_runtime(body, move |b| {

@@ -60,6 +60,7 @@ use crate::features::row::FeatureRow;
 use crate::ingest::Ingestor;
 use crate::ingest::catalog::{Catalog, CatalogError};
 use crate::ingest::hashing::UserHasher;
+use crate::ingest::wire::ExpectedToken;
 use crate::store::StoreError;
 use crate::store::database::{self, AtStart};
 use crate::store::online::{FeatureLookup, OnlineStore};
@@ -84,7 +85,7 @@ pub struct Inner {
     /// Webhook secret; `None` disables `POST /v1/events`.
     pub webhook_secret: Option<String>,
     /// Capture API token; `None` disables the capture API.
-    pub posthog_token: Option<String>,
+    pub posthog_token: Option<ExpectedToken>,
     /// Prometheus recorder.
     pub metrics: PrometheusHandle,
     /// Policy and ranker; `None` until the first successful load.
@@ -111,9 +112,9 @@ pub struct Inner {
     /// Policy file.
     pub policy_path: PathBuf,
     /// Scheduler-scope token; `None` = no auth (dev only).
-    pub scheduler_token: Option<admin::BearerToken>,
+    pub scheduler_token: Option<ExpectedToken>,
     /// Admin-scope token; `None` = admin API disabled.
-    pub admin_token: Option<admin::BearerToken>,
+    pub admin_token: Option<ExpectedToken>,
     /// Requests handled at once before load is shed.
     pub max_in_flight: usize,
     /// Longest a request may take.
@@ -158,11 +159,8 @@ impl ApiContext {
             timezone_index,
             models_dir: config.models_dir.clone(),
             policy_path: config.policy_path.clone(),
-            scheduler_token: config
-                .scheduler_token
-                .as_deref()
-                .map(admin::BearerToken::new),
-            admin_token: config.admin_token.as_deref().map(admin::BearerToken::new),
+            scheduler_token: config.scheduler_token.as_deref().map(ExpectedToken::new),
+            admin_token: config.admin_token.as_deref().map(ExpectedToken::new),
             max_in_flight: config.max_in_flight,
             request_timeout: config.request_timeout,
             dashboard_kpis: dashboard::KpiCache::default(),
@@ -170,7 +168,7 @@ impl ApiContext {
             pool,
             hasher: config.hasher.clone(),
             webhook_secret: config.webhook_secret.clone(),
-            posthog_token: config.posthog_token.clone(),
+            posthog_token: config.posthog_token.as_deref().map(ExpectedToken::new),
             metrics: telemetry::metrics_handle(),
         }))
     }
