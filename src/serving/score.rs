@@ -22,9 +22,10 @@ use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
 use crate::features::row::FeatureRow;
 use crate::policy::Mode;
-use crate::policy::gates::{Reason, blocking_gate};
+use crate::policy::gates::{Gates, Reason, blocking_gate};
 use crate::rollout::{self, Arm};
-use crate::store::quota::{self, Reservation};
+use crate::store::StoreError;
+use crate::store::quota::{self, Reservation, Sends};
 use crate::telemetry;
 
 /// Most candidates per request.
@@ -268,6 +269,95 @@ fn stored_timezone(row: Option<&FeatureRow>, index: Option<usize>) -> Option<Tz>
     row?.values.get(index?)?.as_category()?.parse().ok()
 }
 
+/// How a request ends, before each candidate's reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Settled {
+    /// Nothing can be sent to the user now: a gate, the quota or the quota store says why.
+    Refused(Reason),
+    /// The arm's rule chose no candidate.
+    NoneChosen,
+    /// This candidate (its index in the request) is sent, its quota reserved.
+    Sent(usize),
+}
+
+impl Settled {
+    /// The candidate sent, if any.
+    pub fn sent(self) -> Option<usize> {
+        match self {
+            Settled::Sent(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The one reason the request is counted under in the metrics, given each candidate's:
+    /// `ok` when a candidate was sent, else the first candidate's.
+    pub fn headline(self, reasons: &[Reason]) -> Reason {
+        match self {
+            Settled::Sent(_) => Reason::Ok,
+            _ => reasons.first().copied().unwrap_or(Reason::NotSelected),
+        }
+    }
+}
+
+/// Each of `candidates` candidates' reason: the refusal all of them share; `ok` for the
+/// one sent; `below_threshold` for one the model arm scored under `threshold`; else
+/// `not_selected`.
+pub fn candidate_reasons(
+    settled: Settled,
+    scores: Option<&[f64]>,
+    model_decides: bool,
+    threshold: f64,
+    candidates: usize,
+) -> Vec<Reason> {
+    (0..candidates)
+        .map(|i| match settled {
+            Settled::Refused(reason) => reason,
+            Settled::Sent(sent) if sent == i => Reason::Ok,
+            _ if model_decides
+                && scores
+                    .and_then(|s| s.get(i))
+                    .is_some_and(|&s| s < threshold) =>
+            {
+                Reason::BelowThreshold
+            }
+            _ => Reason::NotSelected,
+        })
+        .collect()
+}
+
+/// Reserves the user's quota for `candidate` at `now`. The user's `sends` of the last day,
+/// read beside the features, settle a retry or a refusal without the store's atomic step;
+/// only a send that would be granted takes it. `Err` is why nothing may be sent: the
+/// quota's rule, or the quota store being unavailable (then nothing is sent rather than
+/// risk the cap).
+async fn reserve(
+    ctx: &ApiContext,
+    gates: &Gates,
+    user_hash: &str,
+    candidate: &str,
+    now: DateTime<Utc>,
+    sends: Result<Option<Sends>, StoreError>,
+) -> Result<(), Reason> {
+    let certain = match &sends {
+        Ok(Some(sends)) => quota::settled(gates, sends, candidate, now),
+        _ => None,
+    };
+    let reservation = match (certain, sends) {
+        (Some(certain), _) => Ok(certain),
+        (None, Err(e)) => Err(e),
+        (None, Ok(_)) => ctx.quota.reserve(gates, user_hash, candidate, now).await,
+    };
+    match reservation {
+        Ok(Reservation::Granted | Reservation::Repeated) => Ok(()),
+        Ok(Reservation::Refused(reason)) => Err(reason),
+        Err(e) => {
+            metrics::counter!(telemetry::QUOTA_ERRORS).increment(1);
+            super::log_fallback(&e, "quota store unavailable; not sending");
+            Err(Reason::QuotaUnavailable)
+        }
+    }
+}
+
 /// `POST /v1/score`: which notification, if any, to send now.
 #[utoipa::path(post, path = "/v1/score", tag = "scoring", request_body = ScoreRequest,
     security(("scheduler" = [])),
@@ -346,63 +436,47 @@ pub async fn score(
         opted_out,
         context.local_minute,
     );
-    // The reason every candidate shares when nothing can be sent, and whether `acting` was sent.
-    let (shared, sent) = match (blocked, acting) {
-        (Some(reason), _) => (Some(reason), None),
-        (None, None) => (None, None),
+    let settled = match (blocked, acting) {
+        (Some(reason), _) => Settled::Refused(reason),
+        (None, None) => Settled::NoneChosen,
         (None, Some(i)) => {
             let candidate = &request.candidates[i].id;
-            let certain = match &sends {
-                Ok(Some(sends)) => quota::settled(&policy.gates, sends, candidate, request.now),
-                _ => None,
-            };
-            let reservation = match (certain, sends) {
-                (Some(certain), _) => Ok(certain),
-                (None, Err(e)) => Err(e),
-                (None, Ok(_)) => {
-                    ctx.quota
-                        .reserve(&policy.gates, &user_hash, candidate, request.now)
-                        .await
-                }
-            };
-            match reservation {
-                Ok(Reservation::Granted | Reservation::Repeated) => (None, Some(i)),
-                Ok(Reservation::Refused(reason)) => (Some(reason), None),
-                Err(e) => {
-                    metrics::counter!(telemetry::QUOTA_ERRORS).increment(1);
-                    super::log_fallback(&e, "quota store unavailable; not sending");
-                    (Some(Reason::QuotaUnavailable), None)
-                }
+            match reserve(
+                &ctx,
+                &policy.gates,
+                &user_hash,
+                candidate,
+                request.now,
+                sends,
+            )
+            .await
+            {
+                Ok(()) => Settled::Sent(i),
+                Err(reason) => Settled::Refused(reason),
             }
         }
     };
+    let reasons = candidate_reasons(
+        settled,
+        scores.as_deref(),
+        arm.model_decides(),
+        threshold,
+        request.candidates.len(),
+    );
+    let headline = settled.headline(&reasons);
+    let sent = settled.sent();
     let decisions: Vec<CandidateDecision> = request
         .candidates
         .iter()
+        .zip(reasons)
         .enumerate()
-        .map(|(i, c)| {
-            let score = scores.as_ref().map(|s| s[i]);
-            let reason = match shared {
-                Some(reason) => reason,
-                None if sent == Some(i) => Reason::Ok,
-                None if arm.model_decides() && score.is_some_and(|s| s < threshold) => {
-                    Reason::BelowThreshold
-                }
-                None => Reason::NotSelected,
-            };
-            CandidateDecision {
-                id: c.id.clone(),
-                score,
-                send: sent == Some(i),
-                reason,
-            }
+        .map(|(i, (c, reason))| CandidateDecision {
+            id: c.id.clone(),
+            score: scores.as_ref().map(|s| s[i]),
+            send: sent == Some(i),
+            reason,
         })
         .collect();
-
-    let headline = sent.map_or_else(
-        || decisions.first().map_or(Reason::NotSelected, |d| d.reason),
-        |_| Reason::Ok,
-    );
     metrics::counter!(telemetry::DECISIONS, "arm" => arm.as_str(), "reason" => headline.as_str())
         .increment(1);
     let request_id = Uuid::now_v7();
@@ -647,5 +721,81 @@ mod tests {
             }
         );
         assert_eq!(choose(1, Some(&[0.3]), 0.3).model, Some(0));
+    }
+
+    #[test]
+    fn each_candidate_is_told_why() {
+        use Reason::*;
+        let scores = [0.1, 0.5, 0.3];
+        let model = |settled| candidate_reasons(settled, Some(&scores), true, 0.2, 3);
+        assert_eq!(model(Settled::Sent(1)), [BelowThreshold, Ok, NotSelected]);
+        assert_eq!(
+            model(Settled::NoneChosen),
+            [BelowThreshold, NotSelected, NotSelected]
+        );
+        assert_eq!(model(Settled::Refused(MinGap)), [MinGap; 3]);
+        // The baseline arm does not apply the threshold, even to scores it logs.
+        assert_eq!(
+            candidate_reasons(Settled::Sent(0), Some(&[0.3, 0.1, 0.5]), false, 0.2, 3),
+            [Ok, NotSelected, NotSelected]
+        );
+        assert_eq!(
+            Settled::Sent(2).headline(&[NotSelected, NotSelected, Ok]),
+            Ok
+        );
+        assert_eq!(
+            Settled::Refused(QuietHours).headline(&[QuietHours; 3]),
+            QuietHours
+        );
+    }
+
+    fn any_settled(candidates: usize) -> impl Strategy<Value = Settled> {
+        let refusals = [
+            Reason::DailyCap,
+            Reason::MinGap,
+            Reason::QuietHours,
+            Reason::OptedOut,
+            Reason::KillSwitch,
+            Reason::QuotaUnavailable,
+        ];
+        prop_oneof![
+            proptest::sample::select(refusals.to_vec()).prop_map(Settled::Refused),
+            Just(Settled::NoneChosen),
+            (0..candidates).prop_map(Settled::Sent),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn only_the_candidate_sent_is_ok_and_a_refusal_is_everyones(
+            (scores, settled) in (1..=MAX_CANDIDATES).prop_flat_map(|n| {
+                (proptest::collection::vec(0.0..1.0f64, n), any_settled(n))
+            }),
+            model_decides in any::<bool>(),
+            threshold in 0.0..1.0f64,
+        ) {
+            let reasons =
+                candidate_reasons(settled, Some(&scores), model_decides, threshold, scores.len());
+            prop_assert_eq!(reasons.len(), scores.len());
+            for (i, (&reason, &score)) in reasons.iter().zip(&scores).enumerate() {
+                match settled {
+                    Settled::Refused(refusal) => prop_assert_eq!(reason, refusal),
+                    _ => {
+                        prop_assert_eq!(reason == Reason::Ok, settled.sent() == Some(i));
+                        if reason == Reason::BelowThreshold {
+                            prop_assert!(model_decides && score < threshold);
+                        }
+                        if reason == Reason::NotSelected {
+                            prop_assert!(!model_decides || score >= threshold);
+                        }
+                    }
+                }
+            }
+            let headline = settled.headline(&reasons);
+            prop_assert_eq!(headline == Reason::Ok, settled.sent().is_some());
+            if settled.sent().is_none() {
+                prop_assert_eq!(headline, reasons[0]);
+            }
+        }
     }
 }

@@ -44,10 +44,13 @@ pub enum Reservation {
     Refused(Reason),
 }
 
-/// In-process quotas: user hash → (send time, candidate id) of the last day's sends.
+/// A user's sends of the last day: (send time, candidate id) each.
+pub type Sends = Vec<(DateTime<Utc>, String)>;
+
+/// In-process quotas: user hash → the user's sends of the last day.
 #[derive(Default)]
 pub struct SendsByUser {
-    users: HashMap<String, Vec<(DateTime<Utc>, String)>>,
+    users: HashMap<String, Sends>,
     /// The map's size at which users without a send in the last day are forgotten:
     /// twice the size left by the last sweep, so sweeping costs O(1) per reservation and
     /// the map holds at most twice the users sent to within a day (at least 1,024).
@@ -106,7 +109,7 @@ impl QuotaStore {
         &self,
         user_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Vec<(DateTime<Utc>, String)>>, StoreError> {
+    ) -> Result<Option<Sends>, StoreError> {
         let QuotaStore::Redis { conn, prefix } = self else {
             return Ok(None);
         };
