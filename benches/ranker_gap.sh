@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Where the notification ranker's gap to the simulator's oracle comes from: the ranker's
 # boosted trees fitted on the committed spec's features, then on those plus one group of
-# extra columns at a time (benches/ranker_gap.sql), each measured against the oracle on
-# the same test examples. A group that closes the gap names what the features miss.
+# extra columns at a time (benches/ranker_gap.sql), each measured on the same test
+# examples against the oracle (given what the logs record) and against the truth given
+# the hidden lapse as well. A group that closes a gap names what the features miss.
 # Fresh database, simulator seed 1, 60 days; leaves nothing behind.
 #   benches/ranker_gap.sh [users, default 30000]
 set -euo pipefail
@@ -36,11 +37,12 @@ fit() {
   grep -q "relation: public.ranker_gap" "$spec" && grep -q "^name: $name" "$spec" \
     || { echo "the ranker spec changed shape; update $0" >&2; exit 1; }
   target/release/nudge-train fit "$spec" --models-dir "$WORK/models" >/dev/null
-  jq -r '[.oracle.model_auc, .oracle.oracle_auc, .oracle.examples] | @tsv' "$WORK"/models/"$name"/*/card.json |
-    while IFS=$'\t' read -r model oracle examples; do
+  jq -r '[.oracle.model_auc, .oracle.oracle_auc, .oracle.hidden_state_auc, .oracle.examples] | @tsv' \
+    "$WORK"/models/"$name"/*/card.json |
+    while IFS=$'\t' read -r model oracle hidden examples; do
       local added="${extra#, }"
-      printf '| %s | %s | %.4f | %.4f | %.4f | %d |\n' "$name" "${added:-—}" "$model" "$oracle" \
-        "$(echo "$oracle - $model" | bc -l)" "$examples"
+      printf '| %s | %s | %.4f | %.4f | %.4f | %.4f | %.4f | %d |\n' "$name" "${added:-—}" "$model" \
+        "$oracle" "$(echo "$oracle - $model" | bc -l)" "$hidden" "$(echo "$hidden - $model" | bc -l)" "$examples"
     done
 }
 psql -Atq -h 127.0.0.1 -U postgres -d "$DB" -F ' ' -c "
@@ -49,8 +51,8 @@ psql -Atq -h 127.0.0.1 -U postgres -d "$DB" -F ' ' -c "
   read -r share returned
   echo "sends to lapsed users: $share % of all (returned within 24 h: $returned %)"
 }
-echo "| features | added | GBM test AUC | oracle AUC | gap | test examples |"
-echo "|---|---|---|---|---|---|"
+echo "| features | added | GBM test AUC | oracle AUC | gap | hidden-state AUC | gap | test examples |"
+echo "|---|---|---|---|---|---|---|---|"
 fit committed ""
 fit intraday ", app_opens_24h_before_send, hours_since_app_open_at_send"
 fit traits ", activity, fatigue_sensitivity"

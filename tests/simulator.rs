@@ -143,6 +143,8 @@ async fn base_rates_are_sensible_and_the_oracle_has_signal_and_noise() {
     assert!((0.10..=0.60).contains(&notif.base_rate), "{notif:?}");
     let auc = notif.auc.unwrap();
     assert!((0.70..0.99).contains(&auc), "{notif:?}");
+    // Knowing whether a silent user lapsed, which no event records, ranks better still.
+    assert!(notif.hidden_state_auc.unwrap() > auc + 0.01, "{notif:?}");
     let churn = report.label("churn_14d").unwrap();
     assert!((0.05..=0.40).contains(&churn.base_rate), "{churn:?}");
     assert!(churn.auc.unwrap() > 0.6, "{churn:?}");
@@ -364,6 +366,21 @@ fn true_probabilities_are_calibrated_decile_by_decile() {
         bounce.len()
     );
     assert_calibrated("returned_24h", &notif);
+    // The oracle of the logged data: exact too, and, where the logs hide whether a silent
+    // user lapsed, a posterior that is calibrated on its own.
+    let sends = days.iter().flat_map(|d| &d.notifications);
+    let attainable: Vec<(f64, bool)> = sends
+        .clone()
+        .filter_map(|n| Some((n.p_return_attainable?, n.returned?)))
+        .collect();
+    let hidden: Vec<(f64, bool)> = sends
+        .filter(|n| n.p_return_attainable != n.p_return)
+        .filter_map(|n| Some((n.p_return_attainable?, n.returned?)))
+        .collect();
+    assert_eq!(attainable.len(), notif.len());
+    assert!(hidden.len() > 10_000, "{}", hidden.len());
+    assert_calibrated("returned_24h given the logs", &attainable);
+    assert_calibrated("returned_24h of silent users given the logs", &hidden);
     assert_calibrated("churn_14d", &churn);
     assert_calibrated("paywall_bounce", &bounce);
     assert_calibrated("paywall_trial", &trial);

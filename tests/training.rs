@@ -32,7 +32,9 @@ candidates:
 calibration: platt
 gates: { min_test_auc: 0.65, max_auc_regression: 0.02 }
 seed: 3
-oracle: { query: "SELECT id AS key, p AS probability FROM toy_truth" }
+oracle:
+  query: "SELECT id AS key, p AS probability FROM toy_truth"
+  hidden_state_query: "SELECT id AS key, y::int AS probability FROM toy"
 "#;
 
 fn sigmoid(x: f64) -> f64 {
@@ -155,6 +157,8 @@ async fn a_toy_problem_trains_close_to_its_oracle_and_the_saved_artifact_scores_
         auc > 0.75 && oracle.oracle_auc.unwrap() - auc < 0.03,
         "{auc} vs {oracle:?}"
     );
+    // The hidden-state truth here is the outcome itself, on the same test examples.
+    assert_eq!(oracle.hidden_state_auc, Some(1.0));
     assert!(card.gates.failures.is_empty(), "{:?}", card.gates.failures);
     assert_eq!(card.windows.test.rows, card.test.examples);
     assert!(card.windows.train.to < card.windows.valid.from);
@@ -166,7 +170,9 @@ async fn a_toy_problem_trains_close_to_its_oracle_and_the_saved_artifact_scores_
     }
     let md = std::fs::read_to_string(outcome.dir.join("card.md")).unwrap();
     assert!(
-        md.contains("Oracle") && md.contains("Lift by score decile"),
+        md.contains("Oracle")
+            && md.contains("hidden state the data never records: AUC 1.0000")
+            && md.contains("Lift by score decile"),
         "{md}"
     );
 

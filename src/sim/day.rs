@@ -22,8 +22,9 @@ use super::policy::{Candidate, Decision, Opportunity};
 use super::population::{Cohort, Traits};
 use super::random::{self, Stream};
 use super::truth::{
-    ActionProbabilities, DAY_SECS, EMAIL_CLICK_DELAY_SECS, OrganicRest, WindowStart,
-    no_return_probability, notification_return_probability, push_open_delay,
+    ActionProbabilities, DAY_SECS, EMAIL_CLICK_DELAY_SECS, OrganicRest, WindowStart, as_if,
+    lapse_belief_after, lapse_is_hidden, no_return_probability, notification_return_probability,
+    organic_silence, push_open_delay,
 };
 
 /// Share of days the suggestion engine has a fresh suggested contact for a user.
@@ -98,6 +99,9 @@ pub struct NotificationTruth {
     pub p_open: f64,
     /// True P(any app open within 24 h).
     pub p_return: Option<f64>,
+    /// P(any app open within 24 h) given what the logs show and the user's traits: the
+    /// hidden lapse of a silent user is weighed by its posterior instead of known.
+    pub p_return_attainable: Option<f64>,
     /// Whether the user did return (`None` when the window passes the simulated horizon).
     pub returned: Option<bool>,
 }
@@ -219,6 +223,9 @@ pub struct UserSim {
     pending: Vec<Pending>,
     /// Whether this user's examples enter the ground truth (not for users who change consent).
     in_truth: bool,
+    /// P(the user lapsed at the end of their last active day | the silence the logs show
+    /// since), as the day starts. Only meaningful while [`lapse_is_hidden`].
+    lapse_belief: f64,
 }
 
 /// How a session started.
@@ -250,6 +257,8 @@ impl UserSim {
             state,
             pending: Vec::new(),
             in_truth,
+            // Users start in a known state.
+            lapse_belief: 0.0,
         }
     }
 
@@ -319,6 +328,11 @@ struct DayRun<'a, 'c> {
     organic_seen: bool,
     extra_seen: bool,
     slot_done: bool,
+    /// P(an alive user would have let today's push go unopened): the push's part of
+    /// [`DayRun::alive_silence`].
+    alive_push_silence: f64,
+    /// An e-mail was opened today: only an alive user opens one.
+    email_opened: bool,
 }
 
 impl<'a, 'c> DayRun<'a, 'c> {
@@ -350,6 +364,8 @@ impl<'a, 'c> DayRun<'a, 'c> {
             organic_seen: false,
             extra_seen: false,
             slot_done: false,
+            alive_push_silence: 1.0,
+            email_opened: false,
         }
     }
 
@@ -440,8 +456,11 @@ impl<'a, 'c> DayRun<'a, 'c> {
     fn finish(&mut self) {
         let day = self.ctx.day;
         let mut next = end_of_day(&self.user.state, &self.so_far, day);
+        // A silent day moves the belief in a lapse; an active day ends with its lapse draw.
+        self.user.lapse_belief = self.lapse_belief_at(DAY_SECS);
         if self.so_far.active {
             let p_churn = lapse_probability(&self.user.traits, &next, day);
+            self.user.lapse_belief = p_churn;
             let lapsed = self.rng.random::<f64>() < p_churn;
             next.status = after_lapse_draw(lapsed, day);
             if self.user.in_truth {
@@ -519,6 +538,67 @@ impl<'a, 'c> DayRun<'a, 'c> {
             later_slot,
             signup_secs: self.signup,
         }
+    }
+
+    /// P(an alive user would have been as silent as this user until `secs` today): no
+    /// organic session, the e-mail (if one came) not opened, today's push (if one went
+    /// out before) not opened. A lapsed user is silent for certain.
+    fn alive_silence(&self, secs: f64) -> f64 {
+        let (traits, day) = (&self.user.traits, self.ctx.day);
+        let alive = as_if(&self.start, false);
+        let organic = organic_silence(
+            organic_rate(traits, &alive, day),
+            is_forced_day(&alive, day),
+            traits.profile.mass_until(secs),
+        );
+        let email = match email_time(traits, &alive, self.ctx.weekday, self.signup) {
+            Some(e) if e < secs => 1.0 - email_open_probability(&alive),
+            _ => 1.0,
+        };
+        organic * email * self.alive_push_silence
+    }
+
+    /// P(the user lapsed | what the logs show up to `secs` today); 0 once the user was
+    /// seen alive today, or when their status is no secret.
+    fn lapse_belief_at(&self, secs: f64) -> f64 {
+        if self.so_far.active || self.email_opened || !lapse_is_hidden(&self.start) {
+            0.0
+        } else {
+            lapse_belief_after(self.user.lapse_belief, self.alive_silence(secs))
+        }
+    }
+
+    /// P(return within 24 h) of a push of `kind` sent at `secs`, given what the logs show:
+    /// the truth of each reading of a silent user's status, weighed by its posterior;
+    /// `p_return`, the truth, when the status is known.
+    fn attainable_return(
+        &self,
+        secs: f64,
+        kind: NotifType,
+        hour: u8,
+        p_return: Option<f64>,
+    ) -> Option<f64> {
+        let belief = self.lapse_belief_at(secs);
+        if belief == 0.0 {
+            return p_return;
+        }
+        let (traits, day) = (&self.user.traits, self.ctx.day);
+        let world = |lapsed: bool| {
+            let state = as_if(&self.user.state, lapsed);
+            let start = as_if(&self.start, lapsed);
+            let organic = match start.status {
+                Status::Alive if is_forced_day(&start, day) => OrganicRest::ForcedPending,
+                _ => OrganicRest::Poisson(organic_rate(traits, &start, day)),
+            };
+            let push = push_return_probability(traits, &state, day, kind, hour);
+            let window = WindowStart {
+                state: &state,
+                organic,
+                ..self.window(secs, None)
+            };
+            notification_return_probability(&window, push, self.ctx.probabilities)
+        };
+        Some(belief * world(true)? + (1.0 - belief) * world(false)?)
     }
 
     fn track(&mut self, secs: f64, truth: PendingTruth) {
@@ -714,19 +794,26 @@ impl<'a, 'c> DayRun<'a, 'c> {
             self.rng.random(),
             self.rng.random(),
         );
+        let p_return_attainable = self.attainable_return(secs, kind, hour, p_return);
         let later = secs + push_open_delay(u_delay, secs);
         if !self.user.state.opted_out {
             if u_opt_out < p_opt_out {
                 self.user.state.opted_out = true;
                 self.emit(later, "push_opt_out", json!({}));
-            } else if u_open < p_open {
-                self.schedule(later, Item::Session(Source::Push(candidate.id.clone())));
-            } else if u_dismiss < 0.5 {
-                self.emit(
-                    later,
-                    "notification_dismissed",
-                    json!({"notification_id": candidate.id}),
-                );
+            } else {
+                // Either reading turns a push into an opt-out alike; past that, only an
+                // alive user may open it.
+                let alive = as_if(&self.start, false);
+                self.alive_push_silence *= 1.0 - open_probability(traits, &alive, day, kind, hour);
+                if u_open < p_open {
+                    self.schedule(later, Item::Session(Source::Push(candidate.id.clone())));
+                } else if u_dismiss < 0.5 {
+                    self.emit(
+                        later,
+                        "notification_dismissed",
+                        json!({"notification_id": candidate.id}),
+                    );
+                }
             }
         }
         let truth = NotificationTruth {
@@ -737,6 +824,7 @@ impl<'a, 'c> DayRun<'a, 'c> {
             propensity: decision.propensity,
             p_open,
             p_return,
+            p_return_attainable,
             returned: None,
         };
         self.track(secs, PendingTruth::Notification(truth));
@@ -746,6 +834,7 @@ impl<'a, 'c> DayRun<'a, 'c> {
         if self.rng.random::<f64>() >= email_open_probability(&self.start) {
             return;
         }
+        self.email_opened = true;
         self.emit(secs, "email_opened", json!({"campaign": "weekly_digest"}));
         if self.rng.random::<f64>() < behaviour::EMAIL_CLICK_PROBABILITY {
             self.emit(

@@ -1,6 +1,9 @@
 //! The oracle report: for each label, the base rate and the AUC of the simulator's true
 //! probabilities on the examples of a window. The oracle AUC is the ceiling any model of
 //! that label can reach on the same examples; a model close to it has found the signal.
+//! Where the truth also depends on a draw no event records (whether a silent user
+//! lapsed), the oracle weighs it by its posterior given the logs, and the AUC given the
+//! hidden state is shown beside it as a looser ceiling.
 
 use std::fmt;
 
@@ -20,8 +23,11 @@ pub struct LabelOracle {
     pub base_rate: f64,
     /// Mean true probability (close to the base rate when the truth is calibrated).
     pub mean_truth: f64,
-    /// AUC of the true probability; `None` with a single class.
+    /// AUC of the true probability given what the data records; `None` with a single class.
     pub auc: Option<f64>,
+    /// AUC of the true probability given hidden state too, for a label whose truth
+    /// depends on state no event records.
+    pub hidden_state_auc: Option<f64>,
 }
 
 impl LabelOracle {
@@ -33,6 +39,7 @@ impl LabelOracle {
             base_rate: examples.iter().filter(|e| e.1).count() as f64 / n,
             mean_truth: examples.iter().map(|e| e.0).sum::<f64>() / n,
             auc: roc_auc(examples),
+            hidden_state_auc: None,
         }
     }
 }
@@ -78,8 +85,17 @@ pub async fn oracle_report(
 ) -> Result<OracleReport, sqlx::Error> {
     let notif = examples(
         pool,
+        "SELECT p_return_24h_attainable, returned_24h FROM sim.notification_truth
+         WHERE returned_24h IS NOT NULL AND p_return_24h_attainable IS NOT NULL
+           AND ($1::date IS NULL OR sent_at >= $1::date) AND ($2::date IS NULL OR sent_at < $2::date)",
+        from,
+        to,
+    );
+    // The same examples (both truths are known for the same windows), given the lapse.
+    let notif_hidden = examples(
+        pool,
         "SELECT p_return_24h, returned_24h FROM sim.notification_truth
-         WHERE returned_24h IS NOT NULL AND p_return_24h IS NOT NULL
+         WHERE returned_24h IS NOT NULL AND p_return_24h_attainable IS NOT NULL
            AND ($1::date IS NULL OR sent_at >= $1::date) AND ($2::date IS NULL OR sent_at < $2::date)",
         from,
         to,
@@ -106,12 +122,16 @@ pub async fn oracle_report(
         from,
         to,
     );
-    let (notif, churn, trial, bounce) = tokio::try_join!(notif, churn, trial, bounce)?;
+    let (notif, notif_hidden, churn, trial, bounce) =
+        tokio::try_join!(notif, notif_hidden, churn, trial, bounce)?;
     Ok(OracleReport {
         from,
         to,
         labels: vec![
-            LabelOracle::from_examples("returned_24h_after_notif", &notif),
+            LabelOracle {
+                hidden_state_auc: roc_auc(&notif_hidden),
+                ..LabelOracle::from_examples("returned_24h_after_notif", &notif)
+            },
             LabelOracle::from_examples("churn_14d", &churn),
             LabelOracle::from_examples("paywall_trial", &trial),
             LabelOracle::from_examples("paywall_bounce", &bounce),
@@ -124,25 +144,34 @@ impl fmt::Display for OracleReport {
         let bound = |d: Option<NaiveDate>| d.map_or_else(|| "…".to_owned(), |d| d.to_string());
         writeln!(
             f,
-            "oracle (true probabilities), examples dated {} to {}:",
+            "oracle (true probabilities given what the data records), examples dated {} to {}:",
             bound(self.from),
             bound(self.to)
         )?;
         writeln!(
             f,
-            "  {:<26} {:>10} {:>10} {:>11} {:>11}",
-            "label", "examples", "base rate", "mean truth", "oracle AUC"
+            "  {:<26} {:>10} {:>10} {:>11} {:>11} {:>18}",
+            "label", "examples", "base rate", "mean truth", "oracle AUC", "hidden-state AUC"
         )?;
+        let auc = |a: Option<f64>| a.map_or_else(|| "-".to_owned(), |a| format!("{a:.3}"));
+        // A window without examples has no rates to show.
+        let pct = |examples: usize, share: f64| {
+            if examples == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", 100.0 * share)
+            }
+        };
         for l in &self.labels {
-            let auc = l.auc.map_or_else(|| "-".to_owned(), |a| format!("{a:.3}"));
             writeln!(
                 f,
-                "  {:<26} {:>10} {:>9.1}% {:>10.1}% {:>11}",
+                "  {:<26} {:>10} {:>10} {:>11} {:>11} {:>18}",
                 l.label,
                 l.examples,
-                100.0 * l.base_rate,
-                100.0 * l.mean_truth,
-                auc
+                pct(l.examples, l.base_rate),
+                pct(l.examples, l.mean_truth),
+                auc(l.auc),
+                auc(l.hidden_state_auc),
             )?;
         }
         Ok(())

@@ -12,8 +12,9 @@ use super::population::Cohort;
 use crate::store::copy::copy_in;
 
 /// Version of the behavioural model. Bump it whenever a change alters the events a seed
-/// draws, so that a database simulated by another version is replaced, never topped up.
-pub const SIMULATOR_VERSION: i32 = 2;
+/// draws or the truth recorded beside them, so that a database simulated by another
+/// version is replaced, never topped up.
+pub const SIMULATOR_VERSION: i32 = 3;
 
 /// How a run relates to what the database already held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +185,7 @@ pub async fn write_truth(
     for n in &out.notifications {
         let _ = writeln!(
             notifications,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             n.notification_id,
             user_hashes[n.user as usize],
             n.sent_at.to_rfc3339(),
@@ -192,6 +193,7 @@ pub async fn write_truth(
             field(n.propensity),
             n.p_open,
             field(n.p_return),
+            field(n.p_return_attainable),
             field(n.returned),
         );
     }
@@ -225,7 +227,7 @@ pub async fn write_truth(
         copy_in(
             pool,
             "COPY sim.notification_truth (notification_id, user_hash, sent_at, notif_type, propensity, p_open, \
-             p_return_24h, returned_24h) FROM STDIN",
+             p_return_24h, p_return_24h_attainable, returned_24h) FROM STDIN",
             notifications,
         ),
         copy_in(

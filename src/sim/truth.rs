@@ -10,8 +10,8 @@
 //! loop, so the truth is computed from the very numbers the events were drawn from.
 
 use super::behaviour::{
-    DaySummary, State, Status, email_return_probability, email_time, end_of_day, is_forced_day,
-    lapse_probability, organic_rate, push_return_probability,
+    DaySummary, State, Status, after_lapse_draw, email_return_probability, email_time, end_of_day,
+    is_forced_day, lapse_probability, organic_rate, push_return_probability,
 };
 use super::day::plan_opportunity;
 use super::policy::Opportunity;
@@ -86,6 +86,45 @@ pub struct WindowStart<'a> {
 /// The policy's action probabilities for an opportunity, when known.
 pub type ActionProbabilities<'a> = dyn Fn(&Opportunity) -> Option<Vec<f64>> + 'a;
 
+/// P(no organic session in the share `mass` of a day's activity profile) on a day with
+/// daily rate `rate`. On a forced day a session is certain: when the Poisson count is
+/// zero, one session falls at a time drawn from the profile.
+pub fn organic_silence(rate: f64, forced: bool, mass: f64) -> f64 {
+    if forced {
+        (-rate * mass).exp() - (-rate).exp() * mass
+    } else {
+        (-rate * mass).exp()
+    }
+}
+
+/// Whether the logs cannot tell this user's status: an alive user who is away and a user
+/// who lapsed at the end of their last active day leave the same silence, until an
+/// alive user's forced return (or the lapse's end) tells them apart.
+pub fn lapse_is_hidden(state: &State) -> bool {
+    matches!(state.status, Status::Alive | Status::Lapsed { .. })
+}
+
+/// `state` with the other reading of the same silence: the user alive, or lapsed at the
+/// end of their last active day.
+pub fn as_if(state: &State, lapsed: bool) -> State {
+    State {
+        status: after_lapse_draw(lapsed, state.last_active_day),
+        ..state.clone()
+    }
+}
+
+/// Bayes' rule for the hidden lapse: the belief that the user lapsed, after a silence
+/// that an alive user keeps with probability `alive_silence` and a lapsed user always
+/// keeps.
+pub fn lapse_belief_after(belief: f64, alive_silence: f64) -> f64 {
+    let alive = (1.0 - belief) * alive_silence;
+    if belief + alive > 0.0 {
+        belief / (belief + alive)
+    } else {
+        0.0
+    }
+}
+
 /// P(no session in the window) at a slot with the policy's action probabilities, a push
 /// opened by `deadline` counting as a session; also the number of sends of each branch.
 fn slot_branches(
@@ -128,13 +167,11 @@ fn next_day_no_return(
     let traits = w.traits;
     let day = w.day + 1;
     let weekday = (w.weekday + 1) % 7;
-    let rate = organic_rate(traits, state, day);
-    let x = traits.profile.mass_until(until);
-    let organic = if is_forced_day(state, day) {
-        (-rate * x).exp() - (-rate).exp() * x
-    } else {
-        (-rate * x).exp()
-    };
+    let organic = organic_silence(
+        organic_rate(traits, state, day),
+        is_forced_day(state, day),
+        traits.profile.mass_until(until),
+    );
     let email = match email_time(traits, state, weekday, None) {
         Some(e) if e + EMAIL_CLICK_DELAY_SECS <= until => 1.0 - email_return_probability(state),
         _ => 1.0,
@@ -218,6 +255,7 @@ pub fn notification_return_probability(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::behaviour::Subscription;
     use proptest::prelude::*;
 
     proptest! {
@@ -227,6 +265,62 @@ mod tests {
             prop_assert!(d >= 0.0 && sent + d < DAY_SECS);
             prop_assert!((push_open_delay_cdf(d, sent) - u).abs() < 1e-9);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn silence_an_alive_user_keeps_less_often_makes_a_lapse_likelier(
+            belief in 0.001f64..0.999, silence in 0.0f64..1.0, less in 0.0f64..1.0,
+        ) {
+            let after = lapse_belief_after(belief, silence);
+            prop_assert!((0.0..=1.0).contains(&after));
+            // Any silence is at least as likely for a lapsed user (certain) as for an alive one.
+            prop_assert!(after >= belief - 1e-12);
+            prop_assert!(lapse_belief_after(belief, silence * less) >= after - 1e-12);
+        }
+    }
+
+    #[test]
+    fn a_certain_silence_tells_nothing_and_an_impossible_one_everything() {
+        assert!((lapse_belief_after(0.2, 1.0) - 0.2).abs() < 1e-12);
+        assert_eq!(lapse_belief_after(0.2, 0.0), 1.0);
+        assert_eq!(lapse_belief_after(0.0, 0.5), 0.0);
+        // Odds: prior 1:4 lapsed, an alive user silent half the time → 1:2.
+        assert!((lapse_belief_after(0.2, 0.5) - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_forced_day_is_never_silent_to_its_end() {
+        assert_eq!(organic_silence(0.7, true, 1.0), 0.0);
+        assert!((organic_silence(0.7, false, 1.0) - (-0.7f64).exp()).abs() < 1e-12);
+        assert_eq!(organic_silence(0.7, true, 0.0), 1.0);
+        // Before its end, a forced day may still be silent.
+        assert!(organic_silence(0.7, true, 0.5) > 0.0);
+    }
+
+    #[test]
+    fn the_two_readings_of_a_silence_share_the_history() {
+        let state = State {
+            status: Status::Alive,
+            momentum: 0.4,
+            fatigue: 1.5,
+            last_active_day: 9,
+            opted_out: false,
+            contacts: 30.0,
+            due: 2.0,
+            subscription: Subscription::Free,
+            last_pricing_day: None,
+            last_paywall_secs: None,
+            consented: true,
+        };
+        let lapsed = as_if(&state, true);
+        assert_eq!(lapsed.status, Status::Lapsed { until_day: 23 });
+        assert!(lapse_is_hidden(&lapsed) && lapse_is_hidden(&state));
+        assert_eq!(as_if(&lapsed, false), state);
+        assert!(!lapse_is_hidden(&State {
+            status: Status::Dormant,
+            ..state
+        }));
     }
 
     #[test]

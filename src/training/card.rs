@@ -54,8 +54,11 @@ pub struct DataWindows {
 pub struct OracleComparison {
     /// Test examples with a known true probability.
     pub examples: usize,
-    /// AUC of the true probabilities.
+    /// AUC of the true probabilities given what the data records.
     pub oracle_auc: Option<f64>,
+    /// AUC of the true probabilities given hidden state too, when the spec names them.
+    #[serde(default)]
+    pub hidden_state_auc: Option<f64>,
     /// AUC of the model on the same examples.
     pub model_auc: Option<f64>,
 }
@@ -286,13 +289,20 @@ impl Card {
             t.brier
         );
         if let Some(o) = &self.oracle {
-            let _ = writeln!(
+            let _ = write!(
                 md,
-                "Oracle (simulator's true probabilities) on {} of the test examples: AUC {} vs the model's {} on the same examples.\n",
+                "Oracle (the simulator's true probabilities given what the data records) on {} of the test examples: AUC {} vs the model's {} on the same examples.",
                 o.examples,
                 opt(o.oracle_auc),
                 opt(o.model_auc)
             );
+            if let Some(hidden) = o.hidden_state_auc {
+                let _ = write!(
+                    md,
+                    " Given also the hidden state the data never records: AUC {hidden:.4}."
+                );
+            }
+            let _ = writeln!(md, "\n");
         }
         let _ = writeln!(
             md,

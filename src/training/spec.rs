@@ -181,8 +181,13 @@ pub struct Gates {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Oracle {
-    /// A query returning `key` (text, matching the spec's key) and `probability`.
+    /// A query returning `key` (text, matching the spec's key) and `probability`: the
+    /// true probability given what the data records, the best any model of it can reach.
     pub query: String,
+    /// The same given hidden state the data never records (a draw no event shows), when
+    /// the simulator has one: a looser ceiling, reported beside the oracle.
+    #[serde(default)]
+    pub hidden_state_query: Option<String>,
 }
 
 #[derive(Deserialize)]

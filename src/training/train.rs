@@ -220,12 +220,21 @@ fn fit_preprocessing(spec: &ModelSpec, table: &Table, rows: &[usize]) -> Preproc
     Preprocessing::fit(numeric, categorical, spec.min_level_count)
 }
 
+/// The simulator's true probabilities by example key.
+#[derive(Debug, Clone, Default)]
+pub struct Truths {
+    /// The oracle's: given what the data records.
+    pub oracle: HashMap<String, f64>,
+    /// Given hidden state the data never records, when the spec names them.
+    pub hidden_state: HashMap<String, f64>,
+}
+
 /// Fits every candidate, keeps the best on validation, calibrates it and measures it on
-/// test, against the oracle (keys → true probability) and the current champion.
+/// test, against the simulator's truths and the current champion.
 pub fn train(
     spec: &ModelSpec,
     table: &Table,
-    oracle: &HashMap<String, f64>,
+    truths: &Truths,
     champion: Option<(&str, &Model)>,
     stages: &Stages,
 ) -> Result<Trained, TrainError> {
@@ -316,7 +325,7 @@ pub fn train(
         calibration,
     };
     let (mut card, test_probabilities) =
-        evaluate_on(spec, table, &partition, &model, oracle, champion)?;
+        evaluate_on(spec, table, &partition, &model, truths, champion)?;
     card.candidates = results;
     let train_positives = partition.train.iter().filter(|&&r| table.labels[r]).count();
     card.notes.extend(thin_training_note(
@@ -364,7 +373,7 @@ fn evaluate_on(
     table: &Table,
     partition: &Partition,
     model: &Model,
-    oracle: &HashMap<String, f64>,
+    truths: &Truths,
     champion: Option<(&str, &Model)>,
 ) -> Result<(Card, Vec<f64>), TrainError> {
     let map = column_map(model, spec).ok_or_else(|| TrainError::Fit {
@@ -376,19 +385,29 @@ fn evaluate_on(
     let probabilities = score(model, table, &map, test);
     let metrics = Metrics::of(&probabilities, &labels);
 
-    let oracle_comparison = (!oracle.is_empty() && !table.keys.is_empty()).then(|| {
-        type Scored = Vec<(f64, bool)>;
-        let (truth, model_scores): (Scored, Scored) = test
+    let oracle_comparison = (!truths.oracle.is_empty() && !table.keys.is_empty()).then(|| {
+        let known: Vec<(usize, f64)> = test
             .iter()
             .zip(&probabilities)
-            .filter_map(|(&r, &p)| {
-                let t = *oracle.get(&table.keys[r])?;
-                Some(((t, table.labels[r]), (p, table.labels[r])))
-            })
-            .unzip();
+            .filter(|&(&r, _)| truths.oracle.contains_key(&table.keys[r]))
+            .map(|(&r, &p)| (r, p))
+            .collect();
+        // AUC of `truth` on the examples the oracle knows; None unless it knows them all.
+        let auc_on_known = |truth: &HashMap<String, f64>| {
+            let scored = known
+                .iter()
+                .map(|&(r, _)| Some((*truth.get(&table.keys[r])?, table.labels[r])))
+                .collect::<Option<Vec<_>>>()?;
+            roc_auc(&scored)
+        };
+        let model_scores: Vec<(f64, bool)> =
+            known.iter().map(|&(r, p)| (p, table.labels[r])).collect();
         OracleComparison {
-            examples: truth.len(),
-            oracle_auc: roc_auc(&truth),
+            examples: known.len(),
+            oracle_auc: auc_on_known(&truths.oracle),
+            hidden_state_auc: (!truths.hidden_state.is_empty())
+                .then(|| auc_on_known(&truths.hidden_state))
+                .flatten(),
             model_auc: roc_auc(&model_scores),
         }
     });
@@ -500,16 +519,28 @@ fn permutation_importance(
     importance
 }
 
-/// The oracle's true probabilities by example key (empty when the query finds none, or
+/// The simulator's truths for the spec's examples (empty when the spec names none, or
 /// the simulator's schema is absent).
-async fn load_oracle(pool: &PgPool, spec: &ModelSpec) -> Result<HashMap<String, f64>, TrainError> {
+async fn load_truths(pool: &PgPool, spec: &ModelSpec) -> Result<Truths, TrainError> {
     let Some(oracle) = &spec.oracle else {
-        return Ok(HashMap::new());
+        return Ok(Truths::default());
     };
-    let sql = format!(
-        "SELECT key::text, probability::float8 FROM ({}) AS oracle",
-        oracle.query
-    );
+    let hidden_state = match &oracle.hidden_state_query {
+        Some(query) => probabilities_by_key(pool, query).await?,
+        None => HashMap::new(),
+    };
+    Ok(Truths {
+        oracle: probabilities_by_key(pool, &oracle.query).await?,
+        hidden_state,
+    })
+}
+
+/// A truth query's `probability` by `key`.
+async fn probabilities_by_key(
+    pool: &PgPool,
+    query: &str,
+) -> Result<HashMap<String, f64>, TrainError> {
+    let sql = format!("SELECT key::text, probability::float8 FROM ({query}) AS truth");
     let rows: Vec<(Option<String>, Option<f64>)> = match sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(pool)
         .await
@@ -576,14 +607,14 @@ pub async fn fit(
     stages: &Stages,
 ) -> Result<FitOutcome, TrainError> {
     let table = load_table(pool, spec, stages).await?;
-    let oracle = load_oracle(pool, spec).await?;
+    let truths = load_truths(pool, spec).await?;
     let champion = champion_of(registry, &spec.name)?;
     let (spec_for_fit, stages_for_fit) = (spec.clone(), stages.clone());
     let trained = tokio::task::spawn_blocking(move || {
         train(
             &spec_for_fit,
             &table,
-            &oracle,
+            &truths,
             champion.as_ref().map(|(v, m)| (v.as_str(), m)),
             &stages_for_fit,
         )
@@ -669,7 +700,7 @@ pub async fn evaluate(
     let model = registry.load(name, version)?;
     let before = read_card(registry, name, version)?;
     let table = load_table(pool, &spec, stages).await?;
-    let oracle = load_oracle(pool, &spec).await?;
+    let truths = load_truths(pool, &spec).await?;
     let champion = champion_of(registry, name)?;
     let bar = stages.spinner("evaluating");
     let partition = partition(&spec, &table)?;
@@ -678,7 +709,7 @@ pub async fn evaluate(
         &table,
         &partition,
         &model,
-        &oracle,
+        &truths,
         champion.as_ref().map(|(v, m)| (v.as_str(), m)),
     )?;
     bar.finish_and_clear();
