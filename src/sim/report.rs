@@ -77,29 +77,37 @@ async fn examples(
     Ok(rows.into_iter().map(|(p, y)| (f64::from(p), y)).collect())
 }
 
+/// The notification examples twice, with the truth given the logs and with the truth
+/// given the hidden lapse too, for sent dates in [from, to).
+async fn notification_examples(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<(Vec<(f64, bool)>, Vec<(f64, bool)>), sqlx::Error> {
+    let rows: Vec<(f32, f32, bool)> = sqlx::query_as(
+        "SELECT p_return_24h_attainable, p_return_24h, returned_24h FROM sim.notification_truth
+         WHERE returned_24h IS NOT NULL AND p_return_24h_attainable IS NOT NULL AND p_return_24h IS NOT NULL
+           AND ($1::date IS NULL OR sent_at >= $1::date) AND ($2::date IS NULL OR sent_at < $2::date)",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(given_logs, given_hidden, y)| {
+            ((f64::from(given_logs), y), (f64::from(given_hidden), y))
+        })
+        .unzip())
+}
+
 /// Computes the oracle report over example dates in [`from`, `to`).
 pub async fn oracle_report(
     pool: &PgPool,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
 ) -> Result<OracleReport, sqlx::Error> {
-    let notif = examples(
-        pool,
-        "SELECT p_return_24h_attainable, returned_24h FROM sim.notification_truth
-         WHERE returned_24h IS NOT NULL AND p_return_24h_attainable IS NOT NULL
-           AND ($1::date IS NULL OR sent_at >= $1::date) AND ($2::date IS NULL OR sent_at < $2::date)",
-        from,
-        to,
-    );
-    // The same examples (both truths are known for the same windows), given the lapse.
-    let notif_hidden = examples(
-        pool,
-        "SELECT p_return_24h, returned_24h FROM sim.notification_truth
-         WHERE returned_24h IS NOT NULL AND p_return_24h_attainable IS NOT NULL
-           AND ($1::date IS NULL OR sent_at >= $1::date) AND ($2::date IS NULL OR sent_at < $2::date)",
-        from,
-        to,
-    );
+    let notif = notification_examples(pool, from, to);
     let churn = examples(
         pool,
         "SELECT p_churn_14d, churned_14d FROM sim.churn_truth
@@ -122,8 +130,8 @@ pub async fn oracle_report(
         from,
         to,
     );
-    let (notif, notif_hidden, churn, trial, bounce) =
-        tokio::try_join!(notif, notif_hidden, churn, trial, bounce)?;
+    let ((notif, notif_hidden), churn, trial, bounce) =
+        tokio::try_join!(notif, churn, trial, bounce)?;
     Ok(OracleReport {
         from,
         to,
