@@ -392,7 +392,7 @@ fn evaluate_on(
             .filter(|&(&r, _)| truths.oracle.contains_key(&table.keys[r]))
             .map(|(&r, &p)| (r, p))
             .collect();
-        // AUC of `truth` on the examples the oracle knows; None unless it knows them all.
+        // AUC of `truth` on the examples the oracle knows; None unless `truth` knows them all.
         let auc_on_known = |truth: &HashMap<String, f64>| {
             let scored = known
                 .iter()
