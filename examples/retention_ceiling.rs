@@ -86,9 +86,9 @@ fn baseline_rested(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
     baseline(o, t, s).filter(|_| s.fatigue < 1.2)
 }
 
-/// The perfect ranker at 0.10 while fatigue is below 1.2.
-fn p_return_rested(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
-    p_return_at_least::<10>(o, t, s).filter(|_| s.fatigue < 1.2)
+/// The perfect ranker at `PCT` percent while fatigue is below 1.2.
+fn p_return_rested<const PCT: u32>(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
+    p_return_at_least::<PCT>(o, t, s).filter(|_| s.fatigue < 1.2)
 }
 
 /// Dormant users whenever reachable (a revival is worth many days), others when rested.
@@ -114,6 +114,8 @@ fn re_engagement_only(o: &Opportunity, t: &Traits, s: &State) -> Option<usize> {
 struct Arm {
     users: u32,
     sends: u64,
+    /// Sum of the true P(return) of the candidates sent: the expected ROI's numerator.
+    expected_returns: f64,
     retained: u32,
     late_users: u32,
     late_retained: u32,
@@ -122,6 +124,9 @@ struct Arm {
 impl Arm {
     fn sends_per_user(&self) -> f64 {
         self.sends as f64 / f64::from(self.users)
+    }
+    fn expected_roi(&self) -> f64 {
+        self.expected_returns / self.sends as f64
     }
     fn d7(&self) -> f64 {
         f64::from(self.retained) / f64::from(self.users)
@@ -182,6 +187,16 @@ fn run(mut sim: Simulation, rule: Rule) -> [Arm; 2] {
                     counts.late_users += 1;
                 }
                 counts.sends += u64::from(send.is_some());
+                if let Some(k) = send {
+                    let notif_type = o.candidates[k].notif_type;
+                    counts.expected_returns += push_return_probability(
+                        &sim_user.traits,
+                        &sim_user.state,
+                        o.day,
+                        notif_type,
+                        o.local_hour,
+                    );
+                }
                 Decision {
                     send,
                     propensity: None,
@@ -207,7 +222,7 @@ fn run(mut sim: Simulation, rule: Rule) -> [Arm; 2] {
 
 fn main() {
     let args = Args::parse();
-    let rules: [(&str, Rule); 13] = [
+    let rules: [(&str, Rule); 15] = [
         ("baseline (A/A check)", baseline),
         ("no sends", no_sends),
         ("true P(return) ≥ 0.10", p_return_at_least::<10>),
@@ -223,24 +238,34 @@ fn main() {
             "baseline candidate, fatigue < 1.2 (sends only)",
             baseline_rested,
         ),
-        ("true P(return) ≥ 0.10, fatigue < 1.2", p_return_rested),
+        ("true P(return) ≥ 0.05, fatigue < 1.2", p_return_rested::<5>),
+        (
+            "true P(return) ≥ 0.10, fatigue < 1.2",
+            p_return_rested::<10>,
+        ),
+        (
+            "true P(return) ≥ 0.20, fatigue < 1.2",
+            p_return_rested::<20>,
+        ),
     ];
     println!(
         "seed {}, {} users: canary rule against the baseline in control",
         args.seed, args.users
     );
     println!(
-        "| canary rule | sends/user canary | control | D7 canary | control | D7 lift | late D7 lift |"
+        "| canary rule | sends/user canary | control | expected ROI canary | control | D7 canary | control | D7 lift | late D7 lift |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let after_history = history(args.users, args.seed);
     for (name, rule) in rules {
         let arms = run(after_history.clone(), rule);
         let (canary, control) = (&arms[CANARY], &arms[CONTROL]);
         println!(
-            "| {name} | {:.2} | {:.2} | {:.1} % | {:.1} % | {:+.1} | {:+.1} |",
+            "| {name} | {:.2} | {:.2} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:+.1} | {:+.1} |",
             canary.sends_per_user(),
             control.sends_per_user(),
+            100.0 * canary.expected_roi(),
+            100.0 * control.expected_roi(),
             100.0 * canary.d7(),
             100.0 * control.d7(),
             100.0 * (canary.d7() - control.d7()),

@@ -454,39 +454,158 @@ async fn the_redis_quota_read_holds_the_last_days_sends_and_settles_what_the_res
         "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
     )
     .unwrap();
-    let gates = &policy.gates; // 2 a day, 8 h apart
+    // 2 a day, 8 h apart, no send budget.
+    let rule = nudge::policy::gates::QuotaRule {
+        gates: &policy.gates,
+        budget: None,
+        enforce_budget: false,
+    };
     let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let at = |hours: i64| t0 + chrono::Duration::hours(hours);
     for (candidate, hour) in [("n1", 0), ("n2", 9)] {
-        let granted = quota.reserve(gates, "u", candidate, at(hour)).await;
+        let granted = quota.reserve(rule, "u", candidate, at(hour)).await;
         assert_eq!(granted.unwrap(), Reservation::Granted);
     }
 
     // Ten hours in: both sends, and the read settles a third send and a retry exactly as
     // the atomic reservation answers them.
-    let sends = quota
-        .peek("u", at(10))
+    let recent = quota
+        .peek("u", at(10), None)
         .await
         .unwrap()
         .expect("read from redis");
     assert_eq!(
-        sends,
+        recent.sends,
         vec![(at(0), "n1".to_owned()), (at(9), "n2".to_owned())]
     );
+    assert_eq!(recent.load, None);
     for candidate in ["n3", "n1"] {
-        let certain = settled(gates, &sends, candidate, at(10)).expect("settled");
-        let reserved = quota.reserve(gates, "u", candidate, at(10)).await.unwrap();
+        let certain = settled(rule, &recent, candidate, at(10)).expect("settled");
+        let reserved = quota.reserve(rule, "u", candidate, at(10)).await.unwrap();
         assert_eq!(certain, reserved, "{candidate}");
     }
     // A day after the first send only the second counts, and a grant is left to the
     // reservation.
-    let later = quota.peek("u", at(24)).await.unwrap().unwrap();
-    assert_eq!(later, vec![(at(9), "n2".to_owned())]);
-    assert_eq!(settled(gates, &later, "n4", at(24)), None);
+    let later = quota.peek("u", at(24), None).await.unwrap().unwrap();
+    assert_eq!(later.sends, vec![(at(9), "n2".to_owned())]);
+    assert_eq!(settled(rule, &later, "n4", at(24)), None);
     assert_eq!(
-        quota.reserve(gates, "u", "n4", at(24)).await.unwrap(),
+        quota.reserve(rule, "u", "n4", at(24)).await.unwrap(),
         Reservation::Granted
     );
+}
+
+#[tokio::test]
+async fn the_redis_script_and_the_embedded_store_keep_the_same_send_load_send_for_send() {
+    use nudge::store::quota::{QuotaStore, Recent, Reservation, settled};
+    let prefix = common::RedisPrefix::new();
+    let redis = QuotaStore::beside(&prefix.store().await);
+    let embedded = QuotaStore::beside(&OnlineStore::embedded());
+    let policy = nudge::policy::Policy::parse(
+        "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n\
+         gates: { max_sends_per_day: 3, min_gap_hours: 2 }\n\
+         send_budget: { half_life_hours: 30, max: 1.6 }\n",
+    )
+    .unwrap();
+    let budget = policy.send_budget.unwrap();
+    let rule = |enforce_budget| nudge::policy::gates::QuotaRule {
+        gates: &policy.gates,
+        budget: policy.send_budget.as_ref(),
+        enforce_budget,
+    };
+    let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    // Asks every 1 to 12 hours over three weeks, a third of them from the baseline arm.
+    let mut granted: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut outcomes = std::collections::BTreeMap::new();
+    let mut minutes = 0;
+    for i in 0..160u32 {
+        minutes += 60 * (1 + i64::from(i * 37 % 11));
+        let now = t0 + chrono::Duration::minutes(minutes);
+        let enforce = i % 3 != 0;
+        let candidate = format!("n{i}");
+        let peeked = redis
+            .peek("u", now, rule(enforce).enforced_budget())
+            .await
+            .unwrap()
+            .expect("read from redis");
+        let from_redis = redis
+            .reserve(rule(enforce), "u", &candidate, now)
+            .await
+            .unwrap();
+        let from_embedded = embedded
+            .reserve(rule(enforce), "u", &candidate, now)
+            .await
+            .unwrap();
+        assert_eq!(from_redis, from_embedded, "ask {i}");
+        // The read settles every refusal as the script does, and leaves grants to it.
+        let certain = settled(rule(enforce), &peeked, &candidate, now);
+        match from_redis {
+            Reservation::Granted => assert_eq!(certain, None, "ask {i}"),
+            refused => assert_eq!(certain, Some(refused), "ask {i}"),
+        }
+        if from_redis == Reservation::Granted {
+            granted.push(now);
+        }
+        *outcomes.entry(format!("{from_redis:?}")).or_insert(0) += 1;
+        // The stored load is the decayed count of every send granted so far.
+        let Recent { load, .. } = redis.peek("u", now, Some(&budget)).await.unwrap().unwrap();
+        let decayed_count: f64 = granted
+            .iter()
+            .map(|&t| 0.5f64.powf((now - t).as_seconds_f64() / budget.half_life.as_seconds_f64()))
+            .sum();
+        assert!(
+            (budget.load_at(load, now) - decayed_count).abs() < 1e-9,
+            "ask {i}: {load:?} against {decayed_count}"
+        );
+    }
+    // The asks met every outcome the budget and the gates give.
+    for outcome in ["Granted", "Refused(SendBudget)", "Refused(MinGap)"] {
+        assert!(outcomes.contains_key(outcome), "{outcome}: {outcomes:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_send_budget_refuses_the_model_arm_and_counts_the_baseline_arms_sends() {
+    for redis in [true, false] {
+        let db = TestDb::migrated().await;
+        let dir = served_dir(
+            "{ mode: shadow, salt: s }",
+            "send_budget: { half_life_hours: 24, max: 1.5 }\n",
+        );
+        let prefix = common::RedisPrefix::new();
+        let s = server(&db, &dir.0, redis.then_some(prefix.0.as_str())).await;
+        let ask = |id: &str, now: &str| {
+            let mut body = request("u1", now, &["contact_reminder"]);
+            body["candidates"][0]["id"] = json!(id);
+            let app = s.app.clone();
+            async move { score(&app, &body).await.1 }
+        };
+        // In shadow the baseline sends three times: a load of 1.79, then 2.13 at 09:00 on
+        // the 23rd, past the budget, which the baseline arm does not apply.
+        for (id, now) in [
+            ("a", "2026-11-22T09:00:00Z"),
+            ("b", "2026-11-22T17:00:00Z"),
+            ("c", "2026-11-23T09:00:00Z"),
+        ] {
+            assert_eq!(reasons(&ask(id, now).await), [(true, "ok".into())], "{id}");
+        }
+        // In full mode the model arm stops at the budget: 2.13 · 2^(-8.5/24) ≈ 1.67 at
+        // 17:30, and sends again once the load is under it, 1.05 a day later.
+        write_policy(
+            &dir.0.join("policy.yaml"),
+            "{ mode: full, salt: s }",
+            "send_budget: { half_life_hours: 24, max: 1.5 }\n",
+        );
+        s.ctx.reload().unwrap();
+        let refused = ask("d", "2026-11-23T17:30:00Z").await;
+        assert_eq!(
+            (refused["arm"].as_str(), reasons(&refused)),
+            (Some("full"), vec![(false, "send_budget".into())]),
+            "redis {redis}"
+        );
+        let sent = ask("d", "2026-11-24T09:30:00Z").await;
+        assert_eq!(reasons(&sent), [(true, "ok".into())], "redis {redis}");
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use gates::{Gates, QuietHours, Reason};
+pub use gates::{Gates, QuietHours, Reason, SendBudget};
 
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +196,8 @@ pub struct Policy {
     pub rollout: Rollout,
     /// Score threshold of the model arm.
     pub threshold: Threshold,
+    /// The model arm's send budget, if any.
+    pub send_budget: Option<SendBudget>,
     /// When on, nothing is sent.
     pub kill_switch: bool,
     /// Churn risk bands.
@@ -215,6 +217,8 @@ struct RawPolicy {
     gates: RawGates,
     rollout: RawRollout,
     threshold: RawThreshold,
+    #[serde(default)]
+    send_budget: Option<RawSendBudget>,
     #[serde(default)]
     kill_switch: bool,
     #[serde(default)]
@@ -350,6 +354,13 @@ struct RawRollout {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSendBudget {
+    half_life_hours: f64,
+    max: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawThreshold {
     initial: f64,
     min: f64,
@@ -435,6 +446,27 @@ impl Policy {
                 "needs 0 <= min <= initial <= max <= 1",
             ));
         }
+        let send_budget = match raw.send_budget {
+            None => None,
+            Some(b) => {
+                // Up to 30 days: a load is remembered for 20 half-lives after a send.
+                if !(b.half_life_hours > 0.0 && b.half_life_hours <= 720.0) {
+                    return Err(invalid(
+                        "send_budget.half_life_hours",
+                        "must be within 0..=720, above 0",
+                    ));
+                }
+                if !(b.max.is_finite() && b.max > 0.0) {
+                    return Err(invalid("send_budget.max", "must be a number above 0"));
+                }
+                Some(SendBudget {
+                    half_life: chrono::Duration::milliseconds(
+                        (b.half_life_hours * 3_600_000.0).round() as i64,
+                    ),
+                    max: b.max,
+                })
+            }
+        };
         let bands = raw.churn.bands;
         let ordered = bands.windows(2).all(|w| w[0].from < w[1].from);
         if bands.first().is_none_or(|b| b.from != 0.0)
@@ -523,6 +555,7 @@ impl Policy {
                 min: t.min,
                 max: t.max,
             },
+            send_budget,
             kill_switch: raw.kill_switch,
             churn_bands: ChurnBands(bands),
             paywall: p,
@@ -648,6 +681,42 @@ mod tests {
                 other => panic!("{extra}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_send_budget_is_optional_and_bad_values_are_refused() {
+        assert_eq!(Policy::parse(MINIMAL).unwrap().send_budget, None);
+        let policy = Policy::parse(&format!(
+            "{MINIMAL}send_budget: {{ half_life_hours: 57.8, max: 1.2 }}\n"
+        ))
+        .unwrap();
+        let budget = policy.send_budget.unwrap();
+        assert_eq!(budget.half_life, chrono::Duration::minutes(57 * 60 + 48));
+        assert_eq!(budget.max, 1.2);
+        for (extra, key) in [
+            (
+                "send_budget: { half_life_hours: 0, max: 1 }",
+                "send_budget.half_life_hours",
+            ),
+            (
+                "send_budget: { half_life_hours: 800, max: 1 }",
+                "send_budget.half_life_hours",
+            ),
+            (
+                "send_budget: { half_life_hours: 24, max: 0 }",
+                "send_budget.max",
+            ),
+        ] {
+            match Policy::parse(&format!("{MINIMAL}{extra}\n")) {
+                Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key, "{extra}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        let missing = format!("{MINIMAL}send_budget: {{ max: 1 }}\n");
+        assert!(matches!(
+            Policy::parse(&missing),
+            Err(PolicyError::Schema(m)) if m.contains("half_life_hours")
+        ));
     }
 
     #[test]

@@ -124,7 +124,12 @@ mod tests {
         let candidate = &schemas["Candidate"]["properties"];
         assert!(candidate.get("type").is_some() && candidate.get("id").is_some());
         let reasons = serde_json::to_string(&schemas["Reason"]).unwrap();
-        for reason in ["daily_cap", "quiet_hours", "quota_unavailable"] {
+        for reason in [
+            "daily_cap",
+            "quiet_hours",
+            "quota_unavailable",
+            "send_budget",
+        ] {
             assert!(reasons.contains(reason), "{reason} missing from {reasons}");
         }
         // Two types named Check: the readiness one and the guardrail's, apart by name.

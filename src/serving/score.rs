@@ -22,10 +22,10 @@ use super::error::{ApiError, ErrorBody};
 use super::served::{RequestContext, SendContext, Served, ServedModel};
 use crate::features::row::FeatureRow;
 use crate::policy::Mode;
-use crate::policy::gates::{Gates, Reason, blocking_gate};
+use crate::policy::gates::{QuotaRule, Reason, blocking_gate};
 use crate::rollout::{self, Arm};
 use crate::store::StoreError;
-use crate::store::quota::{self, Reservation, Sends};
+use crate::store::quota::{self, Recent, Reservation};
 use crate::telemetry;
 
 /// Most candidates per request.
@@ -332,20 +332,20 @@ pub fn candidate_reasons(
 /// risk the cap).
 async fn reserve(
     ctx: &ApiContext,
-    gates: &Gates,
+    rule: QuotaRule<'_>,
     user_hash: &str,
     candidate: &str,
     now: DateTime<Utc>,
-    sends: Result<Option<Sends>, StoreError>,
+    recent: Result<Option<Recent>, StoreError>,
 ) -> Result<(), Reason> {
-    let certain = match &sends {
-        Ok(Some(sends)) => quota::settled(gates, sends, candidate, now),
+    let certain = match &recent {
+        Ok(Some(recent)) => quota::settled(rule, recent, candidate, now),
         _ => None,
     };
-    let reservation = match (certain, sends) {
+    let reservation = match (certain, recent) {
         (Some(certain), _) => Ok(certain),
         (None, Err(e)) => Err(e),
-        (None, Ok(_)) => ctx.quota.reserve(gates, user_hash, candidate, now).await,
+        (None, Ok(_)) => ctx.quota.reserve(rule, user_hash, candidate, now).await,
     };
     match reservation {
         Ok(Reservation::Granted | Reservation::Repeated) => Ok(()),
@@ -381,11 +381,17 @@ pub async fn score(
         ranker.is_some(),
     );
     let user_hash = ctx.hasher.hash(&request.user_id);
-    // Both reads in one round trip to Redis; the sends settle most refusals and retries
-    // without the reservation's atomic step.
-    let (features, sends) = tokio::join!(
+    let quota_rule = QuotaRule {
+        gates: &policy.gates,
+        budget: policy.send_budget.as_ref(),
+        enforce_budget: arm.model_decides(),
+    };
+    // Both reads in one round trip to Redis; what the quota store holds settles most
+    // refusals and retries without the reservation's atomic step.
+    let (features, recent) = tokio::join!(
         ctx.user_features(&user_hash),
-        ctx.quota.peek(&user_hash, request.now)
+        ctx.quota
+            .peek(&user_hash, request.now, quota_rule.enforced_budget())
     );
     let timezone = request
         .timezone
@@ -441,16 +447,7 @@ pub async fn score(
         (None, None) => Settled::NoneChosen,
         (None, Some(i)) => {
             let candidate = &request.candidates[i].id;
-            match reserve(
-                &ctx,
-                &policy.gates,
-                &user_hash,
-                candidate,
-                request.now,
-                sends,
-            )
-            .await
-            {
+            match reserve(&ctx, quota_rule, &user_hash, candidate, request.now, recent).await {
                 Ok(()) => Settled::Sent(i),
                 Err(reason) => Settled::Refused(reason),
             }

@@ -1,8 +1,9 @@
-//! Send quotas: each user's sends of the last day, checked and reserved in one atomic
-//! step so replicas never grant more than the cap between them. In Redis the step is a
-//! Lua script (Redis runs a script alone); embedded, a mutex. Both apply
-//! [`quota_check`]'s rule, and a repeated reservation of the same candidate (a retried
-//! request) is answered [`Reservation::Repeated`] without counting twice.
+//! Send quotas: each user's sends of the last day, and their send load when the policy
+//! has a send budget, checked and reserved in one atomic step so replicas never grant
+//! more than the cap between them. In Redis the step is a Lua script (Redis runs a
+//! script alone); embedded, a mutex. Both apply [`quota_check`]'s rule, and a repeated
+//! reservation of the same candidate (a retried request) is answered
+//! [`Reservation::Repeated`] without counting twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -13,22 +14,40 @@ use redis::Script;
 use super::StoreError;
 use super::online::OnlineStore;
 use super::redis_link::RedisLink;
-use crate::policy::gates::{Gates, Reason, quota_check};
+use crate::policy::gates::{QuotaRule, Reason, SendBudget, SendLoad, quota_check};
 
 /// Check the cap and the gap against the user's sorted set of sends (member = candidate
-/// id, score = send time in ms), then add the send: one atomic step. Same rule as
+/// id, score = send time in ms), then the send budget against the user's load (a hash of
+/// its value `v` and time `t` in ms), then add the send: one atomic step. Same rule as
 /// `quota_check`: sends older than a day are dropped first, so a retry is recognised
-/// within the day the send counts in.
+/// within the day the send counts in. A half-life of 0 means no budget; a `max` below 0,
+/// a load tracked but not enforced.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"local key, now, gap, cap = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+        r"local key, load_key = KEYS[1], KEYS[2]
+local now, gap, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local half_life, max = tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - 86400000)
 if redis.call('ZSCORE', key, ARGV[4]) then return 'repeated' end
 if redis.call('ZCARD', key) >= cap then return 'daily_cap' end
 local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
 if last[2] and now - tonumber(last[2]) < gap then return 'min_gap' end
+local load, at = 0, now
+if half_life > 0 then
+  local stored = redis.call('HMGET', load_key, 'v', 't')
+  if stored[1] then
+    local stored_at = tonumber(stored[2])
+    at = math.max(now, stored_at)
+    load = tonumber(stored[1]) * 0.5 ^ (math.max(0, now - stored_at) / half_life)
+  end
+  if max >= 0 and load >= max then return 'send_budget' end
+end
 redis.call('ZADD', key, now, ARGV[4])
 redis.call('PEXPIRE', key, 172800000)
+if half_life > 0 then
+  redis.call('HSET', load_key, 'v', string.format('%.17g', load + 1), 't', string.format('%d', at))
+  redis.call('PEXPIRE', load_key, ARGV[7])
+end
 return 'granted'",
     )
 });
@@ -47,13 +66,27 @@ pub enum Reservation {
 /// A user's sends of the last day: (send time, candidate id) each.
 pub type Sends = Vec<(DateTime<Utc>, String)>;
 
-/// In-process quotas: user hash → the user's sends of the last day.
+/// A send load as its Redis hash holds it: value and time in ms, absent when none is stored.
+type StoredLoad = (Option<f64>, Option<i64>);
+
+/// What the quota store holds of a user: their sends of the last day, and their send
+/// load when the policy has a send budget.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recent {
+    /// Sends of the last day.
+    pub sends: Sends,
+    /// The send load, if any send has been counted in one.
+    pub load: Option<SendLoad>,
+}
+
+/// In-process quotas: user hash → what the store holds of the user.
 #[derive(Default)]
 pub struct SendsByUser {
-    users: HashMap<String, Sends>,
-    /// The map's size at which users without a send in the last day are forgotten:
-    /// twice the size left by the last sweep, so sweeping costs O(1) per reservation and
-    /// the map holds at most twice the users sent to within a day (at least 1,024).
+    users: HashMap<String, Recent>,
+    /// The map's size at which users without a send in the last day (nor a load still
+    /// remembered) are forgotten: twice the size left by the last sweep, so sweeping
+    /// costs O(1) per reservation and the map holds at most twice the users it must
+    /// remember (at least 1,024).
     sweep_at: usize,
 }
 
@@ -61,15 +94,21 @@ pub struct SendsByUser {
 const MIN_SWEEP: usize = 1_024;
 
 impl SendsByUser {
-    /// Forgets users whose every send is older than a day before `now`, once the map has
+    /// Forgets users whose every send is older than a day before `now` and whose load,
+    /// if the budget keeps one, is past its [`SendBudget::memory`], once the map has
     /// doubled since the last sweep (a user's own old sends go at their next reservation).
-    fn sweep(&mut self, now: DateTime<Utc>) {
+    fn sweep(&mut self, now: DateTime<Utc>, budget: Option<&SendBudget>) {
         if self.users.len() < self.sweep_at.max(MIN_SWEEP) {
             return;
         }
         let since = now - Duration::days(1);
-        self.users
-            .retain(|_, sends| sends.iter().any(|(t, _)| *t > since));
+        let remembered = |load: Option<SendLoad>| match (budget, load) {
+            (Some(budget), Some(load)) => now - load.at < budget.memory(),
+            _ => false,
+        };
+        self.users.retain(|_, recent| {
+            recent.sends.iter().any(|(t, _)| *t > since) || remembered(recent.load)
+        });
         self.sweep_at = 2 * self.users.len();
     }
 }
@@ -100,40 +139,60 @@ impl QuotaStore {
         }
     }
 
-    /// The user's sends of the day before `now`, read without reserving, so a request
-    /// the quota refuses (or a retry) is settled by [`settled`] without the atomic step.
-    /// In Redis one `ZRANGE`, which a caller sends beside the feature read (the
-    /// connection pipelines them: one round trip); `None` when embedded, where the
-    /// reservation itself is as cheap.
+    /// What the store holds of the user at `now` (their sends of the last day, and their
+    /// load when `budget` is enforced), read without reserving, so a request the quota
+    /// refuses (or a retry) is settled by [`settled`] without the atomic step. In Redis
+    /// one pipeline, which a caller sends beside the feature read (the connection
+    /// pipelines them: one round trip); `None` when embedded, where the reservation
+    /// itself is as cheap.
     pub async fn peek(
         &self,
         user_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Sends>, StoreError> {
+        budget: Option<&SendBudget>,
+    ) -> Result<Option<Recent>, StoreError> {
         let QuotaStore::Redis { conn, prefix } = self else {
             return Ok(None);
         };
         let since = (now - Duration::days(1)).timestamp_millis();
-        let sends: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
             .arg(format!("{prefix}quota:{user_hash}"))
             .arg(format!("({since}"))
             .arg("+inf")
             .arg("BYSCORE")
-            .arg("WITHSCORES")
-            .query_async(&mut conn.clone())
-            .await?;
-        Ok(Some(
-            sends
+            .arg("WITHSCORES");
+        if budget.is_some() {
+            pipe.cmd("HMGET")
+                .arg(format!("{prefix}load:{user_hash}"))
+                .arg("v")
+                .arg("t");
+        }
+        let (sends, load): (Vec<(String, f64)>, Option<StoredLoad>) = if budget.is_some() {
+            let (sends, load) = pipe.query_async(&mut conn.clone()).await?;
+            (sends, Some(load))
+        } else {
+            let (sends,) = pipe.query_async(&mut conn.clone()).await?;
+            (sends, None)
+        };
+        Ok(Some(Recent {
+            sends: sends
                 .into_iter()
                 .filter_map(|(id, ms)| Some((DateTime::from_timestamp_millis(ms as i64)?, id)))
                 .collect(),
-        ))
+            load: load.and_then(|(value, at)| {
+                Some(SendLoad {
+                    value: value?,
+                    at: DateTime::from_timestamp_millis(at?)?,
+                })
+            }),
+        }))
     }
 
-    /// Reserves a send of `candidate_id` to `user_hash` at `now`, if the gates allow it.
+    /// Reserves a send of `candidate_id` to `user_hash` at `now`, if `rule` allows it.
     pub async fn reserve(
         &self,
-        gates: &Gates,
+        rule: QuotaRule<'_>,
         user_hash: &str,
         candidate_id: &str,
         now: DateTime<Utc>,
@@ -143,28 +202,42 @@ impl QuotaStore {
                 // A poisoned lock only means another request panicked mid-update; the
                 // map itself is still consistent (each update is one push or retain).
                 let mut quotas = quotas.lock().unwrap_or_else(|p| p.into_inner());
-                quotas.sweep(now);
-                let sends = quotas.users.entry(user_hash.to_owned()).or_default();
-                sends.retain(|(t, _)| *t > now - Duration::days(1));
-                Ok(settled(gates, sends, candidate_id, now).unwrap_or_else(|| {
-                    sends.push((now, candidate_id.to_owned()));
+                quotas.sweep(now, rule.budget);
+                let recent = quotas.users.entry(user_hash.to_owned()).or_default();
+                recent.sends.retain(|(t, _)| *t > now - Duration::days(1));
+                Ok(settled(rule, recent, candidate_id, now).unwrap_or_else(|| {
+                    recent.sends.push((now, candidate_id.to_owned()));
+                    recent.load = rule.budget.map(|b| b.after_send(recent.load, now));
                     Reservation::Granted
                 }))
             }
             QuotaStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
+                let (half_life, max, memory) = rule.budget.map_or((0, -1.0, 0), |b| {
+                    let max = rule.enforced_budget().map_or(-1.0, |b| b.max);
+                    (
+                        b.half_life.num_milliseconds(),
+                        max,
+                        b.memory().num_milliseconds(),
+                    )
+                });
                 let outcome: String = RESERVE
                     .key(format!("{prefix}quota:{user_hash}"))
+                    .key(format!("{prefix}load:{user_hash}"))
                     .arg(now.timestamp_millis())
-                    .arg(gates.min_gap.num_milliseconds())
-                    .arg(gates.max_sends_per_day)
+                    .arg(rule.gates.min_gap.num_milliseconds())
+                    .arg(rule.gates.max_sends_per_day)
                     .arg(candidate_id)
+                    .arg(half_life)
+                    .arg(max)
+                    .arg(memory)
                     .invoke_async(&mut conn)
                     .await?;
                 Ok(match outcome.as_str() {
                     "granted" => Reservation::Granted,
                     "repeated" => Reservation::Repeated,
                     "daily_cap" => Reservation::Refused(Reason::DailyCap),
+                    "send_budget" => Reservation::Refused(Reason::SendBudget),
                     _ => Reservation::Refused(Reason::MinGap),
                 })
             }
@@ -172,20 +245,21 @@ impl QuotaStore {
     }
 }
 
-/// What a reservation of `candidate_id` at `now` is certain to answer, given the user's
-/// sends of the day before: `Repeated` when it is among them, `Refused` when the quota
-/// rule refuses it; `None` when it would be granted, which only the atomic step may do.
+/// What a reservation of `candidate_id` at `now` is certain to answer, given what the
+/// store holds of the user: `Repeated` when the candidate is among their sends of the
+/// day before, `Refused` when the quota rule refuses it; `None` when it would be
+/// granted, which only the atomic step may do.
 pub fn settled(
-    gates: &Gates,
-    sends: &[(DateTime<Utc>, String)],
+    rule: QuotaRule<'_>,
+    recent: &Recent,
     candidate_id: &str,
     now: DateTime<Utc>,
 ) -> Option<Reservation> {
-    if sends.iter().any(|(_, id)| id == candidate_id) {
+    if recent.sends.iter().any(|(_, id)| id == candidate_id) {
         return Some(Reservation::Repeated);
     }
-    let times: Vec<DateTime<Utc>> = sends.iter().map(|(t, _)| *t).collect();
-    quota_check(gates, &times, now)
+    let times: Vec<DateTime<Utc>> = recent.sends.iter().map(|(t, _)| *t).collect();
+    quota_check(rule, &times, recent.load, now)
         .err()
         .map(Reservation::Refused)
 }
@@ -194,42 +268,133 @@ pub fn settled(
 mod tests {
     use super::*;
 
-    fn gates() -> Gates {
-        crate::policy::Policy::parse(
-            "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
+    use crate::policy::Policy;
+
+    /// The policy's gates (2 a day, 8 h apart) and a send budget of 1.2 with a half-life
+    /// of two days.
+    fn policy() -> Policy {
+        Policy::parse(
+            "rollout: { mode: shadow, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\nsend_budget: { half_life_hours: 48, max: 1.2 }\n",
         )
         .unwrap()
-        .gates
+    }
+
+    /// The rule without the budget.
+    fn unbudgeted(policy: &Policy) -> QuotaRule<'_> {
+        QuotaRule {
+            gates: &policy.gates,
+            budget: None,
+            enforce_budget: false,
+        }
+    }
+
+    fn recent(sends: &[(DateTime<Utc>, &str)]) -> Recent {
+        Recent {
+            sends: sends.iter().map(|&(t, id)| (t, id.to_owned())).collect(),
+            load: None,
+        }
     }
 
     #[test]
     fn settled_answers_retries_and_refusals_and_leaves_grants_to_the_atomic_step() {
-        let gates = gates(); // 2 a day, 8 h apart
+        let policy = policy();
+        let rule = unbudgeted(&policy);
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let one = vec![(t0, "n1".to_owned())];
-        let two = vec![
-            (t0, "n1".to_owned()),
-            (t0 + Duration::hours(9), "n2".into()),
-        ];
         let at = |h: i64| t0 + Duration::hours(h);
-        assert_eq!(settled(&gates, &[], "n1", t0), None);
+        let one = recent(&[(t0, "n1")]);
+        let two = recent(&[(t0, "n1"), (at(9), "n2")]);
+        assert_eq!(settled(rule, &Recent::default(), "n1", t0), None);
         assert_eq!(
-            settled(&gates, &one, "n1", at(1)),
+            settled(rule, &one, "n1", at(1)),
             Some(Reservation::Repeated)
         );
         assert_eq!(
-            settled(&gates, &one, "n2", at(1)),
+            settled(rule, &one, "n2", at(1)),
             Some(Reservation::Refused(Reason::MinGap))
         );
-        assert_eq!(settled(&gates, &one, "n2", at(9)), None);
+        assert_eq!(settled(rule, &one, "n2", at(9)), None);
         assert_eq!(
-            settled(&gates, &two, "n3", at(20)),
+            settled(rule, &two, "n3", at(20)),
             Some(Reservation::Refused(Reason::DailyCap))
         );
         assert_eq!(
-            settled(&gates, &two, "n2", at(20)),
+            settled(rule, &two, "n2", at(20)),
             Some(Reservation::Repeated)
         );
+    }
+
+    #[tokio::test]
+    async fn the_embedded_store_counts_every_send_in_the_load_and_refuses_only_the_model_arm() {
+        let policy = policy(); // budget 1.2, half-life 24 h
+        let store = QuotaStore::Embedded(Arc::default());
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |h: i64| t0 + Duration::hours(h);
+        let rule = |enforce_budget| QuotaRule {
+            gates: &policy.gates,
+            budget: policy.send_budget.as_ref(),
+            enforce_budget,
+        };
+        // Two baseline sends 12 h apart: a load of 2^(-12/48) + 1 ≈ 1.84 at the second.
+        for (candidate, hour) in [("n1", 0), ("n2", 12)] {
+            let granted = store.reserve(rule(false), "u", candidate, at(hour)).await;
+            assert_eq!(granted.unwrap(), Reservation::Granted);
+        }
+        // At 30 h the cap and the gap allow a send, but the load, 1.84 · 2^(-18/48) ≈ 1.42,
+        // is over the budget: the model arm is refused, the baseline arm is not.
+        assert_eq!(
+            store.reserve(rule(true), "u", "n3", at(30)).await.unwrap(),
+            Reservation::Refused(Reason::SendBudget)
+        );
+        assert_eq!(
+            store.reserve(rule(false), "u", "n3", at(30)).await.unwrap(),
+            Reservation::Granted
+        );
+        // That send counted: 1.42 + 1 = 2.42 at 30 h falls under 1.2 after 48.6 h, past
+        // a day without sends.
+        assert_eq!(
+            store.reserve(rule(true), "u", "n4", at(78)).await.unwrap(),
+            Reservation::Refused(Reason::SendBudget)
+        );
+        assert_eq!(
+            store.reserve(rule(true), "u", "n4", at(79)).await.unwrap(),
+            Reservation::Granted
+        );
+    }
+
+    #[test]
+    fn a_sweep_keeps_users_whose_load_the_budget_still_remembers() {
+        let policy = policy();
+        let budget = policy.send_budget.unwrap(); // remembered 20 × 48 h = 40 days
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let sent = |days: i64| {
+            let at = now - Duration::days(days);
+            Recent {
+                sends: vec![(at, "n".to_owned())],
+                load: Some(SendLoad { value: 1.0, at }),
+            }
+        };
+        let mut quotas = SendsByUser::default();
+        for i in 0..MIN_SWEEP {
+            // Alternately two days and fifty days since the user's only send.
+            let days = if i % 2 == 0 { 2 } else { 50 };
+            quotas.users.insert(format!("u{i}"), sent(days));
+        }
+        quotas.sweep(now, Some(&budget));
+        assert_eq!(quotas.users.len(), MIN_SWEEP / 2);
+        assert!(
+            quotas
+                .users
+                .values()
+                .all(|r| r.sends[0].0 == now - Duration::days(2))
+        );
+        // Without a budget, only the last day's sends are kept.
+        quotas.sweep_at = 0;
+        quotas.users.insert("recent".into(), sent(0));
+        for i in 0..MIN_SWEEP {
+            quotas.users.insert(format!("v{i}"), sent(2));
+        }
+        quotas.sweep(now, None);
+        assert_eq!(quotas.users.keys().collect::<Vec<_>>(), ["recent"]);
     }
 
     #[tokio::test]
@@ -238,10 +403,11 @@ mod tests {
         let QuotaStore::Embedded(quotas) = &store else {
             unreachable!()
         };
-        let gates = gates();
+        let policy = policy();
+        let rule = unbudgeted(&policy);
         let day_one = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         for i in 0..5_000 {
-            let granted = store.reserve(&gates, &format!("u{i}"), "n1", day_one).await;
+            let granted = store.reserve(rule, &format!("u{i}"), "n1", day_one).await;
             assert_eq!(granted.unwrap(), Reservation::Granted);
         }
         assert_eq!(quotas.lock().unwrap().users.len(), 5_000);
@@ -252,7 +418,7 @@ mod tests {
         let mut largest = 0;
         for i in 0..4_000 {
             let user = format!("v{i}");
-            let granted = store.reserve(&gates, &user, "n1", day_three).await;
+            let granted = store.reserve(rule, &user, "n1", day_three).await;
             assert_eq!(granted.unwrap(), Reservation::Granted);
             largest = largest.max(quotas.lock().unwrap().users.len());
         }
@@ -267,7 +433,7 @@ mod tests {
         assert_eq!(largest, 8_192);
 
         // A user still within the day keeps their quota through a sweep.
-        let again = store.reserve(&gates, "v0", "n2", day_three).await;
+        let again = store.reserve(rule, "v0", "n2", day_three).await;
         assert_eq!(again.unwrap(), Reservation::Refused(Reason::MinGap));
     }
 }
