@@ -587,7 +587,11 @@ impl DemoServer {
     }
 }
 
-/// The closed loop's per-arm table and the controller's trajectory.
+/// Days of the closed loop after which the demo report shows the arms again.
+const STEADY_AFTER_DAYS: i64 = 14;
+
+/// The closed loop's per-arm tables (all of it, and after [`STEADY_AFTER_DAYS`]) and the
+/// controller's trajectory.
 async fn closed_loop_report(
     pool: &PgPool,
     client: &ServeClient,
@@ -605,6 +609,19 @@ async fn closed_loop_report(
     )?;
     let arms = kpi::arms(pool, summary.from, summary.to, summary.to).await?;
     out.push_str(&kpi::table(&arms));
+    // A policy that works through fatigue takes about two weeks to show in retention:
+    // the same table for decisions from then on (D7 of the users whose 7th day is in).
+    let settled = summary.from + chrono::TimeDelta::days(STEADY_AFTER_DAYS);
+    if settled < summary.to {
+        writeln!(
+            out,
+            "\nafter {STEADY_AFTER_DAYS} days in the loop (decisions {} → {}):",
+            settled.date_naive(),
+            summary.to.date_naive()
+        )?;
+        let arms = kpi::arms(pool, settled, summary.to, summary.to).await?;
+        out.push_str(&kpi::table(&arms));
+    }
     writeln!(out, "\ncontroller (one step per simulated day):")?;
     writeln!(
         out,
