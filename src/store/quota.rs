@@ -142,9 +142,9 @@ impl QuotaStore {
     /// What the store holds of the user at `now` (their sends of the last day, and their
     /// load when `budget` is enforced), read without reserving, so a request the quota
     /// refuses (or a retry) is settled by [`settled`] without the atomic step. In Redis
-    /// one pipeline, which a caller sends beside the feature read (the connection
-    /// pipelines them: one round trip); `None` when embedded, where the reservation
-    /// itself is as cheap.
+    /// one `ZRANGE` (with an `HMGET` of the load in the same pipeline), which a caller
+    /// sends beside the feature read (the connection pipelines them: one round trip);
+    /// `None` when embedded, where the reservation itself is as cheap.
     pub async fn peek(
         &self,
         user_hash: &str,
@@ -155,25 +155,29 @@ impl QuotaStore {
             return Ok(None);
         };
         let since = (now - Duration::days(1)).timestamp_millis();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGE")
+        let mut read_sends = redis::cmd("ZRANGE");
+        read_sends
             .arg(format!("{prefix}quota:{user_hash}"))
             .arg(format!("({since}"))
             .arg("+inf")
             .arg("BYSCORE")
             .arg("WITHSCORES");
-        if budget.is_some() {
-            pipe.cmd("HMGET")
-                .arg(format!("{prefix}load:{user_hash}"))
-                .arg("v")
-                .arg("t");
-        }
-        let (sends, load): (Vec<(String, f64)>, Option<StoredLoad>) = if budget.is_some() {
-            let (sends, load) = pipe.query_async(&mut conn.clone()).await?;
-            (sends, Some(load))
-        } else {
-            let (sends,) = pipe.query_async(&mut conn.clone()).await?;
-            (sends, None)
+        let mut conn = conn.clone();
+        let (sends, load): (Vec<(String, f64)>, Option<StoredLoad>) = match budget {
+            None => (read_sends.query_async(&mut conn).await?, None),
+            Some(_) => {
+                let mut read_load = redis::cmd("HMGET");
+                read_load
+                    .arg(format!("{prefix}load:{user_hash}"))
+                    .arg("v")
+                    .arg("t");
+                let (sends, load) = redis::pipe()
+                    .add_command(read_sends)
+                    .add_command(read_load)
+                    .query_async(&mut conn)
+                    .await?;
+                (sends, Some(load))
+            }
         };
         Ok(Some(Recent {
             sends: sends
@@ -339,26 +343,20 @@ mod tests {
             let granted = store.reserve(rule(false), "u", candidate, at(hour)).await;
             assert_eq!(granted.unwrap(), Reservation::Granted);
         }
-        // At 30 h the cap and the gap allow a send, but the load, 1.84 · 2^(-18/48) ≈ 1.42,
-        // is over the budget: the model arm is refused, the baseline arm is not.
-        assert_eq!(
-            store.reserve(rule(true), "u", "n3", at(30)).await.unwrap(),
-            Reservation::Refused(Reason::SendBudget)
-        );
-        assert_eq!(
-            store.reserve(rule(false), "u", "n3", at(30)).await.unwrap(),
-            Reservation::Granted
-        );
-        // That send counted: 1.42 + 1 = 2.42 at 30 h falls under 1.2 after 48.6 h, past
-        // a day without sends.
-        assert_eq!(
-            store.reserve(rule(true), "u", "n4", at(78)).await.unwrap(),
-            Reservation::Refused(Reason::SendBudget)
-        );
-        assert_eq!(
-            store.reserve(rule(true), "u", "n4", at(79)).await.unwrap(),
-            Reservation::Granted
-        );
+        let budget = Reservation::Refused(Reason::SendBudget);
+        for (enforce, candidate, hour, expected) in [
+            // At 30 h the cap and the gap allow a send, but the load, 1.84 · 2^(-18/48) ≈
+            // 1.42, is over the budget: the model arm is refused, the baseline arm is not.
+            (true, "n3", 30, budget),
+            (false, "n3", 30, Reservation::Granted),
+            // That send counted: 1.42 + 1 = 2.42 at 30 h falls under 1.2 after 48.6 h,
+            // past a day without sends.
+            (true, "n4", 78, budget),
+            (true, "n4", 79, Reservation::Granted),
+        ] {
+            let reserved = store.reserve(rule(enforce), "u", candidate, at(hour)).await;
+            assert_eq!(reserved.unwrap(), expected, "{candidate} at {hour} h");
+        }
     }
 
     #[test]
