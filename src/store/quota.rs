@@ -66,6 +66,16 @@ pub enum Reservation {
 /// A user's sends of the last day: (send time, candidate id) each.
 pub type Sends = Vec<(DateTime<Utc>, String)>;
 
+/// The user's keys in Redis: their sends of the day (a sorted set) and their send load (a
+/// hash). The user hash is a hash tag (`{…}`), so in a Redis Cluster both keys sit in one
+/// slot, as the reservation's script, which touches both, requires.
+fn user_keys(prefix: &str, user_hash: &str) -> [String; 2] {
+    [
+        format!("{prefix}quota:{{{user_hash}}}"),
+        format!("{prefix}load:{{{user_hash}}}"),
+    ]
+}
+
 /// A send load as its Redis hash holds it: value and time in ms, absent when none is stored.
 type StoredLoad = (Option<f64>, Option<i64>);
 
@@ -155,9 +165,10 @@ impl QuotaStore {
             return Ok(None);
         };
         let since = (now - Duration::days(1)).timestamp_millis();
+        let [sends_key, load_key] = user_keys(prefix, user_hash);
         let mut read_sends = redis::cmd("ZRANGE");
         read_sends
-            .arg(format!("{prefix}quota:{user_hash}"))
+            .arg(sends_key)
             .arg(format!("({since}"))
             .arg("+inf")
             .arg("BYSCORE")
@@ -167,10 +178,7 @@ impl QuotaStore {
             None => (read_sends.query_async(&mut conn).await?, None),
             Some(_) => {
                 let mut read_load = redis::cmd("HMGET");
-                read_load
-                    .arg(format!("{prefix}load:{user_hash}"))
-                    .arg("v")
-                    .arg("t");
+                read_load.arg(load_key).arg("v").arg("t");
                 let (sends, load) = redis::pipe()
                     .add_command(read_sends)
                     .add_command(read_load)
@@ -225,9 +233,10 @@ impl QuotaStore {
                         b.memory().num_milliseconds(),
                     )
                 });
+                let [sends_key, load_key] = user_keys(prefix, user_hash);
                 let outcome: String = RESERVE
-                    .key(format!("{prefix}quota:{user_hash}"))
-                    .key(format!("{prefix}load:{user_hash}"))
+                    .key(sends_key)
+                    .key(load_key)
                     .arg(now.timestamp_millis())
                     .arg(rule.gates.min_gap.num_milliseconds())
                     .arg(rule.gates.max_sends_per_day)
@@ -357,6 +366,19 @@ mod tests {
             let reserved = store.reserve(rule(enforce), "u", candidate, at(hour)).await;
             assert_eq!(reserved.unwrap(), expected, "{candidate} at {hour} h");
         }
+    }
+
+    #[test]
+    fn a_users_keys_share_their_hash_tag_so_a_cluster_puts_them_in_one_slot() {
+        // Redis Cluster hashes only what is between the first `{` and the next `}`.
+        let tag = |key: &str| {
+            let open = key.find('{').expect("a hash tag");
+            let close = open + key[open..].find('}').expect("closed");
+            key[open + 1..close].to_owned()
+        };
+        let [sends, load] = user_keys("nudge:", "a1b2");
+        assert_eq!((tag(&sends), tag(&load)), ("a1b2".into(), "a1b2".into()));
+        assert_ne!(sends, load);
     }
 
     #[test]
