@@ -388,6 +388,11 @@ fn duration(key: &'static str, text: &str) -> Result<chrono::Duration, PolicyErr
         })
 }
 
+/// A duration of `h` hours (already checked to be in range), to the millisecond.
+fn hours(h: f64) -> chrono::Duration {
+    chrono::Duration::milliseconds((h * 3_600_000.0).round() as i64)
+}
+
 /// A margin of a guardrail: a share in 0..1, or absent.
 fn margin(key: &'static str, value: Option<f64>) -> Result<Option<f64>, PolicyError> {
     match value {
@@ -460,9 +465,7 @@ impl Policy {
                     return Err(invalid("send_budget.max", "must be a number above 0"));
                 }
                 Some(SendBudget {
-                    half_life: chrono::Duration::milliseconds(
-                        (b.half_life_hours * 3_600_000.0).round() as i64,
-                    ),
+                    half_life: hours(b.half_life_hours),
                     max: b.max,
                 })
             }
@@ -540,9 +543,7 @@ impl Policy {
             version: hex::encode(&digest[..6]),
             gates: Gates {
                 max_sends_per_day: raw.gates.max_sends_per_day,
-                min_gap: chrono::Duration::milliseconds(
-                    (raw.gates.min_gap_hours * 3_600_000.0).round() as i64,
-                ),
+                min_gap: hours(raw.gates.min_gap_hours),
                 quiet_hours,
             },
             rollout: Rollout {

@@ -225,14 +225,15 @@ impl QuotaStore {
             }
             QuotaStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let (half_life, max, memory) = rule.budget.map_or((0, -1.0, 0), |b| {
-                    let max = rule.enforced_budget().map_or(-1.0, |b| b.max);
+                // The script's encoding: a half-life of 0 for no budget, a max below 0 for
+                // a load kept but not enforced.
+                let (half_life, memory) = rule.budget.map_or((0, 0), |budget| {
                     (
-                        b.half_life.num_milliseconds(),
-                        max,
-                        b.memory().num_milliseconds(),
+                        budget.half_life.num_milliseconds(),
+                        budget.memory().num_milliseconds(),
                     )
                 });
+                let max = rule.enforced_budget().map_or(-1.0, |budget| budget.max);
                 let [sends_key, load_key] = user_keys(prefix, user_hash);
                 let outcome: String = RESERVE
                     .key(sends_key)
