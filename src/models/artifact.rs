@@ -281,6 +281,7 @@ mod tests {
                 mean: 1.0,
                 scale: 2.0,
                 missing_indicator: false,
+                range: None,
             }],
             categorical: vec![CategoricalEncoding {
                 name: "kind".into(),

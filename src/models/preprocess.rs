@@ -1,7 +1,7 @@
 //! Preprocessing fitted on the training window and saved with the model: numeric features
-//! standardised, with an explicit missing-value indicator where training saw missing
-//! values (the value itself then imputed at the training mean, i.e. 0 after
-//! standardisation); categorical features one-hot over the levels seen in training, plus
+//! clipped to the range training saw, then standardised, with an explicit missing-value
+//! indicator where training saw missing values (the value itself then imputed at the
+//! training mean, i.e. 0 after standardisation); categorical features one-hot over the levels seen in training, plus
 //! one column for any other level and one for a missing value. Trainer and server encode
 //! through the same [`Preprocessing::encode_into`].
 
@@ -27,6 +27,12 @@ pub struct NumericEncoding {
     pub scale: f64,
     /// Whether a column flags missing values.
     pub missing_indicator: bool,
+    /// Smallest and largest training value: values outside are clipped to them, so a
+    /// linear model does not extrapolate (a count that keeps growing, such as the hours
+    /// since an opted-out user's last push, would otherwise grow its score without bound).
+    /// Absent in models saved before it was kept, and when training saw no value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[f64; 2]>,
 }
 
 /// How one categorical feature is encoded.
@@ -67,6 +73,7 @@ impl Preprocessing {
                     mean,
                     scale,
                     missing_indicator: summary.missing > 0,
+                    range: summary.range(),
                 }
             })
             .collect();
@@ -125,6 +132,7 @@ impl Preprocessing {
         for (index, n) in self.numeric.iter().enumerate() {
             match input.numeric(index).filter(|v| v.is_finite()) {
                 Some(value) => {
+                    let value = n.range.map_or(value, |[lo, hi]| value.clamp(lo, hi));
                     out.push((value - n.mean) / n.scale);
                     if n.missing_indicator {
                         out.push(0.0);
@@ -153,21 +161,28 @@ impl Preprocessing {
         }
     }
 
-    /// Whether the parameters can encode anything: finite means, positive scales.
+    /// Whether the parameters can encode anything: finite means, positive scales, ordered
+    /// finite ranges.
     pub fn is_valid(&self) -> bool {
-        self.numeric
-            .iter()
-            .all(|n| n.mean.is_finite() && n.scale.is_finite() && n.scale > 0.0)
+        self.numeric.iter().all(|n| {
+            n.mean.is_finite()
+                && n.scale.is_finite()
+                && n.scale > 0.0
+                && n.range
+                    .is_none_or(|[lo, hi]| lo.is_finite() && hi.is_finite() && lo <= hi)
+        })
     }
 }
 
-/// Running mean and variance of a numeric feature's present values (Welford), and how
-/// many were missing.
+/// Running mean and variance of a numeric feature's present values (Welford), their
+/// range, and how many were missing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NumericSummary {
     count: u64,
     mean: f64,
     m2: f64,
+    min: f64,
+    max: f64,
     /// Missing values seen.
     pub missing: u64,
 }
@@ -177,6 +192,11 @@ impl NumericSummary {
     pub fn push(&mut self, value: Option<f64>) {
         match value.filter(|v| v.is_finite()) {
             Some(x) => {
+                (self.min, self.max) = if self.count == 0 {
+                    (x, x)
+                } else {
+                    (self.min.min(x), self.max.max(x))
+                };
                 self.count += 1;
                 let delta = x - self.mean;
                 self.mean += delta / self.count as f64;
@@ -184,6 +204,11 @@ impl NumericSummary {
             }
             None => self.missing += 1,
         }
+    }
+
+    /// Smallest and largest value, when there was one.
+    fn range(&self) -> Option<[f64; 2]> {
+        (self.count > 0).then_some([self.min, self.max])
     }
 
     /// Mean and standard deviation; (0, 1) without values, scale 1 when constant.
@@ -264,6 +289,50 @@ mod tests {
             encode(&p, &Row(vec![None, Some(f64::NAN)], vec![Some("reminder")])),
             [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
         );
+    }
+
+    #[test]
+    fn values_outside_the_training_range_are_clipped_to_it() {
+        let p = fitted();
+        assert_eq!(p.numeric[0].range, Some([1.0, 3.0]));
+        let encoded = |v: f64| encode(&p, &Row(vec![Some(v), Some(5.0)], vec![None]))[0];
+        // Mean 2, standard deviation 1: the training range encodes to [-1, 1].
+        assert_eq!(encoded(700.0), 1.0);
+        assert_eq!(encoded(-40.0), -1.0);
+        assert_eq!(encoded(2.5), 0.5);
+        // The constant's range is its one value.
+        assert_eq!(p.numeric[1].range, Some([5.0, 5.0]));
+        assert_eq!(
+            encode(&p, &Row(vec![Some(2.0), Some(9.0)], vec![None]))[2],
+            0.0
+        );
+    }
+
+    #[test]
+    fn a_model_saved_without_ranges_encodes_as_before() {
+        let mut p = fitted();
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"range\":[1.0,3.0]"), "{json}");
+        for n in &mut p.numeric {
+            n.range = None;
+        }
+        let old = serde_json::to_string(&p).unwrap();
+        assert!(!old.contains("range"), "{old}");
+        let loaded: Preprocessing = serde_json::from_str(&old).unwrap();
+        assert!(loaded.is_valid());
+        let row = Row(vec![Some(700.0), Some(5.0)], vec![None]);
+        assert_eq!(encode(&loaded, &row)[0], 698.0);
+    }
+
+    #[test]
+    fn a_reversed_or_infinite_range_is_invalid() {
+        let mut p = fitted();
+        p.numeric[0].range = Some([3.0, 1.0]);
+        assert!(!p.is_valid());
+        p.numeric[0].range = Some([1.0, f64::INFINITY]);
+        assert!(!p.is_valid());
+        p.numeric[0].range = Some([1.0, 3.0]);
+        assert!(p.is_valid());
     }
 
     #[test]

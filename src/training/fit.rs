@@ -288,6 +288,7 @@ mod tests {
             mean: 0.0,
             scale: 1.0,
             missing_indicator: false,
+            range: None,
         };
         let model = Model {
             format: FORMAT,

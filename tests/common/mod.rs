@@ -405,6 +405,7 @@ pub fn write_logistic(
                 mean: 0.0,
                 scale: 1.0,
                 missing_indicator: true,
+                range: None,
             })
             .collect(),
         categorical: categorical
