@@ -1,5 +1,5 @@
 //! How much D7 retention can any notification policy buy in the simulator? Simulates the
-//! closed-loop demo's timeline in memory (42 days under the logging policy, then 28
+//! closed-loop demo's timeline in memory (56 days under the logging policy, then 28
 //! days with users split into two arms by a seeded hash). Control gets the scheduler's
 //! baseline (its first candidate whenever push is on); canary gets one rule at a time,
 //! and most rules read the simulator's hidden state (true P(return), the lapse, fatigue),
@@ -15,6 +15,7 @@
 
 use chrono::NaiveDate;
 use clap::Parser;
+use nudge::control::closed_loop::{DEMO_HISTORY_DAYS, DEMO_LOOP_DAYS};
 use nudge::ingest::hashing::UserHasher;
 use nudge::sim::behaviour::{NotifType, State, Status, push_return_probability};
 use nudge::sim::policy::{DEFAULT_EXPLORATION, Decision, LoggingPolicy, Opportunity};
@@ -23,9 +24,9 @@ use nudge::sim::random::{self, Stream};
 use nudge::sim::{SimConfig, Simulation};
 
 /// Days of history before the split, as in `nudge-train demo`.
-const HISTORY_DAYS: i32 = 42;
+const HISTORY_DAYS: i32 = DEMO_HISTORY_DAYS;
 /// Days with the two arms, as in `nudge-train demo`.
-const LOOP_DAYS: i32 = 28;
+const LOOP_DAYS: i32 = DEMO_LOOP_DAYS;
 /// Day of the split from which the late cohort's first slots count.
 const LATE_FROM: i32 = 14;
 

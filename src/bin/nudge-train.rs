@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nudge::config::ServeConfig;
 use nudge::config::{DatabaseArgs, HashKeyArgs, ModelsDirArgs, RedisArgs, SimulateArgs};
-use nudge::control::closed_loop::{self, ServeClient};
+use nudge::control::churn_watch;
+use nudge::control::closed_loop::{self, ClosedLoopError, ServeClient};
 use nudge::control::kpi;
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::materialize::materialize;
@@ -196,10 +197,10 @@ enum Command {
         #[arg(long, default_value_t = 2_000)]
         users: u32,
         /// Simulated days of history (logging policy) before training.
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = closed_loop::DEMO_HISTORY_DAYS)]
         days: i32,
         /// Simulated days in closed loop with nudge-serve after training (0 = none).
-        #[arg(long, default_value_t = 28)]
+        #[arg(long, default_value_t = closed_loop::DEMO_LOOP_DAYS)]
         loop_days: i32,
         /// nudge-serve's policy in the closed loop.
         #[arg(long, default_value = "policy/closed-loop.yaml")]
@@ -464,9 +465,13 @@ async fn command() -> anyhow::Result<()> {
                 anyhow::bail!("demo stopped: {name} could not be fitted");
             }
             if loop_days > 0 {
-                let serve =
-                    DemoServer::start(&database.database_url, &models.models_dir, &policy, hasher)
-                        .await?;
+                let serve = DemoServer::start(
+                    &database.database_url,
+                    &models.models_dir,
+                    &policy,
+                    hasher.clone(),
+                )
+                .await?;
                 let bar = progress_bar("closed loop")?;
                 let summary =
                     closed_loop::run(&mut driver, &serve.client, &pool, start, loop_days, &bar)
@@ -475,6 +480,10 @@ async fn command() -> anyhow::Result<()> {
                 out!(
                     "{}",
                     closed_loop_report(&pool, &serve.client, &summary).await?
+                );
+                out!(
+                    "{}",
+                    churn_report(&pool, &serve.client, &hasher, users, &summary).await?
                 );
                 serve.stop().await?;
             }
@@ -660,6 +669,30 @@ async fn closed_loop_report(
             ))
     )?;
     Ok(out)
+}
+
+/// The churn watch: `/v1/churn`'s bands for the users active on the loop's last day,
+/// beside their true risk; a churn model left unpromoted is reported, not an error.
+async fn churn_report(
+    pool: &PgPool,
+    client: &ServeClient,
+    hasher: &UserHasher,
+    users: u32,
+    summary: &closed_loop::LoopSummary,
+) -> anyhow::Result<String> {
+    let day = (summary.to - chrono::TimeDelta::days(1)).date_naive();
+    let heading = format!("\nchurn watch: POST /v1/churn for the users active on {day}");
+    match churn_watch::score_active(pool, client, hasher, users, day).await {
+        Ok(scored) => Ok(format!(
+            "{heading}, beside their true P(churn_14d):\n{}{}",
+            churn_watch::table("band", &churn_watch::group_risks(&scored, |u| &u.band)),
+            churn_watch::table("arm", &churn_watch::group_risks(&scored, |u| &u.arm)),
+        )),
+        Err(ClosedLoopError::Refused {
+            status: 503, body, ..
+        }) => Ok(format!("{heading}: not served (503: {body})\n")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn simulate(

@@ -19,6 +19,14 @@ use crate::sim::policy::{Decision, Opportunity};
 use crate::sim::population::app_id;
 use crate::sim::run::{SimDriver, SimRunError};
 
+/// Days of history under the logging policy before `nudge-train demo` trains: enough for
+/// `churn_14d`, whose label looks 14 days ahead behind a 14-day gap, to keep about two
+/// weeks of training examples.
+pub const DEMO_HISTORY_DAYS: i32 = 56;
+
+/// Days `nudge-train demo` plays in closed loop after training.
+pub const DEMO_LOOP_DAYS: i32 = 28;
+
 /// Requests in flight at once, like a scheduler's worker pool.
 const CONCURRENCY: usize = 16;
 
@@ -41,6 +49,17 @@ pub enum ClosedLoopError {
     /// the embedded one, which reloads after each refresh).
     #[error("nudge-serve did not load the refreshed features within 30 s")]
     StaleFeatures,
+    /// The simulator's truth could not be read.
+    #[error("reading the simulator's truth: {0}")]
+    Database(#[from] sqlx::Error),
+    /// nudge-serve's answer did not have the documented shape.
+    #[error("nudge-serve's answer to {path} is malformed: {detail}")]
+    Answer {
+        /// The route.
+        path: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
     /// nudge-serve answered with an error.
     #[error("nudge-serve answered {status} to {path}: {body}")]
     Refused {
@@ -198,6 +217,12 @@ impl ServeClient {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         Err(ClosedLoopError::StaleFeatures)
+    }
+
+    /// `POST /v1/churn` with `request`.
+    pub async fn churn(&self, request: &Value) -> Result<Value, ClosedLoopError> {
+        self.call("/v1/churn", &self.scheduler_token, Some(request))
+            .await
     }
 
     /// `GET /admin/rollout`.

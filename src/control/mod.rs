@@ -7,7 +7,10 @@
 //! - [`tick`]: the I/O edge. One tick at a time `at`, in one transaction under an
 //!   advisory lock: guardrails, then the controller if due; state and history in
 //!   Postgres, so a restart continues where it stopped and one replica acts per tick.
+//! - [`closed_loop`]: the simulator with nudge-serve as its notification policy.
+//! - [`churn_watch`]: the demo's check of the served churn bands against the truth.
 
+pub mod churn_watch;
 pub mod closed_loop;
 pub mod guardrail;
 pub mod kpi;
