@@ -608,6 +608,89 @@ async fn the_send_budget_refuses_the_model_arm_and_counts_the_baseline_arms_send
     }
 }
 
+/// Records a `notification_sent` of `user` at `sent_at` in silver, as the feature refresh
+/// would from the app's events.
+async fn record_send(db: &TestDb, user: &str, id: &str, sent_at: &str) {
+    let hash = nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash(user);
+    sqlx::query(
+        "INSERT INTO silver.notifications (notification_id, user_hash, sent_at, notif_type)
+         VALUES ($1, $2, $3::timestamptz, 'contact_reminder')",
+    )
+    .bind(id)
+    .bind(&hash)
+    .bind(sent_at)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn send_loads_are_seeded_from_the_recorded_notifications_and_a_counted_load_is_kept() {
+    for redis in [true, false] {
+        let db = TestDb::migrated().await;
+        let dir = served_dir(
+            "{ mode: full, salt: s }",
+            "send_budget: { half_life_hours: 24, max: 1.5 }\n",
+        );
+        let prefix = common::RedisPrefix::new();
+        let s = server(&db, &dir.0, redis.then_some(prefix.0.as_str())).await;
+        let ask = |user: &str, id: &str, now: &str| {
+            let mut body = request(user, now, &["contact_reminder"]);
+            body["candidates"][0]["id"] = json!(id);
+            let app = s.app.clone();
+            async move { reasons(&score(&app, &body).await.1) }
+        };
+        // u1 was sent to at 09:00 and 17:00, by whatever sent before this server counted.
+        record_send(&db, "u1", "h1", "2026-11-22T09:00:00Z").await;
+        record_send(&db, "u1", "h2", "2026-11-22T17:00:00Z").await;
+        // u2 had three sends this morning, but this server counts u2's send at 10:00
+        // before it seeds: its own count is kept.
+        for (id, at) in [("h3", "06:00"), ("h4", "07:00"), ("h5", "08:00")] {
+            record_send(&db, "u2", id, &format!("2026-11-22T{at}:00Z")).await;
+        }
+        // u3's one send is older than the budget's memory (20 half-lives) before the newest.
+        record_send(&db, "u3", "h6", "2026-10-01T12:00:00Z").await;
+        assert_eq!(
+            ask("u2", "a", "2026-11-22T10:00:00Z").await,
+            [(true, "ok".into())]
+        );
+        s.ctx.seed_send_loads().await;
+        // u1: 1 + 2^(-8/24) = 1.79 at 17:00, 1.64 at 20:00: past the budget.
+        assert_eq!(
+            ask("u1", "b", "2026-11-22T20:00:00Z").await,
+            [(false, "send_budget".into())],
+            "redis {redis}"
+        );
+        // u2: its own 1 at 10:00 is 0.75 at 20:00 (the three recorded sends would be 2.2).
+        assert_eq!(
+            ask("u2", "c", "2026-11-22T20:00:00Z").await,
+            [(true, "ok".into())],
+            "redis {redis}"
+        );
+        assert_eq!(
+            ask("u3", "d", "2026-11-22T20:00:00Z").await,
+            [(true, "ok".into())],
+            "redis {redis}"
+        );
+        if redis {
+            // The script's encoding: the reservation reads the seeded value and time.
+            let hash =
+                nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash("u1");
+            let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T17:00:00Z")
+                .unwrap()
+                .to_utc();
+            let budget = s.ctx.current().unwrap().policy.send_budget.unwrap();
+            let load = s.ctx.quota.peek(&hash, at, Some(&budget)).await.unwrap();
+            let load = load.and_then(|recent| recent.load).expect("a stored load");
+            assert_eq!(load.at, at);
+            assert!(
+                (load.value - (1.0 + 2f64.powf(-8.0 / 24.0))).abs() < 1e-9,
+                "{load:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_bad_policy_or_model_is_refused_on_reload_and_the_old_ones_keep_serving() {
     let (_db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;

@@ -62,6 +62,14 @@ impl SendBudget {
         }
     }
 
+    /// The load after `sends` (in time order) counted from none: what the quota store
+    /// holds of a user once it has counted each of them.
+    pub fn load_of(&self, sends: &[DateTime<Utc>]) -> Option<SendLoad> {
+        sends
+            .iter()
+            .fold(None, |load, &at| Some(self.after_send(load, at)))
+    }
+
     /// Whether the model arm may send at `now`, given the user's load.
     pub fn check(&self, load: Option<SendLoad>, now: DateTime<Utc>) -> Result<(), Reason> {
         if self.load_at(load, now) < self.max {
@@ -388,6 +396,8 @@ mod tests {
                     .map(|&t| 0.5f64.powf((now - t).as_seconds_f64() / b.half_life.as_seconds_f64()))
                     .sum();
                 prop_assert!((b.load_at(load, now) - decayed_count).abs() < 1e-9);
+                // Counted afterwards from the same sends, the load is the same.
+                prop_assert!((b.load_at(b.load_of(&granted), now) - decayed_count).abs() < 1e-9);
                 if quota_check(rule, &granted, load, now).is_ok() {
                     prop_assert!(decayed_count < max);
                     granted.push(now);

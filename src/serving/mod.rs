@@ -46,7 +46,7 @@ use crate::control::tick::{
 use crate::policy::{Mode, Policy};
 use crate::rollout::{Flags, InForce};
 use crate::store::flags::FlagStore;
-use crate::store::quota::QuotaStore;
+use crate::store::quota::{self, QuotaStore};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -407,8 +407,41 @@ impl ApiContext {
                 }
             }
             tracing::info!("postgres answers with the schema this build knows");
+            ctx.seed_send_loads().await;
             features::FeatureRefresher::unloaded(ctx).spawn(every);
         });
+    }
+
+    /// Seeds the quota store's send loads from the notifications the events record, when
+    /// the policy in force has a send budget, so the budget counts the sends made before
+    /// this server (or this store) began counting: at start, and once Postgres answers
+    /// with the current schema. A failure is logged and the loads count from nothing.
+    pub async fn seed_send_loads(&self) {
+        let Some(budget) = self
+            .loaded
+            .load_full()
+            .and_then(|loaded| loaded.policy.send_budget)
+        else {
+            return;
+        };
+        let seeded = match quota::recorded_loads(&self.pool, &budget).await {
+            Ok(loads) => self
+                .quota
+                .seed_loads(&loads, &budget)
+                .await
+                .map(|seeded| (loads.len(), seeded)),
+            Err(e) => Err(e.into()),
+        };
+        match seeded {
+            Ok((users, seeded)) => tracing::info!(
+                users,
+                seeded,
+                store = self.online.kind(),
+                "send loads seeded from the recorded notifications (users already counted kept)"
+            ),
+            Err(e) => tracing::error!(error = %e, "send loads could not be seeded from the \
+                recorded notifications; the send budget counts only sends from now on"),
+        }
     }
 
     /// Flushes the decision log (waiting at most `patience`); later decisions are dropped and counted.
@@ -679,6 +712,7 @@ pub async fn run_on(
             if let Err(e) = ctx.refresh_controller().await {
                 tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
             }
+            ctx.seed_send_loads().await;
             features::FeatureRefresher::start(ctx.clone())
                 .await?
                 .spawn(config.features_refresh);

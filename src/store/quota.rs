@@ -10,6 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use redis::Script;
+use sqlx::PgPool;
 
 use super::StoreError;
 use super::online::OnlineStore;
@@ -51,6 +52,20 @@ end
 return 'granted'",
     )
 });
+
+/// Sets a user's send load unless one is stored (a reservation, or an earlier seeding,
+/// counted since): `v` and `t` in ms as the reservation writes them, kept as long.
+static SEED_LOAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1",
+    )
+});
+
+/// Users whose loads one Redis pipeline seeds.
+const SEED_BATCH: usize = 1_000;
 
 /// The outcome of a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +216,53 @@ impl QuotaStore {
         }))
     }
 
+    /// Stores each user's send load where the store holds none, so a budget counts the
+    /// sends made before this store did (before nudge-serve started, or by other senders);
+    /// a load already stored has counted later sends itself and is kept. Returns how many
+    /// were stored.
+    pub async fn seed_loads(
+        &self,
+        loads: &[(String, SendLoad)],
+        budget: &SendBudget,
+    ) -> Result<usize, StoreError> {
+        match self {
+            QuotaStore::Embedded(quotas) => {
+                let mut quotas = quotas.lock().unwrap_or_else(|p| p.into_inner());
+                let mut seeded = 0;
+                for (user, load) in loads {
+                    let recent = quotas.users.entry(user.clone()).or_default();
+                    if recent.load.is_none() {
+                        recent.load = Some(*load);
+                        seeded += 1;
+                    }
+                }
+                Ok(seeded)
+            }
+            QuotaStore::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let sha = SEED_LOAD.load_async(&mut conn).await?;
+                let memory = budget.memory().num_milliseconds();
+                let mut seeded = 0;
+                for batch in loads.chunks(SEED_BATCH) {
+                    let mut pipe = redis::pipe();
+                    for (user, load) in batch {
+                        let [_, load_key] = user_keys(prefix, user);
+                        pipe.cmd("EVALSHA")
+                            .arg(&sha)
+                            .arg(1)
+                            .arg(load_key)
+                            .arg(format!("{:.17e}", load.value))
+                            .arg(load.at.timestamp_millis())
+                            .arg(memory);
+                    }
+                    let stored: Vec<u8> = pipe.query_async(&mut conn).await?;
+                    seeded += stored.iter().filter(|&&s| s == 1).count();
+                }
+                Ok(seeded)
+            }
+        }
+    }
+
     /// Reserves a send of `candidate_id` to `user_hash` at `now`, if `rule` allows it.
     pub async fn reserve(
         &self,
@@ -257,6 +319,28 @@ impl QuotaStore {
             }
         }
     }
+}
+
+/// Each user's send load as the notifications the events record make it: every
+/// `notification_sent` in silver within the budget's memory of the newest one, in any arm
+/// and from any sender, counted with [`SendBudget::load_of`]. The newest recorded send,
+/// not the clock, bounds the window, so a replayed or simulated history counts as well.
+pub async fn recorded_loads(
+    pool: &PgPool,
+    budget: &SendBudget,
+) -> Result<Vec<(String, SendLoad)>, sqlx::Error> {
+    let sends: Vec<(String, Vec<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT user_hash, array_agg(sent_at ORDER BY sent_at) FROM silver.notifications
+         WHERE sent_at > (SELECT max(sent_at) FROM silver.notifications) - $1
+         GROUP BY user_hash",
+    )
+    .bind(budget.memory())
+    .fetch_all(pool)
+    .await?;
+    Ok(sends
+        .into_iter()
+        .filter_map(|(user, times)| Some((user, budget.load_of(&times)?)))
+        .collect())
 }
 
 /// What a reservation of `candidate_id` at `now` is certain to answer, given what the
@@ -367,6 +451,39 @@ mod tests {
             let reserved = store.reserve(rule(enforce), "u", candidate, at(hour)).await;
             assert_eq!(reserved.unwrap(), expected, "{candidate} at {hour} h");
         }
+    }
+
+    #[tokio::test]
+    async fn seeding_stores_a_load_only_where_none_is_counted_and_the_budget_applies_it() {
+        let policy = policy(); // budget 1.2, half-life 48 h
+        let budget = policy.send_budget.unwrap();
+        let store = QuotaStore::Embedded(Arc::default());
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let rule = QuotaRule {
+            gates: &policy.gates,
+            budget: Some(&budget),
+            enforce_budget: true,
+        };
+        let counted = store.reserve(rule, "counted", "n1", t0).await.unwrap();
+        assert_eq!(counted, Reservation::Granted);
+        // Two recorded sends an hour apart each: 1.99 at t0.
+        let recorded = budget.load_of(&[t0 - Duration::hours(1), t0]).unwrap();
+        let loads = [
+            ("counted".to_owned(), recorded),
+            ("new".to_owned(), recorded),
+        ];
+        assert_eq!(store.seed_loads(&loads, &budget).await.unwrap(), 1);
+        // Seeding again stores nothing: both are counted now.
+        assert_eq!(store.seed_loads(&loads, &budget).await.unwrap(), 0);
+        let later = t0 + Duration::hours(9);
+        let refused = Reservation::Refused(Reason::SendBudget);
+        assert_eq!(
+            store.reserve(rule, "new", "n2", later).await.unwrap(),
+            refused
+        );
+        // The counted user's own load, 1 at t0, is 0.88 nine hours later.
+        let kept = store.reserve(rule, "counted", "n2", later).await.unwrap();
+        assert_eq!(kept, Reservation::Granted);
     }
 
     #[test]
