@@ -625,7 +625,7 @@ async fn record_send(db: &TestDb, user: &str, id: &str, sent_at: &str) {
 }
 
 #[tokio::test]
-async fn send_loads_are_seeded_from_the_recorded_notifications_and_a_counted_load_is_kept() {
+async fn quotas_are_seeded_from_the_recorded_notifications_and_what_the_store_counted_is_kept() {
     for redis in [true, false] {
         let db = TestDb::migrated().await;
         let dir = served_dir(
@@ -640,53 +640,62 @@ async fn send_loads_are_seeded_from_the_recorded_notifications_and_a_counted_loa
             let app = s.app.clone();
             async move { reasons(&score(&app, &body).await.1) }
         };
-        // u1 was sent to at 09:00 and 17:00, by whatever sent before this server counted.
-        record_send(&db, "u1", "h1", "2026-11-22T09:00:00Z").await;
-        record_send(&db, "u1", "h2", "2026-11-22T17:00:00Z").await;
-        // u2 had three sends this morning, but this server counts u2's send at 10:00
-        // before it seeds: its own count is kept.
-        for (id, at) in [("h3", "06:00"), ("h4", "07:00"), ("h5", "08:00")] {
-            record_send(&db, "u2", id, &format!("2026-11-22T{at}:00Z")).await;
+        // Every ask is at 20:00 on the 22nd, after the seeding. Sends made before this
+        // server counted: u1 at 18:00 and 19:00 the day before (out of the day's cap) and
+        // at 12:00 (8 h before, the gap allows it).
+        for (id, at) in [("h1", "21T18"), ("h2", "21T19"), ("h3", "22T12")] {
+            record_send(&db, "u1", id, &format!("2026-11-{at}:00:00Z")).await;
+        }
+        // u2: four sends the day before, but this server counts u2's send at 10:00 before
+        // it seeds: its own count is kept.
+        for (id, at) in [("h4", "16"), ("h5", "17"), ("h6", "18"), ("h7", "19")] {
+            record_send(&db, "u2", id, &format!("2026-11-21T{at}:00:00Z")).await;
         }
         // u3's one send is older than the budget's memory (20 half-lives) before the newest.
-        record_send(&db, "u3", "h6", "2026-10-01T12:00:00Z").await;
+        record_send(&db, "u3", "h8", "2026-10-01T12:00:00Z").await;
+        // u4 was sent to at 15:00, within the 8 h gap of 20:00.
+        record_send(&db, "u4", "h9", "2026-11-22T15:00:00Z").await;
         assert_eq!(
             ask("u2", "a", "2026-11-22T10:00:00Z").await,
             [(true, "ok".into())]
         );
-        s.ctx.seed_send_loads().await;
-        // u1: 1 + 2^(-8/24) = 1.79 at 17:00, 1.64 at 20:00: past the budget.
+        s.ctx.seed_quotas().await;
+        let at_20 = "2026-11-22T20:00:00Z";
+        // u1: 2^(-26/24) + 2^(-25/24) + 2^(-8/24) = 1.75: past the budget.
         assert_eq!(
-            ask("u1", "b", "2026-11-22T20:00:00Z").await,
+            ask("u1", "b", at_20).await,
             [(false, "send_budget".into())],
             "redis {redis}"
         );
-        // u2: its own 1 at 10:00 is 0.75 at 20:00 (the three recorded sends would be 2.2).
+        // u2: its own 1 at 10:00 is 0.75 (the four recorded sends alone would be 1.86).
         assert_eq!(
-            ask("u2", "c", "2026-11-22T20:00:00Z").await,
+            ask("u2", "c", at_20).await,
             [(true, "ok".into())],
             "redis {redis}"
         );
         assert_eq!(
-            ask("u3", "d", "2026-11-22T20:00:00Z").await,
+            ask("u3", "d", at_20).await,
             [(true, "ok".into())],
+            "redis {redis}"
+        );
+        assert_eq!(
+            ask("u4", "e", at_20).await,
+            [(false, "min_gap".into())],
             "redis {redis}"
         );
         if redis {
             // The script's encoding: the reservation reads the seeded value and time.
             let hash =
                 nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash("u1");
-            let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T17:00:00Z")
+            let at = chrono::DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
                 .unwrap()
                 .to_utc();
             let budget = s.ctx.current().unwrap().policy.send_budget.unwrap();
             let load = s.ctx.quota.peek(&hash, at, Some(&budget)).await.unwrap();
             let load = load.and_then(|recent| recent.load).expect("a stored load");
             assert_eq!(load.at, at);
-            assert!(
-                (load.value - (1.0 + 2f64.powf(-8.0 / 24.0))).abs() < 1e-9,
-                "{load:?}"
-            );
+            let expected = 2f64.powf(-18.0 / 24.0) + 2f64.powf(-17.0 / 24.0) + 1.0;
+            assert!((load.value - expected).abs() < 1e-9, "{load:?}");
         }
     }
 }

@@ -407,40 +407,40 @@ impl ApiContext {
                 }
             }
             tracing::info!("postgres answers with the schema this build knows");
-            ctx.seed_send_loads().await;
+            ctx.seed_quotas().await;
             features::FeatureRefresher::unloaded(ctx).spawn(every);
         });
     }
 
-    /// Seeds the quota store's send loads from the notifications the events record, when
-    /// the policy in force has a send budget, so the budget counts the sends made before
-    /// this server (or this store) began counting: at start, and once Postgres answers
-    /// with the current schema. A failure is logged and the loads count from nothing.
-    pub async fn seed_send_loads(&self) {
-        let Some(budget) = self
+    /// Seeds the quota store from the notifications the events record
+    /// ([`QuotaStore::seed`]): the day's sends, and each user's send load when the policy
+    /// in force has a budget, so a restart or sends made before this server counted reset
+    /// neither; at start, and once Postgres answers with the current schema. A failure is
+    /// logged and the quotas count from nothing.
+    pub async fn seed_quotas(&self) {
+        let budget = self
             .loaded
             .load_full()
-            .and_then(|loaded| loaded.policy.send_budget)
-        else {
-            return;
-        };
-        let seeded = match quota::recorded_loads(&self.pool, &budget).await {
-            Ok(loads) => self
-                .quota
-                .seed_loads(&loads, &budget)
-                .await
-                .map(|seeded| (loads.len(), seeded)),
+            .and_then(|loaded| loaded.policy.send_budget);
+        let window = quota::seed_window(budget.as_ref());
+        let seeded = match quota::recorded_sends(&self.pool, window).await {
+            Ok(recorded) => {
+                let plan = quota::seed_plan(recorded, budget.as_ref());
+                self.quota.seed(&plan).await
+            }
             Err(e) => Err(e.into()),
         };
         match seeded {
-            Ok((users, seeded)) => tracing::info!(
-                users,
-                seeded,
+            Ok(seeded) => tracing::info!(
+                users = seeded.users,
+                sends = seeded.sends,
+                loads = seeded.loads,
                 store = self.online.kind(),
-                "send loads seeded from the recorded notifications (users already counted kept)"
+                "quotas seeded from the recorded notifications (what the store held is kept)"
             ),
-            Err(e) => tracing::error!(error = %e, "send loads could not be seeded from the \
-                recorded notifications; the send budget counts only sends from now on"),
+            Err(e) => tracing::error!(error = %e, "quotas could not be seeded from the \
+                recorded notifications; the daily cap, the gap and the send budget count \
+                only sends from now on"),
         }
     }
 
@@ -712,7 +712,7 @@ pub async fn run_on(
             if let Err(e) = ctx.refresh_controller().await {
                 tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
             }
-            ctx.seed_send_loads().await;
+            ctx.seed_quotas().await;
             features::FeatureRefresher::start(ctx.clone())
                 .await?
                 .spawn(config.features_refresh);

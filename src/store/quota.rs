@@ -53,18 +53,30 @@ return 'granted'",
     )
 });
 
-/// Sets a user's send load unless one is stored (a reservation, or an earlier seeding,
-/// counted since): `v` and `t` in ms as the reservation writes them, kept as long.
-static SEED_LOAD: LazyLock<Script> = LazyLock::new(|| {
+/// Adds a user's recorded sends of the last day to their sorted set (`NX`: a send the
+/// store counted itself has the same candidate id and is not added twice), then sets
+/// their send load unless one is stored (a reservation, or an earlier seeding, counted
+/// since); `ARGV`: the load's `v` (empty for none), `t` in ms and memory in ms, then
+/// (time in ms, id) pairs. Returns the sends added and whether the load was set.
+static SEED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1",
+        r"local sends_key, load_key = KEYS[1], KEYS[2]
+local added = 0
+for i = 4, #ARGV, 2 do
+  added = added + redis.call('ZADD', sends_key, 'NX', ARGV[i], ARGV[i + 1])
+end
+if added > 0 then redis.call('PEXPIRE', sends_key, 172800000) end
+local loaded = 0
+if ARGV[1] ~= '' and redis.call('EXISTS', load_key) == 0 then
+  redis.call('HSET', load_key, 'v', ARGV[1], 't', ARGV[2])
+  redis.call('PEXPIRE', load_key, ARGV[3])
+  loaded = 1
+end
+return {added, loaded}",
     )
 });
 
-/// Users whose loads one Redis pipeline seeds.
+/// Users whose quotas one Redis pipeline seeds.
 const SEED_BATCH: usize = 1_000;
 
 /// The outcome of a reservation.
@@ -216,51 +228,60 @@ impl QuotaStore {
         }))
     }
 
-    /// Stores each user's send load where the store holds none, so a budget counts the
-    /// sends made before this store did (before nudge-serve started, or by other senders);
-    /// a load already stored has counted later sends itself and is kept. Returns how many
-    /// were stored.
-    pub async fn seed_loads(
-        &self,
-        loads: &[(String, SendLoad)],
-        budget: &SendBudget,
-    ) -> Result<usize, StoreError> {
+    /// Adds what the events record to the store ([`seed_plan`]): each user's sends of the
+    /// last day where the store lacks them (by candidate id, so nothing counts twice), and
+    /// their send load where the store holds none (a load the store counted itself has
+    /// counted later sends and is kept). A restart, an emptied store, or sends made before
+    /// nudge-serve counted then reset neither the daily cap, the gap nor the budget.
+    pub async fn seed(&self, plan: &[UserSeed]) -> Result<Seeded, StoreError> {
+        let mut seeded = Seeded::default();
         match self {
             QuotaStore::Embedded(quotas) => {
                 let mut quotas = quotas.lock().unwrap_or_else(|p| p.into_inner());
-                let mut seeded = 0;
-                for (user, load) in loads {
-                    let recent = quotas.users.entry(user.clone()).or_default();
-                    if recent.load.is_none() {
-                        recent.load = Some(*load);
-                        seeded += 1;
+                for user in plan {
+                    let recent = quotas.users.entry(user.user.clone()).or_default();
+                    for (at, id) in &user.day_sends {
+                        if !recent.sends.iter().any(|(_, known)| known == id) {
+                            recent.sends.push((*at, id.clone()));
+                            seeded.sends += 1;
+                        }
+                    }
+                    if user.load.is_some() && recent.load.is_none() {
+                        recent.load = user.load;
+                        seeded.loads += 1;
                     }
                 }
-                Ok(seeded)
             }
             QuotaStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let sha = SEED_LOAD.load_async(&mut conn).await?;
-                let memory = budget.memory().num_milliseconds();
-                let mut seeded = 0;
-                for batch in loads.chunks(SEED_BATCH) {
+                let sha = SEED.load_async(&mut conn).await?;
+                for batch in plan.chunks(SEED_BATCH) {
                     let mut pipe = redis::pipe();
-                    for (user, load) in batch {
-                        let [_, load_key] = user_keys(prefix, user);
-                        pipe.cmd("EVALSHA")
-                            .arg(&sha)
-                            .arg(1)
-                            .arg(load_key)
-                            .arg(format!("{:.17e}", load.value))
-                            .arg(load.at.timestamp_millis())
-                            .arg(memory);
+                    for user in batch {
+                        let command = pipe.cmd("EVALSHA").arg(&sha).arg(2);
+                        let [sends_key, load_key] = user_keys(prefix, &user.user);
+                        command.arg(sends_key).arg(load_key);
+                        match user.load {
+                            Some(load) => command
+                                .arg(format!("{:.17e}", load.value))
+                                .arg(load.at.timestamp_millis()),
+                            None => command.arg("").arg(0),
+                        };
+                        command.arg(user.memory.num_milliseconds());
+                        for (at, id) in &user.day_sends {
+                            command.arg(at.timestamp_millis()).arg(id);
+                        }
                     }
-                    let stored: Vec<u8> = pipe.query_async(&mut conn).await?;
-                    seeded += stored.iter().filter(|&&s| s == 1).count();
+                    let stored: Vec<(usize, usize)> = pipe.query_async(&mut conn).await?;
+                    for (sends, loads) in stored {
+                        seeded.sends += sends;
+                        seeded.loads += loads;
+                    }
                 }
-                Ok(seeded)
             }
         }
+        seeded.users = plan.len();
+        Ok(seeded)
     }
 
     /// Reserves a send of `candidate_id` to `user_hash` at `now`, if `rule` allows it.
@@ -321,26 +342,84 @@ impl QuotaStore {
     }
 }
 
-/// Each user's send load as the notifications the events record make it: every
-/// `notification_sent` in silver within the budget's memory of the newest one, in any arm
-/// and from any sender, counted with [`SendBudget::load_of`]. The newest recorded send,
-/// not the clock, bounds the window, so a replayed or simulated history counts as well.
-pub async fn recorded_loads(
+/// What [`QuotaStore::seed`] adds for one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSeed {
+    /// The user hash.
+    pub user: String,
+    /// Recorded sends within a day of the newest recorded send (older ones no quota
+    /// counts).
+    pub day_sends: Sends,
+    /// The send load of every recorded send, when the policy has a budget.
+    pub load: Option<SendLoad>,
+    /// How long the load is remembered.
+    pub memory: Duration,
+}
+
+/// What a seeding added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seeded {
+    /// Users with recorded sends.
+    pub users: usize,
+    /// Sends of the last day the store did not hold.
+    pub sends: usize,
+    /// Loads stored where none was.
+    pub loads: usize,
+}
+
+/// How far back before the newest recorded send [`recorded_sends`] must read: a day for
+/// the quotas, and the budget's memory for the load.
+pub fn seed_window(budget: Option<&SendBudget>) -> Duration {
+    budget.map_or(Duration::days(1), |b| b.memory().max(Duration::days(1)))
+}
+
+/// Each user's recorded sends, in time order: the `notification_sent` rows in silver
+/// (from any arm and any sender) within `window` of the newest one. The newest recorded
+/// send, not the clock, bounds the window, so a replayed or simulated history counts too.
+pub async fn recorded_sends(
     pool: &PgPool,
-    budget: &SendBudget,
-) -> Result<Vec<(String, SendLoad)>, sqlx::Error> {
-    let sends: Vec<(String, Vec<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT user_hash, array_agg(sent_at ORDER BY sent_at) FROM silver.notifications
+    window: Duration,
+) -> Result<Vec<(String, Sends)>, sqlx::Error> {
+    let rows: Vec<(String, Vec<DateTime<Utc>>, Vec<String>)> = sqlx::query_as(
+        "SELECT user_hash, array_agg(sent_at ORDER BY sent_at, notification_id),
+                array_agg(notification_id ORDER BY sent_at, notification_id)
+         FROM silver.notifications
          WHERE sent_at > (SELECT max(sent_at) FROM silver.notifications) - $1
          GROUP BY user_hash",
     )
-    .bind(budget.memory())
+    .bind(window)
     .fetch_all(pool)
     .await?;
-    Ok(sends
+    Ok(rows
         .into_iter()
-        .filter_map(|(user, times)| Some((user, budget.load_of(&times)?)))
+        .map(|(user, times, ids)| (user, times.into_iter().zip(ids).collect()))
         .collect())
+}
+
+/// What to seed from each user's recorded sends (in time order): the sends within a day
+/// of the newest of all, and, under `budget`, the load of all of them
+/// ([`SendBudget::load_of`], the reservation's own step folded over them).
+pub fn seed_plan(recorded: Vec<(String, Sends)>, budget: Option<&SendBudget>) -> Vec<UserSeed> {
+    let Some(newest) = recorded
+        .iter()
+        .filter_map(|(_, sends)| sends.last().map(|(at, _)| *at))
+        .max()
+    else {
+        return Vec::new();
+    };
+    let day_ago = newest - Duration::days(1);
+    recorded
+        .into_iter()
+        .map(|(user, sends)| {
+            let times: Vec<DateTime<Utc>> = sends.iter().map(|(at, _)| *at).collect();
+            UserSeed {
+                load: budget.and_then(|b| b.load_of(&times)),
+                memory: budget.map_or(Duration::zero(), SendBudget::memory),
+                day_sends: sends.into_iter().filter(|(at, _)| *at > day_ago).collect(),
+                user,
+            }
+        })
+        .collect()
 }
 
 /// What a reservation of `candidate_id` at `now` is certain to answer, given what the
@@ -453,36 +532,93 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn seeding_stores_a_load_only_where_none_is_counted_and_the_budget_applies_it() {
+    #[test]
+    fn a_seed_plan_keeps_the_last_days_sends_of_the_newest_and_every_sends_load() {
         let policy = policy(); // budget 1.2, half-life 48 h
+        let budget = policy.send_budget.unwrap();
+        let newest = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |h: i64| newest - Duration::hours(h);
+        let send = |h: i64, id: &str| (at(h), id.to_owned());
+        let recorded = vec![
+            (
+                "a".to_owned(),
+                vec![send(30, "a1"), send(23, "a2"), send(0, "a3")],
+            ),
+            ("b".to_owned(), vec![send(48, "b1")]),
+        ];
+        let plan = seed_plan(recorded.clone(), Some(&budget));
+        // The day is counted back from the newest send of all, not from each user's.
+        assert_eq!(plan[0].day_sends, [send(23, "a2"), send(0, "a3")]);
+        assert!(plan[1].day_sends.is_empty());
+        let a = plan[0].load.unwrap();
+        let expected = 2f64.powf(-30.0 / 48.0) + 2f64.powf(-23.0 / 48.0) + 1.0;
+        assert_eq!(a.at, newest);
+        assert!((a.value - expected).abs() < 1e-12, "{a:?}");
+        assert_eq!(plan[1].load.unwrap().at, at(48));
+        assert_eq!(plan[0].memory, budget.memory());
+        // Without a budget: the same sends, no load.
+        let unbudgeted = seed_plan(recorded, None);
+        assert_eq!(unbudgeted[0].day_sends, plan[0].day_sends);
+        assert!(unbudgeted.iter().all(|u| u.load.is_none()));
+        assert!(seed_plan(Vec::new(), Some(&budget)).is_empty());
+        assert_eq!(seed_window(None), Duration::days(1));
+        assert_eq!(seed_window(Some(&budget)), Duration::hours(48 * 20));
+    }
+
+    #[tokio::test]
+    async fn seeding_adds_what_the_store_lacks_and_the_gates_and_budget_apply_it() {
+        let policy = policy(); // 2 a day, 8 h apart; budget 1.2, half-life 48 h
         let budget = policy.send_budget.unwrap();
         let store = QuotaStore::Embedded(Arc::default());
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let hours = |h: i64| t0 + Duration::hours(h);
         let rule = QuotaRule {
             gates: &policy.gates,
             budget: Some(&budget),
             enforce_budget: true,
         };
+        // "counted" was sent n1 by this store; the events record n1 too, and n0 before.
         let counted = store.reserve(rule, "counted", "n1", t0).await.unwrap();
         assert_eq!(counted, Reservation::Granted);
-        // Two recorded sends an hour apart each: 1.99 at t0.
-        let recorded = budget.load_of(&[t0 - Duration::hours(1), t0]).unwrap();
-        let loads = [
-            ("counted".to_owned(), recorded),
-            ("new".to_owned(), recorded),
-        ];
-        assert_eq!(store.seed_loads(&loads, &budget).await.unwrap(), 1);
-        // Seeding again stores nothing: both are counted now.
-        assert_eq!(store.seed_loads(&loads, &budget).await.unwrap(), 0);
-        let later = t0 + Duration::hours(9);
+        let recorded = |user: &str| {
+            (
+                user.to_owned(),
+                vec![(hours(-1), "n0".to_owned()), (t0, "n1".to_owned())],
+            )
+        };
+        let plan = seed_plan(vec![recorded("counted"), recorded("new")], Some(&budget));
+        let seeded = store.seed(&plan).await.unwrap();
+        // n0 for both, n1 for "new" only; a load for "new" only.
+        assert_eq!(
+            seeded,
+            Seeded {
+                users: 2,
+                sends: 3,
+                loads: 1
+            }
+        );
+        // Seeding again adds nothing.
+        let again = store.seed(&plan).await.unwrap();
+        assert_eq!((again.sends, again.loads), (0, 0));
+        // Two sends in the last day: the cap refuses both users until n0 is a day old.
+        let capped = Reservation::Refused(Reason::DailyCap);
+        for user in ["counted", "new"] {
+            assert_eq!(
+                store.reserve(rule, user, "n2", hours(9)).await.unwrap(),
+                capped
+            );
+        }
+        // A day after n1: "new" carries the recorded load, 1.99 at t0, 1.40 a day later;
+        // "counted" kept its own, 1 at t0, 0.71 a day later.
         let refused = Reservation::Refused(Reason::SendBudget);
         assert_eq!(
-            store.reserve(rule, "new", "n2", later).await.unwrap(),
+            store.reserve(rule, "new", "n2", hours(24)).await.unwrap(),
             refused
         );
-        // The counted user's own load, 1 at t0, is 0.88 nine hours later.
-        let kept = store.reserve(rule, "counted", "n2", later).await.unwrap();
+        let kept = store
+            .reserve(rule, "counted", "n2", hours(24))
+            .await
+            .unwrap();
         assert_eq!(kept, Reservation::Granted);
     }
 
