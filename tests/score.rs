@@ -701,6 +701,30 @@ async fn quotas_are_seeded_from_the_recorded_notifications_and_what_the_store_co
 }
 
 #[tokio::test]
+async fn a_reload_that_brings_in_a_send_budget_seeds_the_loads_before_it_answers() {
+    let (db, dir, s) = setup("{ mode: full, salt: s }", "").await;
+    for (id, hour) in [("h1", 18), ("h2", 19), ("h3", 20), ("h4", 22)] {
+        record_send(&db, "u1", id, &format!("2026-11-21T{hour}:00:00Z")).await;
+    }
+    // At start, without a budget, only the day's sends are seeded.
+    s.ctx.seed_quotas().await;
+    write_policy(
+        &dir.0.join("policy.yaml"),
+        "{ mode: full, salt: s }",
+        "send_budget: { half_life_hours: 24, max: 1.5 }\n",
+    );
+    s.ctx.reload_and_seed().await.unwrap();
+    // At 21:00 the next day one send is within the day (the cap and the gap allow a
+    // send), and the four weigh 2^(-27/24) + 2^(-26/24) + 2^(-25/24) + 2^(-23/24) = 1.93.
+    let mut body = request("u1", "2026-11-22T21:00:00Z", &["contact_reminder"]);
+    body["candidates"][0]["id"] = json!("n");
+    assert_eq!(
+        reasons(&score(&s.app, &body).await.1),
+        [(false, "send_budget".into())]
+    );
+}
+
+#[tokio::test]
 async fn a_bad_policy_or_model_is_refused_on_reload_and_the_old_ones_keep_serving() {
     let (_db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let admin = |path: &str, token: &str| {

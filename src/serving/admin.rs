@@ -61,13 +61,14 @@ pub async fn admin_scope(
     }
 }
 
-/// `POST /admin/reload`: reloads policy and models; a refusal is a 422 naming the
-/// reason, and what served before keeps serving.
+/// `POST /admin/reload`: reloads policy and models (seeding the send loads first when
+/// the policy brings in a send budget); a refusal is a 422 naming the reason, and what
+/// served before keeps serving.
 #[utoipa::path(post, path = "/admin/reload", tag = "admin", security(("admin" = [])),
     responses((status = 200, description = "the policy version and the models now serving"),
               (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reload(State(ctx): State<ApiContext>) -> Result<Json<Value>, ApiError> {
-    let loaded = ctx.reload().map_err(|e| {
+    let loaded = ctx.reload_and_seed().await.map_err(|e| {
         tracing::warn!(error = %e, "reload refused; the previous policy and models keep serving");
         ApiError::InvalidField {
             field: "files".into(),
@@ -90,7 +91,7 @@ pub fn reload_on_sighup(ctx: ApiContext) {
             return;
         };
         while hangups.recv().await.is_some() {
-            if let Err(e) = ctx.reload() {
+            if let Err(e) = ctx.reload_and_seed().await {
                 tracing::warn!(error = %e, "SIGHUP reload refused; the previous policy and models keep serving");
             }
         }

@@ -195,6 +195,22 @@ impl ApiContext {
         Ok(loaded)
     }
 
+    /// [`Self::reload`], then, when the new policy brings in a send budget the one in
+    /// force before did not have (or nothing was loaded), [`Self::seed_quotas`] before
+    /// answering, so the budget counts the recorded sends from its first decision. What
+    /// `POST /admin/reload` and SIGHUP run.
+    pub async fn reload_and_seed(&self) -> Result<Arc<Loaded>, LoadError> {
+        let budget_before = self
+            .loaded
+            .load_full()
+            .and_then(|loaded| loaded.policy.send_budget);
+        let loaded = self.reload()?;
+        if budget_before.is_none() && loaded.policy.send_budget.is_some() {
+            self.seed_quotas().await;
+        }
+        Ok(loaded)
+    }
+
     /// The policy and models in force, or 503 until the first load succeeds.
     pub fn current(&self) -> Result<Arc<Loaded>, ApiError> {
         self.loaded
