@@ -439,6 +439,7 @@ impl ApiContext {
             .load_full()
             .and_then(|loaded| loaded.policy.send_budget);
         let window = quota::seed_window(budget.as_ref());
+        let started = std::time::Instant::now();
         let seeded = match quota::recorded_sends(&self.pool, window).await {
             Ok(recorded) => {
                 let plan = quota::seed_plan(recorded, budget.as_ref());
@@ -452,6 +453,7 @@ impl ApiContext {
                 sends = seeded.sends,
                 loads = seeded.loads,
                 store = self.online.kind(),
+                elapsed_ms = started.elapsed().as_millis(),
                 "quotas seeded from the recorded notifications (what the store held is kept)"
             ),
             Err(e) => tracing::error!(error = %e, "quotas could not be seeded from the \
