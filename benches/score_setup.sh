@@ -8,24 +8,13 @@
 #   3. the demo's bulk writes settled (VACUUM ANALYZE, CHECKPOINT) before any measured
 #      run, so that autovacuum and the checkpointer catching up on them are not counted
 #      as the decision log's cost.
-# Sets DB, URL, REDIS, PREFIX, KEY, TOKEN, WORK, and cleanup on exit (which also stops
-# $SERVER if set); expects USERS.
+# Sets DB, URL, REDIS, PREFIX, WORK (benches/stores.sh), KEY and TOKEN; expects USERS.
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-DB="nudge_bench_score_$$"
-URL="postgres://postgres@127.0.0.1:5432/$DB"
-REDIS="${REDIS_URL:-redis://127.0.0.1:6379}"
-PREFIX="nudge-bench-$$:"
+source benches/stores.sh
+fresh_stores score
 KEY="bench-hash-key-0123456789"
 TOKEN="bench-scheduler-token"
-WORK="$(mktemp -d)"
 cargo build --release --quiet --bins
-cleanup() {
-  [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-  redis-cli -u "$REDIS" --scan --pattern "${PREFIX}*" | xargs -r redis-cli -u "$REDIS" UNLINK >/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 NUDGE_HASH_KEY="$KEY" target/release/nudge-train demo --database-url "$URL" \
   --models-dir "$WORK/models" --users "$USERS" >"$WORK/demo.log"

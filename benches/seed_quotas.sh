@@ -9,19 +9,10 @@
 set -euo pipefail
 USERS="${1:-100000}"
 SENDS="${2:-40}"
-DB="nudge_bench_seed_$$"
-URL="postgres://postgres@127.0.0.1:5432/$DB"
-REDIS="${REDIS_URL:-redis://127.0.0.1:6379}"
-PREFIX="nudge-bench-seed-$$:"
-WORK="$(mktemp -d)"
+cd "$(dirname "$0")/.."
+source benches/stores.sh
+fresh_stores seed
 cargo build --release --quiet --bins
-cleanup() {
-  [[ -n "${SERVER:-}" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-  redis-cli -u "$REDIS" --scan --pattern "${PREFIX}*" | xargs -r redis-cli -u "$REDIS" UNLINK >/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 target/release/nudge-train migrate --database-url "$URL" >/dev/null
 psql -q -h 127.0.0.1 -U postgres -d "$DB" -c "
