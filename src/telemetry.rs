@@ -25,6 +25,11 @@ pub const DECISIONS_LOGGED: &str = "nudge_decision_log_written_total";
 pub const DECISION_LOG_ERRORS: &str = "nudge_decision_log_errors_total";
 /// Counter of quota-store failures on `/v1/score` (the send is refused, reason `quota_unavailable`).
 pub const QUOTA_ERRORS: &str = "nudge_quota_errors_total";
+/// Counter of what the quota store was seeded with from the recorded notifications, by
+/// `kind` (`sends` of the last day, `loads` of the send budget).
+pub const QUOTA_SEEDED: &str = "nudge_quota_seeded_total";
+/// Counter of seedings of the quota store that failed (the quotas then count from nothing).
+pub const QUOTA_SEED_ERRORS: &str = "nudge_quota_seed_errors_total";
 /// Counter of online-feature lookups that failed on `/v1/score` (scored as a cold start).
 pub const FEATURE_ERRORS: &str = "nudge_score_feature_errors_total";
 /// Counter of failed reads of the runtime flags (the last ones read stay in force).

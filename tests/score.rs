@@ -659,7 +659,20 @@ async fn quotas_are_seeded_from_the_recorded_notifications_and_what_the_store_co
             ask("u2", "a", "2026-11-22T10:00:00Z").await,
             [(true, "ok".into())]
         );
+        let seeded = |kind: &str| {
+            let line = format!("nudge_quota_seeded_total{{kind=\"{kind}\"}} ");
+            nudge::telemetry::metrics_handle()
+                .render()
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+                .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        };
+        let before = (seeded("sends"), seeded("loads"));
         s.ctx.seed_quotas().await;
+        // Within a day of the newest send (15:00): u1's three, u2's four and u4's one;
+        // loads for u1 and u4 (u2's own is kept). Other tests seed too: at least these.
+        assert!(seeded("sends") - before.0 >= 8.0, "redis {redis}");
+        assert!(seeded("loads") - before.1 >= 2.0, "redis {redis}");
         let at_20 = "2026-11-22T20:00:00Z";
         // u1: 2^(-26/24) + 2^(-25/24) + 2^(-8/24) = 1.75: past the budget.
         assert_eq!(

@@ -448,17 +448,26 @@ impl ApiContext {
             Err(e) => Err(e.into()),
         };
         match seeded {
-            Ok(seeded) => tracing::info!(
-                users = seeded.users,
-                sends = seeded.sends,
-                loads = seeded.loads,
-                store = self.online.kind(),
-                elapsed_ms = started.elapsed().as_millis(),
-                "quotas seeded from the recorded notifications (what the store held is kept)"
-            ),
-            Err(e) => tracing::error!(error = %e, "quotas could not be seeded from the \
-                recorded notifications; the daily cap, the gap and the send budget count \
-                only sends from now on"),
+            Ok(seeded) => {
+                metrics::counter!(telemetry::QUOTA_SEEDED, "kind" => "sends")
+                    .increment(seeded.sends as u64);
+                metrics::counter!(telemetry::QUOTA_SEEDED, "kind" => "loads")
+                    .increment(seeded.loads as u64);
+                tracing::info!(
+                    users = seeded.users,
+                    sends = seeded.sends,
+                    loads = seeded.loads,
+                    store = self.online.kind(),
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "quotas seeded from the recorded notifications (what the store held is kept)"
+                );
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::QUOTA_SEED_ERRORS).increment(1);
+                tracing::error!(error = %e, "quotas could not be seeded from the recorded \
+                    notifications; the daily cap, the gap and the send budget count only \
+                    sends from now on");
+            }
         }
     }
 
