@@ -4,7 +4,8 @@
 # silver.notifications): USERS users with SENDS sends each, one every 38 h back from
 # the newest (so the budget's 48-day memory holds about 30 of them), in a fresh database;
 # the server is started once embedded and once on a fresh Redis prefix, and its
-# "quotas seeded" log line (users, sends, loads, elapsed_ms) is printed.
+# "quotas seeded" log line (users, sends, loads, elapsed_ms) is printed with the server's
+# peak resident memory once seeded (VmHWM; embedded, that includes the quotas it holds).
 #   benches/seed_quotas.sh [USERS=100000] [SENDS=40]
 set -euo pipefail
 USERS="${1:-100000}"
@@ -32,6 +33,8 @@ for store in embedded redis; do
     --models-dir "$WORK/models" --policy policy/policy.yaml >"$WORK/$store.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1200); do grep -q "quotas" "$WORK/$store.log" && break; sleep 0.1; done
+  peak=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$SERVER/status")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
   echo "$store: $(grep -m1 "quotas" "$WORK/$store.log" | sed 's/\x1b\[[0-9;]*m//g')"
+  echo "$store: peak resident memory once seeded: $peak"
 done

@@ -714,6 +714,49 @@ async fn quotas_are_seeded_from_the_recorded_notifications_and_what_the_store_co
 }
 
 #[tokio::test]
+async fn seeding_reads_every_user_a_batch_at_a_time_and_a_second_seeding_adds_nothing() {
+    use nudge::policy::gates::SendBudget;
+    use nudge::store::quota::{QuotaStore, Seeded, seed_from_recorded};
+    let db = TestDb::migrated().await;
+    // 2,500 users (batches of 1,000, 1,000 and 500), each sent to 30 h and 2 h before the
+    // newest send, and one user whose only send is older than the budget's memory.
+    sqlx::query(
+        "INSERT INTO silver.notifications (notification_id, user_hash, sent_at, notif_type)
+         SELECT 'n' || u || '-' || h, 'user-' || u,
+                timestamptz '2026-03-01' - h * interval '1 hour' - u * interval '1 ms',
+                'contact_reminder'
+         FROM generate_series(1, 2500) u, unnest(ARRAY[30, 2]) h
+         UNION ALL
+         SELECT 'old', 'user-old', timestamptz '2025-01-01', 'contact_reminder'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let budget = SendBudget {
+        half_life: chrono::Duration::hours(24),
+        max: 1.5,
+    };
+    let prefix = common::RedisPrefix::new();
+    for online in [OnlineStore::embedded(), prefix.store().await] {
+        let store = QuotaStore::beside(&online);
+        let first = seed_from_recorded(&store, &db.pool, Some(&budget)).await;
+        let expected = Seeded {
+            users: 2500,
+            sends: 2500,
+            loads: 2500,
+        };
+        assert_eq!(first.unwrap(), expected, "{}", online.kind());
+        let again = seed_from_recorded(&store, &db.pool, Some(&budget)).await;
+        let nothing_new = Seeded {
+            users: 2500,
+            sends: 0,
+            loads: 0,
+        };
+        assert_eq!(again.unwrap(), nothing_new, "{}", online.kind());
+    }
+}
+
+#[tokio::test]
 async fn a_reload_that_brings_in_a_send_budget_seeds_the_loads_before_it_answers() {
     let (db, dir, s) = setup("{ mode: full, salt: s }", "").await;
     for (id, hour) in [("h1", 18), ("h2", 19), ("h3", 20), ("h4", 22)] {

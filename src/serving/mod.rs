@@ -438,16 +438,8 @@ impl ApiContext {
             .loaded
             .load_full()
             .and_then(|loaded| loaded.policy.send_budget);
-        let window = quota::seed_window(budget.as_ref());
         let started = std::time::Instant::now();
-        let seeded = match quota::recorded_sends(&self.pool, window).await {
-            Ok(recorded) => {
-                let plan = quota::seed_plan(recorded, budget.as_ref());
-                self.quota.seed(&plan).await
-            }
-            Err(e) => Err(e.into()),
-        };
-        match seeded {
+        match quota::seed_from_recorded(&self.quota, &self.pool, budget.as_ref()).await {
             Ok(seeded) => {
                 metrics::counter!(telemetry::QUOTA_SEEDED, "kind" => "sends")
                     .increment(seeded.sends as u64);

@@ -6,9 +6,12 @@
 //! [`Reservation::Repeated`] without counting twice.
 
 use std::collections::HashMap;
+use std::ops::AddAssign;
+use std::pin::pin;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use redis::Script;
 use sqlx::PgPool;
 
@@ -228,7 +231,7 @@ impl QuotaStore {
         }))
     }
 
-    /// Adds what the events record to the store ([`seed_plan`]): each user's sends of the
+    /// Adds what the events record to the store ([`seed_from_recorded`]): each user's sends of the
     /// last day where the store lacks them (by candidate id, so nothing counts twice), and
     /// their send load where the store holds none (a load the store counted itself has
     /// counted later sends and is kept). A restart, an emptied store, or sends made before
@@ -367,59 +370,92 @@ pub struct Seeded {
     pub loads: usize,
 }
 
+impl AddAssign for Seeded {
+    fn add_assign(&mut self, other: Seeded) {
+        self.users += other.users;
+        self.sends += other.sends;
+        self.loads += other.loads;
+    }
+}
+
 /// How far back before the newest recorded send [`recorded_sends`] must read: a day for
 /// the quotas, and the budget's memory for the load.
 pub fn seed_window(budget: Option<&SendBudget>) -> Duration {
     budget.map_or(Duration::days(1), |b| b.memory().max(Duration::days(1)))
 }
 
-/// Each user's recorded sends, in time order: the `notification_sent` rows in silver
-/// (from any arm and any sender) within `window` of the newest one. The newest recorded
-/// send, not the clock, bounds the window, so a replayed or simulated history counts too.
-pub async fn recorded_sends(
+/// The newest recorded send (`None` before any): the window seeding reads ends there, not
+/// at the clock, so a replayed or simulated history counts too.
+pub async fn newest_recorded_send(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT max(sent_at) FROM silver.notifications")
+        .fetch_one(pool)
+        .await
+}
+
+/// Each user's recorded sends after `since`, in time order: the `notification_sent` rows
+/// in silver (from any arm and any sender), streamed a user at a time so seeding holds
+/// one batch of users, not every send, however many there are.
+pub fn recorded_sends(
     pool: &PgPool,
-    window: Duration,
-) -> Result<Vec<(String, Sends)>, sqlx::Error> {
-    let rows: Vec<(String, Vec<DateTime<Utc>>, Vec<String>)> = sqlx::query_as(
+    since: DateTime<Utc>,
+) -> impl Stream<Item = Result<(String, Sends), sqlx::Error>> + '_ {
+    sqlx::query_as::<_, (String, Vec<DateTime<Utc>>, Vec<String>)>(
         "SELECT user_hash, array_agg(sent_at ORDER BY sent_at, notification_id),
                 array_agg(notification_id ORDER BY sent_at, notification_id)
          FROM silver.notifications
-         WHERE sent_at > (SELECT max(sent_at) FROM silver.notifications) - $1
+         WHERE sent_at > $1
          GROUP BY user_hash",
     )
-    .bind(window)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(user, times, ids)| (user, times.into_iter().zip(ids).collect()))
-        .collect())
+    .bind(since)
+    .fetch(pool)
+    .map_ok(|(user, times, ids)| (user, times.into_iter().zip(ids).collect()))
 }
 
-/// What to seed from each user's recorded sends (in time order): the sends within a day
-/// of the newest of all, and, under `budget`, the load of all of them
-/// ([`SendBudget::load_of`], the reservation's own step folded over them).
-pub fn seed_plan(recorded: Vec<(String, Sends)>, budget: Option<&SendBudget>) -> Vec<UserSeed> {
-    let Some(newest) = recorded
-        .iter()
-        .filter_map(|(_, sends)| sends.last().map(|(at, _)| *at))
-        .max()
-    else {
-        return Vec::new();
+impl UserSeed {
+    /// What to seed from a user's recorded sends (in time order), given the `newest`
+    /// recorded send of all: the sends within a day of it, and, under `budget`, the load
+    /// of all of them ([`SendBudget::load_of`], the reservation's own step folded over
+    /// them).
+    pub fn of(
+        user: String,
+        sends: Sends,
+        newest: DateTime<Utc>,
+        budget: Option<&SendBudget>,
+    ) -> Self {
+        let times: Vec<DateTime<Utc>> = sends.iter().map(|(at, _)| *at).collect();
+        let day_ago = newest - Duration::days(1);
+        UserSeed {
+            load: budget.and_then(|b| b.load_of(&times)),
+            memory: budget.map_or(Duration::zero(), SendBudget::memory),
+            day_sends: sends.into_iter().filter(|(at, _)| *at > day_ago).collect(),
+            user,
+        }
+    }
+}
+
+/// Seeds `store` from the notifications the events record ([`QuotaStore::seed`]), a
+/// batch of users at a time: the day's sends and, under `budget`, each user's send load.
+pub async fn seed_from_recorded(
+    store: &QuotaStore,
+    pool: &PgPool,
+    budget: Option<&SendBudget>,
+) -> Result<Seeded, StoreError> {
+    let Some(newest) = newest_recorded_send(pool).await? else {
+        return Ok(Seeded::default());
     };
-    let day_ago = newest - Duration::days(1);
-    recorded
-        .into_iter()
-        .map(|(user, sends)| {
-            let times: Vec<DateTime<Utc>> = sends.iter().map(|(at, _)| *at).collect();
-            UserSeed {
-                load: budget.and_then(|b| b.load_of(&times)),
-                memory: budget.map_or(Duration::zero(), SendBudget::memory),
-                day_sends: sends.into_iter().filter(|(at, _)| *at > day_ago).collect(),
-                user,
-            }
-        })
-        .collect()
+    let mut seeded = Seeded::default();
+    let mut batch = Vec::with_capacity(SEED_BATCH);
+    let mut recorded = pin!(recorded_sends(pool, newest - seed_window(budget)));
+    while let Some(next) = recorded.next().await {
+        let (user, sends) = next?;
+        batch.push(UserSeed::of(user, sends, newest, budget));
+        if batch.len() == SEED_BATCH {
+            seeded += store.seed(&batch).await?;
+            batch.clear();
+        }
+    }
+    seeded += store.seed(&batch).await?;
+    Ok(seeded)
 }
 
 /// What a reservation of `candidate_id` at `now` is certain to answer, given what the
@@ -533,34 +569,28 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_plan_keeps_the_last_days_sends_of_the_newest_and_every_sends_load() {
+    fn a_users_seed_keeps_the_sends_of_the_day_before_the_newest_and_every_sends_load() {
         let policy = policy(); // budget 1.2, half-life 48 h
         let budget = policy.send_budget.unwrap();
         let newest = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let at = |h: i64| newest - Duration::hours(h);
         let send = |h: i64, id: &str| (at(h), id.to_owned());
-        let recorded = vec![
-            (
-                "a".to_owned(),
-                vec![send(30, "a1"), send(23, "a2"), send(0, "a3")],
-            ),
-            ("b".to_owned(), vec![send(48, "b1")]),
-        ];
-        let plan = seed_plan(recorded.clone(), Some(&budget));
-        // The day is counted back from the newest send of all, not from each user's.
-        assert_eq!(plan[0].day_sends, [send(23, "a2"), send(0, "a3")]);
-        assert!(plan[1].day_sends.is_empty());
-        let a = plan[0].load.unwrap();
+        let a_sends = vec![send(30, "a1"), send(23, "a2"), send(0, "a3")];
+        let a = UserSeed::of("a".into(), a_sends.clone(), newest, Some(&budget));
+        assert_eq!(a.day_sends, [send(23, "a2"), send(0, "a3")]);
+        let load = a.load.unwrap();
         let expected = 2f64.powf(-30.0 / 48.0) + 2f64.powf(-23.0 / 48.0) + 1.0;
-        assert_eq!(a.at, newest);
-        assert!((a.value - expected).abs() < 1e-12, "{a:?}");
-        assert_eq!(plan[1].load.unwrap().at, at(48));
-        assert_eq!(plan[0].memory, budget.memory());
+        assert_eq!(load.at, newest);
+        assert!((load.value - expected).abs() < 1e-12, "{load:?}");
+        assert_eq!(a.memory, budget.memory());
+        // The day is counted back from the newest send of all, not from the user's own.
+        let b = UserSeed::of("b".into(), vec![send(48, "b1")], newest, Some(&budget));
+        assert!(b.day_sends.is_empty());
+        assert_eq!(b.load.unwrap().at, at(48));
         // Without a budget: the same sends, no load.
-        let unbudgeted = seed_plan(recorded, None);
-        assert_eq!(unbudgeted[0].day_sends, plan[0].day_sends);
-        assert!(unbudgeted.iter().all(|u| u.load.is_none()));
-        assert!(seed_plan(Vec::new(), Some(&budget)).is_empty());
+        let unbudgeted = UserSeed::of("a".into(), a_sends, newest, None);
+        assert_eq!(unbudgeted.day_sends, a.day_sends);
+        assert_eq!(unbudgeted.load, None);
         assert_eq!(seed_window(None), Duration::days(1));
         assert_eq!(seed_window(Some(&budget)), Duration::hours(48 * 20));
     }
@@ -586,7 +616,10 @@ mod tests {
                 vec![(hours(-1), "n0".to_owned()), (t0, "n1".to_owned())],
             )
         };
-        let plan = seed_plan(vec![recorded("counted"), recorded("new")], Some(&budget));
+        let plan = ["counted", "new"].map(|user| {
+            let (user, sends) = recorded(user);
+            UserSeed::of(user, sends, t0, Some(&budget))
+        });
         let seeded = store.seed(&plan).await.unwrap();
         // n0 for both, n1 for "new" only; a load for "new" only.
         assert_eq!(
