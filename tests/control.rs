@@ -173,6 +173,68 @@ async fn score_threshold(app: &Router) -> f64 {
     json["threshold"].as_f64().unwrap()
 }
 
+/// A session of `user` starting at `start`.
+async fn session(db: &TestDb, user: &str, start: DateTime<Utc>) {
+    sqlx::query(
+        "INSERT INTO silver.sessions (user_hash, started_at, ended_at, day, events, source)
+         VALUES ($1, $2, $2, ($2 AT TIME ZONE 'UTC')::date, 1, 'organic')",
+    )
+    .bind(user)
+    .bind(start)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_d7_covariate_counts_active_days_in_the_two_weeks_before_the_experiment() {
+    let (db, _dir, _one) = setup("").await;
+    let at = t0();
+    let days = |d: i64| at + Duration::days(d);
+    // Shadow decisions before the experiment do not start it.
+    decision(&db, "S", "shadow", days(-5), None).await;
+    // A (canary): two sessions on day −3 and one on day −1 count 2 days; day −20 is
+    // before the pre-period, day 2 after the start; retained on day 7.
+    decision(&db, "A", "canary", at, Some("nA")).await;
+    for (d, hour) in [(-20, 1), (-3, 1), (-3, 3), (-1, 1), (2, 1)] {
+        session(&db, "A", days(d) + Duration::hours(hour)).await;
+    }
+    session(&db, "A", days(7) + Duration::hours(1)).await;
+    // B (canary): nothing before, not retained. C (control): one day before, retained.
+    decision(&db, "B", "canary", at + Duration::hours(2), None).await;
+    decision(&db, "C", "control", at + Duration::hours(3), Some("nC")).await;
+    session(&db, "C", days(-10)).await;
+    session(&db, "C", days(7) + Duration::hours(4)).await;
+
+    let start = kpi::experiment_start(&db.pool).await.unwrap();
+    assert_eq!(start, Some(at));
+    let window = (at, days(1), days(9));
+    let sums = kpi::d7_pre_period(&db.pool, window, (days(-14), at))
+        .await
+        .unwrap();
+    let expected = |users, retained, x, xx, xy| kpi::D7Sums {
+        users,
+        retained,
+        pre_days: x,
+        pre_days_sq: xx,
+        pre_days_retained: xy,
+    };
+    assert_eq!(
+        sums,
+        vec![
+            ("canary".to_owned(), expected(2, 1, 2, 4, 2)),
+            ("control".to_owned(), expected(1, 1, 1, 1, 1)),
+        ]
+    );
+    let report = kpi::report(&db.pool, window.0, window.1, window.2)
+        .await
+        .unwrap();
+    assert!(
+        report.contains("active days then: canary 1.00, control 1.00"),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn kpis_count_each_outcome_by_its_definition() {
     let (db, _dir, _one) = setup("").await;
@@ -196,21 +258,7 @@ async fn kpis_count_each_outcome_by_its_definition() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let session = |user: &'static str, start: DateTime<Utc>| {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query(
-                "INSERT INTO silver.sessions (user_hash, started_at, ended_at, day, events, source)
-                 VALUES ($1, $2, $2, ($2 AT TIME ZONE 'UTC')::date, 1, 'organic')",
-            )
-            .bind(user)
-            .bind(start)
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
-    };
-    session("A", at + Duration::days(7) + Duration::hours(1)).await;
+    session(&db, "A", at + Duration::days(7) + Duration::hours(1)).await;
     // B: an outreach only after 24 h, an organic open, opts out, active on day 6 only.
     decision(&db, "B", "canary", at, Some("nB")).await;
     decision(&db, "B", "canary", at + Duration::hours(3), None).await;
@@ -231,7 +279,7 @@ async fn kpis_count_each_outcome_by_its_definition() {
     )
     .await;
     event(&db, "B", "push_opt_out", at + Duration::hours(5), json!({})).await;
-    session("B", at + Duration::days(6)).await;
+    session(&db, "B", at + Duration::days(6)).await;
     // C: control, acts by an outreach within 24 h.
     decision(&db, "C", "control", at, Some("nC")).await;
     event(

@@ -154,7 +154,8 @@ enum Command {
         models: ModelsDirArgs,
     },
     /// KPIs of nudge-serve's decisions per arm (sends per user, ROI, open rate, opt-out
-    /// rate, D7 retention, with 95 % intervals, and canary minus control), from the
+    /// rate, D7 retention, with 95 % intervals, and canary minus control, D7 also
+    /// adjusted for the users' activity in the 14 days before the experiment), from the
     /// decision log and the silver events; outcomes count once observed (up to the
     /// newest silver event). Decisions in [--from, --to), by default all of them.
     Kpis {
@@ -514,9 +515,8 @@ async fn kpi_report(
         span.observed
     );
     for (start, end) in kpi::windows(from, to, every) {
-        let arms = kpi::arms(pool, start, end, span.observed).await?;
         outln!("\ndecisions {} → {}", start.date_naive(), end.date_naive());
-        out!("{}", kpi::table(&arms));
+        out!("{}", kpi::report(pool, start, end, span.observed).await?);
     }
     Ok(())
 }
@@ -616,8 +616,7 @@ async fn closed_loop_report(
         summary.scored,
         summary.sent
     )?;
-    let arms = kpi::arms(pool, summary.from, summary.to, summary.to).await?;
-    out.push_str(&kpi::table(&arms));
+    out.push_str(&kpi::report(pool, summary.from, summary.to, summary.to).await?);
     // A policy that works through fatigue takes about two weeks to show in retention:
     // the same table for decisions from then on (D7 of the users whose 7th day is in).
     let settled = summary.from + chrono::TimeDelta::days(STEADY_AFTER_DAYS);
@@ -628,8 +627,7 @@ async fn closed_loop_report(
             settled.date_naive(),
             summary.to.date_naive()
         )?;
-        let arms = kpi::arms(pool, settled, summary.to, summary.to).await?;
-        out.push_str(&kpi::table(&arms));
+        out.push_str(&kpi::report(pool, settled, summary.to, summary.to).await?);
     }
     writeln!(out, "\ncontroller (one step per simulated day):")?;
     writeln!(

@@ -1,8 +1,10 @@
-//! KPIs per arm from the decision log and silver events, through `kpi.arms` (SQL in
-//! `notebooks-sql/migrations/0015_kpis_and_controller.sql`).
+//! KPIs per arm from the decision log and silver events, through `kpi.arms` and
+//! `kpi.d7_pre_period` (SQL in `notebooks-sql/migrations/0015_kpis_and_controller.sql`
+//! and `0021_d7_pre_period.sql`).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+use sqlx::PgPool;
 
 use super::pi::Measurement;
 
@@ -209,6 +211,153 @@ pub fn sends_per_user(arm: &ArmKpis) -> Option<(f64, f64)> {
     })
 }
 
+/// Days before the experiment's start whose activity adjusts the D7 lift.
+pub const PRE_PERIOD_DAYS: i64 = 14;
+
+/// One arm's D7 outcomes beside a covariate the treatment cannot have touched (see
+/// `kpi.d7_pre_period`): over the users whose 7th day was observed, y = retained (0 or 1)
+/// and x = their days with a session in the pre-period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct D7Sums {
+    /// Users (n).
+    pub users: u64,
+    /// Σy.
+    pub retained: u64,
+    /// Σx.
+    pub pre_days: u64,
+    /// Σx².
+    pub pre_days_sq: u64,
+    /// Σxy.
+    pub pre_days_retained: u64,
+}
+
+/// The canary's D7 lift over control adjusted for the pre-period (CUPED): each user's y
+/// less θ·x, with θ the slope of y on x over both arms. A chance difference between the
+/// arms' users before the experiment is taken out of the lift, and the interval narrows
+/// by as much as x explains of y; with x the same for everyone it is the plain difference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdjustedLift {
+    /// Canary minus control, adjusted.
+    pub lift: f64,
+    /// Its 95 % half-width.
+    pub half_width: f64,
+    /// Mean pre-period active days of the canary's users, then of control's.
+    pub pre_days: (f64, f64),
+}
+
+/// The adjusted D7 lift of `canary` over `control`; `None` when either has no users.
+pub fn adjusted_d7_lift(canary: &D7Sums, control: &D7Sums) -> Option<AdjustedLift> {
+    if canary.users == 0 || control.users == 0 {
+        return None;
+    }
+    // Means of y, x, x², xy over a set of users.
+    let moments = |sums: &[&D7Sums]| {
+        let n: u64 = sums.iter().map(|s| s.users).sum();
+        let mean = |f: fn(&D7Sums) -> u64| sums.iter().map(|s| f(s)).sum::<u64>() as f64 / n as f64;
+        (
+            n as f64,
+            mean(|s| s.retained),
+            mean(|s| s.pre_days),
+            mean(|s| s.pre_days_sq),
+            mean(|s| s.pre_days_retained),
+        )
+    };
+    let (_, y, x, xx, xy) = moments(&[canary, control]);
+    let var_x = xx - x * x;
+    let theta = if var_x > 1e-12 {
+        (xy - x * y) / var_x
+    } else {
+        0.0
+    };
+    // Mean of y − θx in an arm, and its variance over the arm's users (y² = y).
+    let arm = |sums: &D7Sums| {
+        let (n, y, x, xx, xy) = moments(&[sums]);
+        let variance = y * (1.0 - y) - 2.0 * theta * (xy - x * y) + theta * theta * (xx - x * x);
+        (y - theta * x, variance.max(0.0) / n, x)
+    };
+    let ((a, var_a, x_a), (b, var_b, x_b)) = (arm(canary), arm(control));
+    Some(AdjustedLift {
+        lift: a - b,
+        half_width: 1.96 * (var_a + var_b).sqrt(),
+        pre_days: (x_a, x_b),
+    })
+}
+
+/// Each arm's [`D7Sums`] for decisions in `[from, to)` observed by `observed`, x counted
+/// over `pre` (before the experiment started).
+pub async fn d7_pre_period(
+    db: impl sqlx::PgExecutor<'_>,
+    (from, to, observed): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
+    pre: (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<(String, D7Sums)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> =
+        sqlx::query_as("SELECT * FROM kpi.d7_pre_period($1, $2, $3, $4, $5)")
+            .bind(from)
+            .bind(to)
+            .bind(observed)
+            .bind(pre.0)
+            .bind(pre.1)
+            .fetch_all(db)
+            .await?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(rows
+        .into_iter()
+        .map(|(arm, users, retained, x, xx, xy)| {
+            let sums = D7Sums {
+                users: count(users),
+                retained: count(retained),
+                pre_days: count(x),
+                pre_days_sq: count(xx),
+                pre_days_retained: count(xy),
+            };
+            (arm, sums)
+        })
+        .collect())
+}
+
+/// When the experiment started: the first decision in a canary or control arm.
+pub async fn experiment_start(
+    db: impl sqlx::PgExecutor<'_>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(decided_at) FROM serving.decisions WHERE arm IN ('canary', 'control')",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The per-arm [`table`] of decisions in `[from, to)` observed by `observed`, followed,
+/// when the window has a canary and a control, by the D7 lift adjusted for the users'
+/// activity in the [`PRE_PERIOD_DAYS`] before the experiment started.
+pub async fn report(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    observed: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    let mut out = table(&arms(pool, from, to, observed).await?);
+    let Some(start) = experiment_start(pool).await? else {
+        return Ok(out);
+    };
+    let pre = (start - TimeDelta::days(PRE_PERIOD_DAYS), start);
+    let sums = d7_pre_period(pool, (from, to, observed), pre).await?;
+    let of = |name: &str| sums.iter().find(|(arm, _)| arm == name).map(|(_, s)| s);
+    if let Some(adjusted) = of("canary")
+        .zip(of("control"))
+        .and_then(|(canary, control)| adjusted_d7_lift(canary, control))
+    {
+        out.push_str(&format!(
+            "canary − control: D7 retention adjusted for the {PRE_PERIOD_DAYS} days before the \
+             experiment {:+.1} ± {:.1} points (active days then: canary {:.2}, control {:.2})\n",
+            100.0 * adjusted.lift,
+            100.0 * adjusted.half_width,
+            adjusted.pre_days.0,
+            adjusted.pre_days.1,
+        ));
+    }
+    Ok(out)
+}
+
 fn percent_with_interval(successes: u64, trials: u64) -> String {
     match (share(successes, trials), wilson(successes, trials)) {
         (Some(p), Some((lo, hi))) => format!(
@@ -274,6 +423,104 @@ pub fn table(arms: &[ArmKpis]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The sums of users given as (x, y).
+    fn sums(users: &[(u64, bool)]) -> D7Sums {
+        users.iter().fold(D7Sums::default(), |s, &(x, y)| D7Sums {
+            users: s.users + 1,
+            retained: s.retained + u64::from(y),
+            pre_days: s.pre_days + x,
+            pre_days_sq: s.pre_days_sq + x * x,
+            pre_days_retained: s.pre_days_retained + x * u64::from(y),
+        })
+    }
+
+    /// The adjusted lift user by user: θ from the pooled users' covariance, then the
+    /// difference of the arms' means of y − θx and its half-width.
+    fn explicit(canary: &[(u64, bool)], control: &[(u64, bool)]) -> (f64, f64) {
+        let point = |&(x, y): &(u64, bool)| (x as f64, f64::from(u8::from(y)));
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let pooled: Vec<(f64, f64)> = canary.iter().chain(control).map(point).collect();
+        let (xs, ys): (Vec<f64>, Vec<f64>) = pooled.iter().copied().unzip();
+        let (mx, my) = (mean(&xs), mean(&ys));
+        let cov = mean(
+            &pooled
+                .iter()
+                .map(|(x, y)| (x - mx) * (y - my))
+                .collect::<Vec<_>>(),
+        );
+        let var = mean(&xs.iter().map(|x| (x - mx) * (x - mx)).collect::<Vec<_>>());
+        let theta = if var > 1e-12 { cov / var } else { 0.0 };
+        let arm = |users: &[(u64, bool)]| {
+            let adjusted: Vec<f64> = users
+                .iter()
+                .map(point)
+                .map(|(x, y)| y - theta * x)
+                .collect();
+            let m = mean(&adjusted);
+            let v = mean(
+                &adjusted
+                    .iter()
+                    .map(|a| (a - m) * (a - m))
+                    .collect::<Vec<_>>(),
+            );
+            (m, v / adjusted.len() as f64)
+        };
+        let ((a, va), (b, vb)) = (arm(canary), arm(control));
+        (a - b, 1.96 * (va + vb).sqrt())
+    }
+
+    proptest! {
+        #[test]
+        fn the_adjusted_lift_from_sums_equals_the_user_by_user_adjustment(
+            canary in prop::collection::vec((0u64..15, any::<bool>()), 1..60),
+            control in prop::collection::vec((0u64..15, any::<bool>()), 1..60),
+        ) {
+            let adjusted = adjusted_d7_lift(&sums(&canary), &sums(&control)).unwrap();
+            let (lift, half_width) = explicit(&canary, &control);
+            prop_assert!((adjusted.lift - lift).abs() < 1e-9, "{adjusted:?} {lift}");
+            prop_assert!((adjusted.half_width - half_width).abs() < 1e-9, "{adjusted:?} {half_width}");
+        }
+
+        #[test]
+        fn shifting_every_users_pre_period_days_leaves_the_adjusted_lift_unchanged(
+            canary in prop::collection::vec((0u64..15, any::<bool>()), 1..60),
+            control in prop::collection::vec((0u64..15, any::<bool>()), 1..60),
+            shift in 1u64..10,
+        ) {
+            let shifted = |users: &[(u64, bool)]| {
+                users.iter().map(|&(x, y)| (x + shift, y)).collect::<Vec<_>>()
+            };
+            let a = adjusted_d7_lift(&sums(&canary), &sums(&control)).unwrap();
+            let b = adjusted_d7_lift(&sums(&shifted(&canary)), &sums(&shifted(&control))).unwrap();
+            prop_assert!((a.lift - b.lift).abs() < 1e-9 && (a.half_width - b.half_width).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_covariate_that_explains_retention_takes_the_arms_prior_difference_out_of_the_lift() {
+        // Retained exactly when active before; the canary had more active users before.
+        let canary = [(3, true), (3, true), (3, true), (0, false)];
+        let control = [(3, true), (0, false), (0, false), (0, false)];
+        let plain = difference((3, 4), (1, 4)).unwrap();
+        assert!((plain.0 - 0.5).abs() < 1e-12);
+        let adjusted = adjusted_d7_lift(&sums(&canary), &sums(&control)).unwrap();
+        assert!(adjusted.lift.abs() < 1e-12, "{adjusted:?}");
+        assert!(adjusted.half_width.abs() < 1e-12, "{adjusted:?}");
+        assert_eq!(adjusted.pre_days, (2.25, 0.75));
+    }
+
+    #[test]
+    fn with_the_same_pre_period_for_everyone_the_adjusted_lift_is_the_plain_difference() {
+        let canary = [(5, true), (5, true), (5, false)];
+        let control = [(5, true), (5, false), (5, false), (5, false)];
+        let adjusted = adjusted_d7_lift(&sums(&canary), &sums(&control)).unwrap();
+        let (lift, half_width) = difference((2, 3), (1, 4)).unwrap();
+        assert!((adjusted.lift - lift).abs() < 1e-12);
+        assert!((adjusted.half_width - half_width).abs() < 1e-12);
+        assert_eq!(adjusted_d7_lift(&sums(&canary), &D7Sums::default()), None);
+    }
 
     #[test]
     fn a_range_is_cut_into_windows_of_the_step_the_last_one_shorter() {
