@@ -100,7 +100,8 @@ impl KpiCache {
     }
 }
 
-/// Per-arm KPIs of the decision log's last seven days, as the dashboard shows them.
+/// Per-arm KPIs of the decision log's last seven days (with the adjusted D7 lift), as the
+/// dashboard shows them.
 async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
     let (newest, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT (SELECT max(decided_at) FROM serving.decisions), (SELECT max(ts) FROM silver.events)",
@@ -113,15 +114,14 @@ async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
     };
     let from = newest - Duration::days(7);
     let observed = observed.unwrap_or(newest);
-    let arms = kpi::arms(&ctx.pool, from, newest + Duration::seconds(1), observed)
+    let table = kpi::report(&ctx.pool, from, newest + Duration::seconds(1), observed)
         .await
         .map_err(unavailable)?;
     Ok(format!(
-        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{}",
+        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{table}",
         from.to_rfc3339(),
         newest.to_rfc3339(),
         observed.to_rfc3339(),
-        kpi::table(&arms)
     ))
 }
 
