@@ -31,8 +31,8 @@ const RESPONSE_CAPACITY: usize = 1024;
 
 /// A JSON response of every route. Unlike axum's `Json`, which writes through `io::Write`
 /// into a buffer grown from 128 bytes, the value is serialised straight into a vector of
-/// [`RESPONSE_CAPACITY`]: a score answer in 1.1 µs instead of 2.3 (BENCHMARKS.md, "The
-/// pure steps of a request").
+/// 1 KiB: a score answer in 1.1 µs instead of 2.3 (BENCHMARKS.md, "The pure steps of a
+/// request").
 pub struct Json<T>(pub T);
 
 impl<T: Serialize> IntoResponse for Json<T> {
