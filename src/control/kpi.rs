@@ -335,7 +335,11 @@ pub async fn report(
     to: DateTime<Utc>,
     observed: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
-    let mut out = table(&arms(pool, from, to, observed).await?);
+    let arms = arms(pool, from, to, observed).await?;
+    let mut out = table(&arms);
+    if find(&arms, "canary").is_none() || find(&arms, "control").is_none() {
+        return Ok(out);
+    }
     let Some(start) = experiment_start(pool).await? else {
         return Ok(out);
     };

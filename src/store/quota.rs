@@ -231,8 +231,8 @@ impl QuotaStore {
         }))
     }
 
-    /// Adds what the events record to the store ([`seed_from_recorded`]): each user's sends of the
-    /// last day where the store lacks them (by candidate id, so nothing counts twice), and
+    /// Adds what the events record to the store ([`seed_from_recorded`]): each user's sends
+    /// of the last day where the store lacks them (by candidate id, so nothing counts twice), and
     /// their send load where the store holds none (a load the store counted itself has
     /// counted later sends and is kept). A restart, an emptied store, or sends made before
     /// nudge-serve counted then reset neither the daily cap, the gap nor the budget.
@@ -454,7 +454,9 @@ pub async fn seed_from_recorded(
             batch.clear();
         }
     }
-    seeded += store.seed(&batch).await?;
+    if !batch.is_empty() {
+        seeded += store.seed(&batch).await?;
+    }
     Ok(seeded)
 }
 
