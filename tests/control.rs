@@ -235,6 +235,174 @@ async fn the_d7_covariate_counts_active_days_in_the_two_weeks_before_the_experim
     );
 }
 
+/// A day of `user` in gold with `app_opens` app opens (and as many sessions).
+async fn user_day(db: &TestDb, user: &str, day: &str, app_opens: i32) {
+    sqlx::query(
+        "INSERT INTO gold.user_days (user_hash, day, sessions, app_opens, in_app_events,
+           contacts_created, contacts_viewed, outreach, notifs_sent, notifs_opened,
+           notifs_dismissed, opted_out, pricing_views, paywall_views, trials, emails_opened,
+           emails_clicked, prompted_sessions)
+         VALUES ($1, $2::date, $3, $3, 0, 0, 0, 0, 0, 0, 0, false, 0, 0, 0, 0, 0, 0)",
+    )
+    .bind(user)
+    .bind(day)
+    .bind(app_opens)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+/// A logged `/v1/churn` score of `user` on the snapshot as of `as_of` (none: cold start).
+async fn churn_score(
+    db: &TestDb,
+    user: &str,
+    as_of: Option<&str>,
+    model: &str,
+    score: f64,
+    scored_at: &str,
+) {
+    sqlx::query(
+        "INSERT INTO serving.churn_scores (request_id, scored_at, user_hash, features_as_of,
+           model_version, policy_version, score, band)
+         VALUES (gen_random_uuid(), $1::timestamptz, $2, $3::date, $4, 'p', $5,
+                 CASE WHEN $5 >= 0.5 THEN 'high' ELSE 'low' END)",
+    )
+    .bind(scored_at)
+    .bind(user)
+    .bind(as_of)
+    .bind(model)
+    .bind(score)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_churn_score_meets_the_label_of_the_day_its_snapshot_describes_once_with_the_arm_then() {
+    use nudge::control::calibration::{self, ScoredGroup};
+    let (db, _dir, _one) = setup("").await;
+    let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+    // The data reach 2026-03-29 noon: labels of days up to 03-14 are complete.
+    sqlx::query(
+        "INSERT INTO silver.refreshes (from_day, to_day, started_at, events)
+         VALUES ('2026-03-01', '2026-03-30', now(), 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    event(
+        &db,
+        "Z",
+        "app_opened",
+        at("2026-03-29T12:00:00Z"),
+        json!({}),
+    )
+    .await;
+    // A: active 03-09 and 03-15 (not churned); scored twice on the snapshot as of 03-10,
+    // the later score counts; its latest decision before that midnight is canary.
+    user_day(&db, "A", "2026-03-09", 1).await;
+    user_day(&db, "A", "2026-03-15", 2).await;
+    churn_score(
+        &db,
+        "A",
+        Some("2026-03-10"),
+        "v1",
+        0.2,
+        "2026-03-10T06:00:00Z",
+    )
+    .await;
+    churn_score(
+        &db,
+        "A",
+        Some("2026-03-10"),
+        "v1",
+        0.3,
+        "2026-03-10T09:00:00Z",
+    )
+    .await;
+    decision(&db, "A", "control", at("2026-03-07T10:00:00Z"), None).await;
+    decision(&db, "A", "canary", at("2026-03-08T10:00:00Z"), None).await;
+    decision(&db, "A", "control", at("2026-03-11T10:00:00Z"), None).await;
+    // B: active 03-09, never again (churned), no decision.
+    user_day(&db, "B", "2026-03-09", 1).await;
+    churn_score(
+        &db,
+        "B",
+        Some("2026-03-10"),
+        "v1",
+        0.6,
+        "2026-03-10T06:00:00Z",
+    )
+    .await;
+    // F: active 03-09, back only on 03-24, the 15th day (churned); control; model v2.
+    user_day(&db, "F", "2026-03-09", 1).await;
+    user_day(&db, "F", "2026-03-24", 1).await;
+    churn_score(
+        &db,
+        "F",
+        Some("2026-03-10"),
+        "v2",
+        0.1,
+        "2026-03-10T06:00:00Z",
+    )
+    .await;
+    decision(&db, "F", "control", at("2026-03-09T10:00:00Z"), None).await;
+    // Without a label: C was not active on 03-09; D a cold start; E's 14 days after
+    // 03-19 are not all observed; G's snapshot is before the window.
+    user_day(&db, "C", "2026-03-08", 1).await;
+    churn_score(
+        &db,
+        "C",
+        Some("2026-03-10"),
+        "v1",
+        0.4,
+        "2026-03-10T06:00:00Z",
+    )
+    .await;
+    churn_score(&db, "D", None, "v1", 0.5, "2026-03-10T06:00:00Z").await;
+    user_day(&db, "E", "2026-03-19", 1).await;
+    churn_score(
+        &db,
+        "E",
+        Some("2026-03-20"),
+        "v1",
+        0.4,
+        "2026-03-20T06:00:00Z",
+    )
+    .await;
+    user_day(&db, "G", "2026-03-04", 1).await;
+    churn_score(
+        &db,
+        "G",
+        Some("2026-03-05"),
+        "v1",
+        0.4,
+        "2026-03-05T06:00:00Z",
+    )
+    .await;
+
+    let day = |d: &str| d.parse().unwrap();
+    let groups = calibration::churn_calibration(&db.pool, day("2026-03-10"), day("2026-03-21"))
+        .await
+        .unwrap();
+    let group = |model: &str, band: &str, arm: &str, mean_score: f64, churned| ScoredGroup {
+        model_version: model.into(),
+        band: band.into(),
+        arm: arm.into(),
+        users: 1,
+        mean_score,
+        churned,
+    };
+    assert_eq!(
+        groups,
+        [
+            group("v1", "high", "none", 0.6, 1),
+            group("v1", "low", "canary", 0.3, 0),
+            group("v2", "low", "control", 0.1, 1),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn kpis_count_each_outcome_by_its_definition() {
     let (db, _dir, _one) = setup("").await;

@@ -14,7 +14,9 @@ use nudge::features::catalog::FeatureCatalog;
 use nudge::ingest::catalog::Catalog;
 use nudge::models::artifact::MODEL_FILE;
 use nudge::models::registry::Registry;
-use nudge::serving::decisions::{Decision, DecisionLog, LoggedCandidate, PaywallDecision};
+use nudge::serving::decisions::{
+    ChurnScores, Decision, DecisionLog, LoggedCandidate, LoggedChurnScore, PaywallDecision,
+};
 use nudge::serving::{ApiContext, router};
 use nudge::store::online::OnlineStore;
 use serde_json::{Value, json};
@@ -1128,7 +1130,8 @@ async fn a_batch_waiting_on_postgres_does_not_hold_up_the_next_one() {
 }
 
 #[tokio::test]
-async fn every_field_of_a_decision_is_stored_as_recorded_by_a_first_write_and_by_a_write_again() {
+async fn every_field_of_a_logged_answer_is_stored_as_recorded_by_a_first_write_and_by_a_write_again()
+ {
     use chrono::{DateTime, Utc};
     let db = TestDb::migrated().await;
     let at: DateTime<Utc> = "2026-11-22T18:05:00.123456Z".parse().unwrap();
@@ -1240,14 +1243,42 @@ async fn every_field_of_a_decision_is_stored_as_recorded_by_a_first_write_and_by
     let first_paywalls = [paywall("first-full", true), paywall("first-bare", false)];
     let again = [decision("again-full", true), decision("again-bare", false)];
     let again_paywalls = [paywall("again-full", true), paywall("again-bare", false)];
+    // A churn answer of two users, one scored on a snapshot and one a cold start.
+    let churn = |tag: &str| ChurnScores {
+        request_id: uuid::Uuid::now_v7(),
+        scored_at: at,
+        model_version: format!("churn-{tag}"),
+        policy_version: format!("p-{tag}"),
+        scores: vec![
+            LoggedChurnScore {
+                user_hash: format!("hash-{tag}-1"),
+                features_as_of: Some("2026-11-21".parse().unwrap()),
+                score: 0.0625,
+                band: "low".into(),
+            },
+            LoggedChurnScore {
+                user_hash: format!("hash-{tag}-2"),
+                features_as_of: None,
+                score: 0.75,
+                band: format!("band-{tag}"),
+            },
+        ],
+    };
+    let (first_churn, again_churn) = (churn("first"), churn("again"));
     let _turn = REFUSING.lock().await;
-    for (decisions, paywalls, refused) in [
-        (&first, &first_paywalls, None),
-        (&again, &again_paywalls, Some(paywall("bad\u{0}", false))),
+    for (decisions, paywalls, churn, refused) in [
+        (&first, &first_paywalls, &first_churn, None),
+        (
+            &again,
+            &again_paywalls,
+            &again_churn,
+            Some(paywall("bad\u{0}", false)),
+        ),
     ] {
         let (log, writer) = DecisionLog::start(db.pool.clone());
         decisions.iter().cloned().for_each(|d| log.record(d));
         paywalls.iter().cloned().for_each(|d| log.record(d));
+        log.record(churn.clone());
         refused.into_iter().for_each(|d| log.record(d));
         writer.finish(std::time::Duration::from_secs(20)).await;
     }
@@ -1275,6 +1306,42 @@ async fn every_field_of_a_decision_is_stored_as_recorded_by_a_first_write_and_by
         .iter()
         .chain(&again_paywalls)
         .map(expected_paywall)
+        .collect();
+    assert_eq!(stored, all);
+    type StoredChurn = (
+        uuid::Uuid,
+        DateTime<Utc>,
+        String,
+        Option<chrono::NaiveDate>,
+        String,
+        String,
+        f64,
+        String,
+    );
+    let stored: Vec<StoredChurn> = sqlx::query_as(
+        "SELECT request_id, scored_at, user_hash, features_as_of, model_version, policy_version,
+                score, band
+         FROM serving.churn_scores ORDER BY request_id, user_hash",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let all: Vec<StoredChurn> = [&first_churn, &again_churn]
+        .into_iter()
+        .flat_map(|c| {
+            c.scores.iter().map(|s| {
+                (
+                    c.request_id,
+                    c.scored_at,
+                    s.user_hash.clone(),
+                    s.features_as_of,
+                    c.model_version.clone(),
+                    c.policy_version.clone(),
+                    s.score,
+                    s.band.clone(),
+                )
+            })
+        })
         .collect();
     assert_eq!(stored, all);
 }
@@ -1482,17 +1549,18 @@ async fn a_bad_rollout_change_is_refused_naming_the_field() {
     );
 }
 
-/// Polls until `serving.decisions` holds `n` rows (at most 30 s).
-async fn wait_for_logged(db: &TestDb, n: i64) {
+/// Polls until `count` (a `SELECT count(*)` of a log table) is `n` (at most 30 s): the
+/// decision log writes off the request path.
+async fn wait_for_rows(db: &TestDb, count: &'static str, n: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let logged = db.count("SELECT count(*) FROM serving.decisions").await;
+        let logged = db.count(count).await;
         if logged == n {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{logged} decisions logged, {n} expected"
+            "{count}: {logged}, {n} expected"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -1524,7 +1592,7 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
 
     let body = |user: &str| request(user, "2026-11-22T12:00:00Z", &["contact_reminder"]);
     assert_eq!(score(&s.app, &body("before")).await.0, StatusCode::OK);
-    wait_for_logged(&db, 1).await;
+    wait_for_rows(&db, "SELECT count(*) FROM serving.decisions", 1).await;
 
     let write_errors = || {
         s.ctx
@@ -1550,7 +1618,7 @@ async fn scoring_goes_on_while_postgres_is_down_and_the_log_catches_up_afterward
     assert_eq!(db.count("SELECT count(*) FROM serving.decisions").await, 1);
 
     proxy.restore();
-    wait_for_logged(&db, 6).await;
+    wait_for_rows(&db, "SELECT count(*) FROM serving.decisions", 6).await;
 }
 
 /// nudge-serve itself (`run_on`) with `cfg`, loaded from `dir`, on a free port: its base
@@ -1808,7 +1876,7 @@ async fn with_postgres_down_at_start_the_server_starts_answers_cold_starts_and_c
     assert_eq!(rollout["source"], "policy", "{rollout}");
     let (_, answer) = score_at(&client, &base, "known-2").await;
     assert_eq!(answer["cold_start"], false, "{answer}");
-    wait_for_logged(&db, 2).await;
+    wait_for_rows(&db, "SELECT count(*) FROM serving.decisions", 2).await;
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
@@ -1858,7 +1926,7 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 #[tokio::test]
-async fn churn_scores_each_user_in_a_policy_band_and_says_which_were_cold_starts() {
+async fn churn_scores_each_user_in_a_policy_band_says_which_were_cold_starts_and_logs_each_score() {
     let (db, dir, s) = setup("{ mode: shadow, salt: s }", "").await;
     let (status, error) = post_v1(&s.app, "/v1/churn", &json!({"user_ids": ["a"]})).await;
     assert_eq!(
@@ -1899,6 +1967,49 @@ async fn churn_scores_each_user_in_a_policy_band_and_says_which_were_cold_starts
     assert_eq!(
         (&scores[1]["band"], &scores[1]["cold_start"]),
         (&json!("medium"), &json!(true))
+    );
+
+    // Each score is logged under the answer's request id, with the day of the features
+    // scored (none for the cold start), keyed by the user's hash.
+    wait_for_rows(&db, "SELECT count(*) FROM serving.churn_scores", 2).await;
+    let logged: Vec<(
+        String,
+        String,
+        Option<chrono::NaiveDate>,
+        String,
+        f64,
+        String,
+    )> = sqlx::query_as(
+        "SELECT request_id::text, user_hash, features_as_of, model_version, score, band
+             FROM serving.churn_scores ORDER BY score",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let hash = |user: &str| {
+        nudge::ingest::hashing::UserHasher::new(common::HASH_KEY.as_bytes()).hash(user)
+    };
+    let request_id = body["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        logged,
+        [
+            (
+                request_id.clone(),
+                hash("regular"),
+                Some("2026-11-22".parse().unwrap()),
+                "c1".to_owned(),
+                scores[0]["score"].as_f64().unwrap(),
+                "low".to_owned()
+            ),
+            (
+                request_id,
+                hash("newcomer"),
+                None,
+                "c1".to_owned(),
+                scores[1]["score"].as_f64().unwrap(),
+                "medium".to_owned()
+            ),
+        ]
     );
 
     let (status, error) = post_v1(&s.app, "/v1/churn", &json!({"user_ids": ["a", ""]})).await;
@@ -1979,7 +2090,7 @@ async fn paywall_weighs_trial_against_bounce_in_model_arms_shows_by_baseline_oth
     );
     assert!((high["p_trial"].as_f64().unwrap() - sigmoid(1.0)).abs() < 1e-9);
 
-    wait_for_paywall_logged(&db, 3).await;
+    wait_for_rows(&db, "SELECT count(*) FROM serving.paywall_decisions", 3).await;
     let logged: Vec<(String, String, bool, Option<bool>)> = sqlx::query_as(
         "SELECT arm, placement, show, model_show FROM serving.paywall_decisions ORDER BY arm, placement",
     )
@@ -2000,20 +2111,4 @@ async fn paywall_weighs_trial_against_bounce_in_model_arms_shows_by_baseline_oth
         (status, &error["error"]["field"]),
         (StatusCode::UNPROCESSABLE_ENTITY, &json!("placement"))
     );
-}
-
-/// Polls until `serving.paywall_decisions` holds `n` rows (at most 30 s).
-async fn wait_for_paywall_logged(db: &TestDb, n: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while db
-        .count("SELECT count(*) FROM serving.paywall_decisions")
-        .await
-        != n
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "paywall decisions not logged"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nudge::config::ServeConfig;
 use nudge::config::{DatabaseArgs, HashKeyArgs, ModelsDirArgs, RedisArgs, SimulateArgs};
-use nudge::control::churn_watch;
 use nudge::control::closed_loop::{self, ClosedLoopError, ServeClient};
 use nudge::control::kpi;
+use nudge::control::{calibration, churn_watch};
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::materialize::materialize;
 use nudge::features::{DayRange, labels, refresh, status};
@@ -474,18 +474,30 @@ async fn command() -> anyhow::Result<()> {
                 )
                 .await?;
                 let bar = progress_bar("closed loop")?;
-                let summary =
-                    closed_loop::run(&mut driver, &serve.client, &pool, start, loop_days, &bar)
-                        .await?;
+                // The churn watch scores the users active on the day it runs; run early
+                // enough, their next 14 days are played before the report.
+                let after_watch = if loop_days > CHURN_LABEL_DAYS {
+                    CHURN_LABEL_DAYS
+                } else {
+                    0
+                };
+                let (client, watch_start) = (&serve.client, loop_days - after_watch);
+                let first =
+                    closed_loop::run(&mut driver, client, &pool, start, watch_start, &bar).await?;
+                let watch = churn_watch(&pool, client, &hasher, users, &first).await?;
+                // The features the watch scored are those of the snapshot as of its end.
+                let watched = first.to.date_naive();
+                let rest =
+                    closed_loop::run(&mut driver, client, &pool, start, after_watch, &bar).await?;
+                let summary = first.then(rest);
                 bar.finish_and_clear();
                 out!(
                     "{}",
                     closed_loop_report(&pool, &serve.client, &summary).await?
                 );
-                out!(
-                    "{}",
-                    churn_report(&pool, &serve.client, &hasher, users, &summary).await?
-                );
+                out!("{watch}");
+                let next_day = watched + chrono::Days::new(1);
+                out!("{}", churn_outcomes(&pool, watched, next_day).await?);
                 serve.stop().await?;
             }
             let summary = driver.finish().await?;
@@ -518,6 +530,10 @@ async fn kpi_report(
         outln!("\ndecisions {} → {}", start.date_naive(), end.date_naive());
         out!("{}", kpi::report(pool, start, end, span.observed).await?);
     }
+    out!(
+        "{}",
+        churn_outcomes(pool, from.date_naive(), to.date_naive()).await?
+    );
     Ok(())
 }
 
@@ -632,8 +648,8 @@ async fn closed_loop_report(
     writeln!(out, "\ncontroller (one step per simulated day):")?;
     writeln!(
         out,
-        "  {:<12} {:>7} {:>8} {:>10} {:>10}",
-        "day", "sends", "ROI", "threshold", "outcome"
+        "  {:<12} {:>7} {:>8} {:>10}  outcome",
+        "day", "sends", "ROI", "threshold"
     )?;
     for tick in &summary.ticks {
         let c = &tick["controller"];
@@ -642,9 +658,12 @@ async fn closed_loop_report(
         }
         writeln!(
             out,
-            "  {:<12} {:>7} {:>8} {:>10.3} {:>10}",
+            "  {:<12} {:>7} {:>8} {:>10.3}  {}",
             tick["at"].as_str().unwrap_or("").get(..10).unwrap_or(""),
-            c["sends"],
+            // A JSON number ignores the width; its integer does not.
+            c["sends"]
+                .as_u64()
+                .map_or_else(|| "?".into(), |n| n.to_string()),
             c["roi"]
                 .as_f64()
                 .map_or_else(|| "n/a".into(), |r| format!("{:.1}%", 100.0 * r)),
@@ -669,16 +688,22 @@ async fn closed_loop_report(
     Ok(out)
 }
 
-/// The churn watch: `/v1/churn`'s bands for the users active on the loop's last day,
-/// beside their true risk; a churn model left unpromoted is reported, not an error.
-async fn churn_report(
+/// Days a churn label looks ahead, and the day before them: the churn watch runs this
+/// many days before the loop's end so that its users' outcomes are in the report.
+const CHURN_LABEL_DAYS: i32 = 15;
+
+/// The churn watch: `/v1/churn`'s bands for the users active on the last day of `run`,
+/// beside their true risk and, once 14 days have been played after it, beside what they
+/// did (`kpi.churn_calibration` of the logged scores). A churn model left unpromoted is
+/// reported, not an error.
+async fn churn_watch(
     pool: &PgPool,
     client: &ServeClient,
     hasher: &UserHasher,
     users: u32,
-    summary: &closed_loop::LoopSummary,
+    run: &closed_loop::LoopSummary,
 ) -> anyhow::Result<String> {
-    let day = (summary.to - chrono::TimeDelta::days(1)).date_naive();
+    let day = (run.to - chrono::TimeDelta::days(1)).date_naive();
     let heading = format!("\nchurn watch: POST /v1/churn for the users active on {day}");
     match churn_watch::score_active(pool, client, hasher, users, day).await {
         Ok(scored) => Ok(format!(
@@ -691,6 +716,15 @@ async fn churn_report(
         }) => Ok(format!("{heading}: not served (503: {body})\n")),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The logged churn scores of the snapshots as of `[from, to)` beside the users' next 14
+/// days.
+async fn churn_outcomes(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> anyhow::Result<String> {
+    Ok(format!(
+        "\nchurn scores of snapshots {from} → {to} beside the users' next 14 days:\n{}",
+        calibration::table(&calibration::churn_calibration(pool, from, to).await?)
+    ))
 }
 
 async fn simulate(

@@ -1,9 +1,8 @@
-//! The demo's look at the served churn model: every user active on the closed loop's last
-//! day is scored through `POST /v1/churn`, on the features nudge-serve holds as of that
-//! day's end (what a `churn_14d` training example sees), and each band, and each arm of
-//! the loop, is set beside the simulator's true P(churn_14d) of the same users. Outcomes
-//! of that day lie beyond the simulated horizon, so the truth compared is the
-//! probability, not the draw.
+//! The demo's look at the served churn model: every user active on one day of the
+//! closed loop is scored through `POST /v1/churn`, on the features nudge-serve holds as of
+//! that day's end (what a `churn_14d` training example sees), and each band, and each arm
+//! of the loop, is set beside the simulator's true P(churn_14d) of the same users. What
+//! they then did is read from the logged scores by [`super::calibration`].
 
 use std::collections::HashMap;
 

@@ -246,6 +246,17 @@ pub struct LoopSummary {
     pub ticks: Vec<Value>,
 }
 
+impl LoopSummary {
+    /// This run and `next`, the run that continued it, as one.
+    pub fn then(mut self, next: LoopSummary) -> LoopSummary {
+        self.to = next.to;
+        self.scored += next.scored;
+        self.sent += next.sent;
+        self.ticks.extend(next.ticks);
+        self
+    }
+}
+
 /// Plays `days` days of `driver` with `client`'s nudge-serve deciding, refreshing the
 /// features and ticking the control loop at each day's end. `first_day` is the date of
 /// the simulation's day 0.
@@ -267,7 +278,7 @@ pub async fn run(
         sent: 0,
         ticks: Vec::new(),
     };
-    progress.set_length(days as u64);
+    progress.inc_length(days as u64);
     for _ in 0..days {
         let day = driver.next_day();
         let opportunities = driver.plan().await?;

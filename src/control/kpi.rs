@@ -362,7 +362,8 @@ pub async fn report(
     Ok(out)
 }
 
-fn percent_with_interval(successes: u64, trials: u64) -> String {
+/// A share as a percentage with its 95 % Wilson interval, or `n/a` without trials.
+pub fn percent_with_interval(successes: u64, trials: u64) -> String {
     match (share(successes, trials), wilson(successes, trials)) {
         (Some(p), Some((lo, hi))) => format!(
             "{:5.1}% [{:4.1}, {:4.1}]",

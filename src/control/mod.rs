@@ -9,7 +9,9 @@
 //!   Postgres, so a restart continues where it stopped and one replica acts per tick.
 //! - [`closed_loop`]: the simulator with nudge-serve as its notification policy.
 //! - [`churn_watch`]: the demo's check of the served churn bands against the truth.
+//! - [`calibration`]: the logged churn scores against what the users then did.
 
+pub mod calibration;
 pub mod churn_watch;
 pub mod closed_loop;
 pub mod guardrail;

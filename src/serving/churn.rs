@@ -1,15 +1,19 @@
 //! `POST /v1/churn`: the churn risk of a batch of users, each with its band from
 //! policy.yaml. Users are scored concurrently; one with no stored features is scored as
-//! a cold start and says so.
+//! a cold start and says so. Every score goes to the decision log with the day of the
+//! features it was computed from, so that `kpi.churn_calibration` can set it beside what
+//! the user then did.
 
 use std::collections::HashSet;
 
 use axum::extract::State;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::ApiContext;
 use super::body::{Json, LimitedBody, SCHEDULER_LIMIT, UserId, json_object};
+use super::decisions::{ChurnScores, LoggedChurnScore};
 use super::error::{ApiError, ErrorBody};
 use super::score::ModelRef;
 use super::served::{RequestContext, Served};
@@ -93,6 +97,8 @@ pub struct ChurnScore {
 /// The response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChurnResponse {
+    /// Request id (also in the decision log).
+    pub request_id: Uuid,
     /// The model that scored.
     pub model: ModelRef,
     /// Policy version (the bands').
@@ -116,28 +122,45 @@ pub async fn churn(
     let model = loaded.model(Served::Churn).ok_or_else(|| {
         ApiError::NotReady(format!("no {} champion is loaded", Served::Churn.name()))
     })?;
-    let features = join_all(
-        request
-            .user_ids
-            .iter()
-            .map(|id| async { ctx.user_features(&ctx.hasher.hash(id)).await }),
-    )
-    .await;
+    let hashes: Vec<String> = request
+        .user_ids
+        .iter()
+        .map(|id| ctx.hasher.hash(id))
+        .collect();
+    let features = join_all(hashes.iter().map(|hash| ctx.user_features(hash))).await;
+    let mut logged = Vec::with_capacity(hashes.len());
     let scores = request
         .user_ids
         .into_iter()
+        .zip(hashes)
         .zip(features)
-        .map(|(user_id, features)| {
+        .map(|((user_id, user_hash), features)| {
             let score = model.score(features.as_ref(), RequestContext::User);
+            let band = loaded.policy.churn_bands.band(score).to_owned();
+            logged.push(LoggedChurnScore {
+                user_hash,
+                features_as_of: features.as_ref().map(|row| row.as_of),
+                score,
+                band: band.clone(),
+            });
             ChurnScore {
                 user_id,
                 score,
-                band: loaded.policy.churn_bands.band(score).to_owned(),
+                band,
                 cold_start: features.is_none(),
             }
         })
         .collect();
+    let request_id = Uuid::now_v7();
+    ctx.decisions.record(ChurnScores {
+        request_id,
+        scored_at: chrono::Utc::now(),
+        model_version: model.version.clone(),
+        policy_version: loaded.policy.version.clone(),
+        scores: logged,
+    });
     Ok(Json(ChurnResponse {
+        request_id,
         model: ModelRef::of(model),
         policy_version: loaded.policy.version.clone(),
         scores,

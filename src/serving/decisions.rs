@@ -1,6 +1,6 @@
-//! The decision log: every `/v1/score` and `/v1/paywall` answer goes through a bounded
-//! queue to a writer task that inserts batches (up to four at once) into
-//! `serving.decisions` and `serving.paywall_decisions`. A request never waits for
+//! The decision log: every `/v1/score`, `/v1/paywall` and `/v1/churn` answer goes through
+//! a bounded queue to a writer task that inserts batches (up to four at once) into
+//! `serving.decisions`, `serving.paywall_decisions` and `serving.churn_scores`. A request never waits for
 //! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
 //! queue is full is an entry refused, and every refused entry is counted in
 //! `nudge_decision_log_dropped_total`. A batch Postgres refuses as data (an entry it
@@ -9,14 +9,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
-use crate::store::copy::{self, BinaryRows, copy_in};
+use crate::store::copy::{self, BinaryRows, copy_in, copy_in_new};
 use crate::telemetry;
 
 /// Entries the queue holds before new ones are refused.
@@ -113,6 +113,34 @@ pub struct PaywallDecision {
     pub show: bool,
 }
 
+/// One `/v1/churn` answer: a score per user.
+#[derive(Debug, Clone)]
+pub struct ChurnScores {
+    /// Request id (the response's).
+    pub request_id: Uuid,
+    /// When it was answered.
+    pub scored_at: DateTime<Utc>,
+    /// `churn_14d` version.
+    pub model_version: String,
+    /// Policy version (the bands').
+    pub policy_version: String,
+    /// One per user.
+    pub scores: Vec<LoggedChurnScore>,
+}
+
+/// One user's churn score as logged.
+#[derive(Debug, Clone)]
+pub struct LoggedChurnScore {
+    /// Keyed hash of the user.
+    pub user_hash: String,
+    /// The day of the feature snapshot scored; `None` for a cold start.
+    pub features_as_of: Option<NaiveDate>,
+    /// The score answered.
+    pub score: f64,
+    /// Its band.
+    pub band: String,
+}
+
 /// An entry of the log.
 #[derive(Debug, Clone)]
 pub enum Entry {
@@ -120,6 +148,8 @@ pub enum Entry {
     Notification(Decision),
     /// A `/v1/paywall` decision.
     Paywall(PaywallDecision),
+    /// A `/v1/churn` answer.
+    Churn(ChurnScores),
 }
 
 impl Entry {
@@ -128,6 +158,7 @@ impl Entry {
         match self {
             Entry::Notification(d) => d.request_id,
             Entry::Paywall(d) => d.request_id,
+            Entry::Churn(c) => c.request_id,
         }
     }
 }
@@ -141,6 +172,12 @@ impl From<Decision> for Entry {
 impl From<PaywallDecision> for Entry {
     fn from(decision: PaywallDecision) -> Self {
         Entry::Paywall(decision)
+    }
+}
+
+impl From<ChurnScores> for Entry {
+    fn from(scores: ChurnScores) -> Self {
+        Entry::Churn(scores)
     }
 }
 
@@ -273,8 +310,9 @@ enum Attempt {
     /// A batch's first write: its request ids are new, so a binary `COPY`, the cheapest
     /// insert Postgres has (BENCHMARKS.md, "Scoring load").
     First,
-    /// A write after a failure, which may have come after a commit: an insert that skips
-    /// the rows already stored (and does not count them), which `COPY` cannot do.
+    /// A write after a failure, which may have come after a commit: the rows go through a
+    /// temporary table and skip those already stored (not counting them), which `COPY`
+    /// alone cannot do.
     Again,
 }
 
@@ -338,20 +376,38 @@ async fn insert_entries(
 ) -> Result<u64, sqlx::Error> {
     let mut notifications = Vec::new();
     let mut paywalls = Vec::new();
+    let mut churn = Vec::new();
     for entry in batch {
         match entry {
             Entry::Notification(d) => notifications.push(d),
             Entry::Paywall(d) => paywalls.push(d),
+            Entry::Churn(c) => churn.push(c),
         }
     }
-    let mut written = 0;
-    if !notifications.is_empty() {
-        written += insert(pool, &notifications, attempt).await?;
+    Ok(insert(pool, &notifications, attempt).await?
+        + insert_paywall(pool, &paywalls, attempt).await?
+        + insert_churn(pool, &churn, attempt).await?)
+}
+
+/// Writes binary `COPY` rows into `columns` of `table`: a first write copies them
+/// straight in; a write again skips the rows already stored.
+async fn write_rows(
+    pool: &PgPool,
+    (table, columns): (&str, &str),
+    rows: Vec<u8>,
+    attempt: Attempt,
+) -> Result<u64, sqlx::Error> {
+    match attempt {
+        Attempt::First => {
+            copy_in(
+                pool,
+                &format!("COPY {table} ({columns}) FROM STDIN (FORMAT binary)"),
+                rows,
+            )
+            .await
+        }
+        Attempt::Again => copy_in_new(pool, table, columns, rows).await,
     }
-    if !paywalls.is_empty() {
-        written += insert_paywall(pool, &paywalls, attempt).await?;
-    }
-    Ok(written)
 }
 
 async fn insert_paywall(
@@ -359,134 +415,88 @@ async fn insert_paywall(
     batch: &[&PaywallDecision],
     attempt: Attempt,
 ) -> Result<u64, sqlx::Error> {
-    if let Attempt::First = attempt {
-        let mut rows = BinaryRows::with_capacity(batch.len() * 160);
-        for d in batch {
+    let mut rows = BinaryRows::with_capacity(batch.len() * 160);
+    for d in batch {
+        rows.push([
+            &d.request_id,
+            &d.decided_at,
+            &d.user_hash,
+            &d.placement,
+            &d.arm,
+            &d.cold_start,
+            &d.trial_version.as_deref(),
+            &d.bounce_version.as_deref(),
+            &d.policy_version,
+            &d.p_trial,
+            &d.p_bounce,
+            &d.net_benefit,
+            &d.model_show,
+            &d.show,
+        ]);
+    }
+    let table = (
+        "serving.paywall_decisions",
+        "request_id, decided_at, user_hash, placement, arm, cold_start, trial_version, \
+         bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show",
+    );
+    write_rows(pool, table, rows.finish(), attempt).await
+}
+
+async fn insert_churn(
+    pool: &PgPool,
+    batch: &[&ChurnScores],
+    attempt: Attempt,
+) -> Result<u64, sqlx::Error> {
+    let mut rows = BinaryRows::with_capacity(batch.iter().map(|c| c.scores.len() * 160).sum());
+    for c in batch {
+        for s in &c.scores {
             rows.push([
-                &d.request_id,
-                &d.decided_at,
-                &d.user_hash,
-                &d.placement,
-                &d.arm,
-                &d.cold_start,
-                &d.trial_version.as_deref(),
-                &d.bounce_version.as_deref(),
-                &d.policy_version,
-                &d.p_trial,
-                &d.p_bounce,
-                &d.net_benefit,
-                &d.model_show,
-                &d.show,
+                &c.request_id,
+                &c.scored_at,
+                &s.user_hash,
+                &s.features_as_of,
+                &c.model_version,
+                &c.policy_version,
+                &s.score,
+                &s.band,
             ]);
         }
-        return copy_in(
-            pool,
-            "COPY serving.paywall_decisions
-               (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
-                bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show)
-             FROM STDIN (FORMAT binary)",
-            rows.finish(),
-        )
-        .await;
     }
-    sqlx::query(
-        "INSERT INTO serving.paywall_decisions
-           (request_id, decided_at, user_hash, placement, arm, cold_start, trial_version,
-            bounce_version, policy_version, p_trial, p_bounce, net_benefit, model_show, show)
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
-                              $6::bool[], $7::text[], $8::text[], $9::text[], $10::float8[],
-                              $11::float8[], $12::float8[], $13::bool[], $14::bool[])
-         ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(column(batch, |d| d.request_id))
-    .bind(column(batch, |d| d.decided_at))
-    .bind(column(batch, |d| d.user_hash.as_str()))
-    .bind(column(batch, |d| d.placement.as_str()))
-    .bind(column(batch, |d| d.arm))
-    .bind(column(batch, |d| d.cold_start))
-    .bind(column(batch, |d| d.trial_version.as_deref()))
-    .bind(column(batch, |d| d.bounce_version.as_deref()))
-    .bind(column(batch, |d| d.policy_version.as_str()))
-    .bind(column(batch, |d| d.p_trial))
-    .bind(column(batch, |d| d.p_bounce))
-    .bind(column(batch, |d| d.net_benefit))
-    .bind(column(batch, |d| d.model_show))
-    .bind(column(batch, |d| d.show))
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected())
+    let table = (
+        "serving.churn_scores",
+        "request_id, scored_at, user_hash, features_as_of, model_version, policy_version, \
+         score, band",
+    );
+    write_rows(pool, table, rows.finish(), attempt).await
 }
 
 async fn insert(pool: &PgPool, batch: &[&Decision], attempt: Attempt) -> Result<u64, sqlx::Error> {
     let ranker = super::served::Served::Ranker.name();
-    if let Attempt::First = attempt {
-        let mut rows = BinaryRows::with_capacity(batch.len() * 768);
-        for d in batch {
-            rows.push([
-                &d.request_id,
-                &d.decided_at,
-                &d.user_hash,
-                &d.arm,
-                &d.cold_start,
-                &d.model_version.as_ref().map(|_| ranker),
-                &d.model_version.as_deref(),
-                &d.policy_version,
-                &(d.threshold as f32),
-                &d.sent.as_deref(),
-                &d.model_choice.as_deref(),
-                &d.baseline_choice.as_deref(),
-                // Kept as sent: the column is `json` (migration 0019).
-                &copy::Json(&d.candidates),
-            ]);
-        }
-        return copy_in(
-            pool,
-            "COPY serving.decisions
-               (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
-                policy_version, threshold, sent, model_choice, baseline_choice, candidates)
-             FROM STDIN (FORMAT binary)",
-            rows.finish(),
-        )
-        .await;
+    let mut rows = BinaryRows::with_capacity(batch.len() * 768);
+    for d in batch {
+        rows.push([
+            &d.request_id,
+            &d.decided_at,
+            &d.user_hash,
+            &d.arm,
+            &d.cold_start,
+            &d.model_version.as_ref().map(|_| ranker),
+            &d.model_version.as_deref(),
+            &d.policy_version,
+            &(d.threshold as f32),
+            &d.sent.as_deref(),
+            &d.model_choice.as_deref(),
+            &d.baseline_choice.as_deref(),
+            // Kept as sent: the column is `json` (migration 0019).
+            &copy::Json(&d.candidates),
+        ]);
     }
-    sqlx::query(
-        "INSERT INTO serving.decisions
-           (request_id, decided_at, user_hash, arm, cold_start, model_name, model_version,
-            policy_version, threshold, sent, model_choice, baseline_choice, candidates)
-         SELECT r, d, u, a, c, CASE WHEN v IS NOT NULL THEN $13 END, v, p, t, s, m, b, j::json
-         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[],
-                     $6::text[], $7::text[], $8::real[], $9::text[], $10::text[], $11::text[],
-                     $12::text[])
-              AS x(r, d, u, a, c, v, p, t, s, m, b, j)
-         ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(column(batch, |d| d.request_id))
-    .bind(column(batch, |d| d.decided_at))
-    .bind(column(batch, |d| d.user_hash.as_str()))
-    .bind(column(batch, |d| d.arm))
-    .bind(column(batch, |d| d.cold_start))
-    .bind(column(batch, |d| d.model_version.as_deref()))
-    .bind(column(batch, |d| d.policy_version.as_str()))
-    .bind(column(batch, |d| d.threshold as f32))
-    .bind(column(batch, |d| d.sent.as_deref()))
-    .bind(column(batch, |d| d.model_choice.as_deref()))
-    .bind(column(batch, |d| d.baseline_choice.as_deref()))
-    .bind(column(batch, |d| json_text(&d.candidates)))
-    .bind(ranker)
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected())
-}
-
-/// `candidates` as JSON text.
-fn json_text(candidates: &[LoggedCandidate]) -> String {
-    serde_json::to_string(candidates)
-        .expect("a derived Serialize of strings, numbers and booleans into a String cannot fail")
-}
-
-/// One column of a batch, for `UNNEST`.
-fn column<'a, D, T>(batch: &[&'a D], value: impl Fn(&'a D) -> T) -> Vec<T> {
-    batch.iter().map(|&d| value(d)).collect()
+    let table = (
+        "serving.decisions",
+        "request_id, decided_at, user_hash, arm, cold_start, model_name, model_version, \
+         policy_version, threshold, sent, model_choice, baseline_choice, candidates",
+    );
+    write_rows(pool, table, rows.finish(), attempt).await
 }
 
 #[cfg(test)]

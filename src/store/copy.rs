@@ -5,9 +5,9 @@
 //! costs about a fifth less than `INSERT … SELECT FROM UNNEST` (BENCHMARKS.md, "Scoring
 //! load").
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
 /// Runs `statement` (a `COPY … FROM STDIN`) with `data`, in the format the statement
@@ -25,6 +25,44 @@ pub async fn copy_in(
     let mut copy = conn.copy_in_raw(statement).await?;
     copy.send(data).await?;
     copy.finish().await
+}
+
+/// Copies binary `data` into `columns` of `table` like [`copy_in`], but skips the rows
+/// whose key is already stored (`ON CONFLICT DO NOTHING`), which `COPY` cannot: the rows go
+/// through a temporary table in one transaction. Returns the rows newly stored.
+pub async fn copy_in_new(
+    pool: &PgPool,
+    table: &str,
+    columns: &str,
+    data: impl AsRef<[u8]>,
+) -> Result<u64, sqlx::Error> {
+    let data = data.as_ref();
+    if data.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    // The columns' types without the table's constraints and defaults. Table and columns
+    // are the caller's constants, never input.
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TEMP TABLE copy_staging ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY copy_staging ({columns}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    copy.send(data).await?;
+    copy.finish().await?;
+    let stored = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {table} ({columns}) SELECT {columns} FROM copy_staging ON CONFLICT DO NOTHING"
+    )))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(stored)
 }
 
 /// Rows of `COLUMNS` fields in the binary `COPY` format (see "Binary Format" in
@@ -100,6 +138,18 @@ impl Field for DateTime<Utc> {
         buf.extend_from_slice(&8i32.to_be_bytes());
         let micros = self.timestamp_micros() - POSTGRES_EPOCH_MICROS;
         buf.extend_from_slice(&micros.to_be_bytes());
+    }
+}
+
+/// Days from 0001-01-01 (day 1 of the Common Era) to Postgres's epoch, 2000-01-01.
+const POSTGRES_EPOCH_DAYS_FROM_CE: i32 = 730_120;
+
+/// `date`: days since 2000-01-01.
+impl Field for NaiveDate {
+    fn put(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&4i32.to_be_bytes());
+        let days = chrono::Datelike::num_days_from_ce(self) - POSTGRES_EPOCH_DAYS_FROM_CE;
+        buf.extend_from_slice(&days.to_be_bytes());
     }
 }
 
@@ -193,5 +243,17 @@ mod tests {
         t.with_timezone(&Utc).put(&mut buf);
         assert_eq!(buf, [0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x42]);
         assert!(BinaryRows::<1>::with_capacity(64).finish().is_empty());
+    }
+
+    #[test]
+    fn a_date_counts_days_from_2000() {
+        let field = |date: &str| {
+            let mut buf = Vec::new();
+            date.parse::<NaiveDate>().unwrap().put(&mut buf);
+            buf
+        };
+        assert_eq!(field("2000-01-01"), [0, 0, 0, 4, 0, 0, 0, 0]);
+        assert_eq!(field("2000-01-03"), [0, 0, 0, 4, 0, 0, 0, 2]);
+        assert_eq!(field("1999-12-31"), [0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
     }
 }

@@ -129,8 +129,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 /// and history and the guardrail checks. For a fresh demo or simulation, never production.
 pub async fn reset_serving_state(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "TRUNCATE serving.decisions, serving.paywall_decisions, serving.flags,
-                  serving.controller, serving.controller_steps, serving.guardrail_checks",
+        "TRUNCATE serving.decisions, serving.paywall_decisions, serving.churn_scores,
+                  serving.flags, serving.controller, serving.controller_steps,
+                  serving.guardrail_checks",
     )
     .execute(pool)
     .await?;
