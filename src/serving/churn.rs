@@ -128,29 +128,29 @@ pub async fn churn(
         .map(|id| ctx.hasher.hash(id))
         .collect();
     let features = join_all(hashes.iter().map(|hash| ctx.user_features(hash))).await;
-    let mut logged = Vec::with_capacity(hashes.len());
-    let scores = request
+    let (scores, logged): (Vec<ChurnScore>, Vec<LoggedChurnScore>) = request
         .user_ids
         .into_iter()
         .zip(hashes)
         .zip(features)
         .map(|((user_id, user_hash), features)| {
             let score = model.score(features.as_ref(), RequestContext::User);
-            let band = loaded.policy.churn_bands.band(score).to_owned();
-            logged.push(LoggedChurnScore {
-                user_hash,
-                features_as_of: features.as_ref().map(|row| row.as_of),
-                score,
-                band: band.clone(),
-            });
-            ChurnScore {
+            let band = loaded.policy.churn_bands.band(score);
+            let answer = ChurnScore {
                 user_id,
                 score,
-                band,
+                band: band.to_owned(),
                 cold_start: features.is_none(),
-            }
+            };
+            let log = LoggedChurnScore {
+                user_hash,
+                features_as_of: features.map(|row| row.as_of),
+                score,
+                band: band.to_owned(),
+            };
+            (answer, log)
         })
-        .collect();
+        .unzip();
     let request_id = Uuid::now_v7();
     ctx.decisions.record(ChurnScores {
         request_id,
