@@ -157,7 +157,10 @@ enum Command {
     /// rate, D7 retention, with 95 % intervals, and canary minus control, D7 also
     /// adjusted for the users' activity in the 14 days before the experiment), from the
     /// decision log and the silver events; outcomes count once observed (up to the
-    /// newest silver event). Decisions in [--from, --to), by default all of them.
+    /// newest silver event). Decisions in [--from, --to), by default all of them. Then
+    /// the logged /v1/churn scores of snapshots in the same days beside the share of
+    /// those users who churned, by model version, band and arm, once their 14 days are
+    /// observed.
     Kpis {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -180,9 +183,10 @@ enum Command {
     /// the logging policy → features → fit every spec in training/ → promote what passes
     /// its gates → start nudge-serve (in process, on loopback) → closed-loop days in
     /// which nudge-serve decides every notification, features are refreshed daily and the
-    /// controller and guardrails tick on simulated time → a per-arm report and the
-    /// controller's trajectory. Replaces any simulated population and serving state in
-    /// the database.
+    /// controller and guardrails tick on simulated time → a per-arm report, the
+    /// controller's trajectory and the churn watch (the served churn scores of one day's
+    /// active users beside their true risk and what they then did). Replaces any
+    /// simulated population and serving state in the database.
     Demo {
         #[command(flatten)]
         database: DatabaseArgs,
