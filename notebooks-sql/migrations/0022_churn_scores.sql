@@ -31,17 +31,30 @@ WITH scored AS (
     FROM serving.churn_scores s
     WHERE s.features_as_of >= p_from AND s.features_as_of < p_to
     ORDER BY s.user_hash, s.features_as_of, s.model_version, s.scored_at DESC, s.request_id
+), labelled AS MATERIALIZED (
+    SELECT sc.*, l.churn_14d
+    FROM scored sc
+    JOIN gold.label_churn_14d l
+      ON l.user_hash = sc.user_hash AND l.day = sc.features_as_of - 1 AND l.complete
+), their_decisions AS MATERIALIZED (
+    -- One pass over the log for the users scored (the log has no index by user): a
+    -- lookup per score would read the log once per user.
+    SELECT x.user_hash, x.decided_at, x.arm
+    FROM serving.decisions x
+    WHERE x.user_hash IN (SELECT user_hash FROM labelled)
+      AND x.decided_at < (SELECT max(features_as_of) FROM labelled)::timestamp AT TIME ZONE 'UTC'
+), with_arm AS (
+    SELECT DISTINCT ON (lb.user_hash, lb.features_as_of, lb.model_version)
+           lb.model_version, lb.band, lb.score, lb.churn_14d, coalesce(x.arm, 'none') AS arm
+    FROM labelled lb
+    LEFT JOIN their_decisions x
+      ON x.user_hash = lb.user_hash
+     AND x.decided_at < lb.features_as_of::timestamp AT TIME ZONE 'UTC'
+    ORDER BY lb.user_hash, lb.features_as_of, lb.model_version, x.decided_at DESC NULLS LAST
 )
-SELECT sc.model_version, sc.band, coalesce(d.arm, 'none'), count(*), avg(sc.score),
-       count(*) FILTER (WHERE l.churn_14d)
-FROM scored sc
-JOIN gold.label_churn_14d l
-  ON l.user_hash = sc.user_hash AND l.day = sc.features_as_of - 1 AND l.complete
-LEFT JOIN LATERAL (
-    SELECT x.arm FROM serving.decisions x
-    WHERE x.user_hash = sc.user_hash
-      AND x.decided_at < sc.features_as_of::timestamp AT TIME ZONE 'UTC'
-    ORDER BY x.decided_at DESC LIMIT 1) d ON true
+SELECT w.model_version, w.band, w.arm, count(*), avg(w.score),
+       count(*) FILTER (WHERE w.churn_14d)
+FROM with_arm w
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
 $$;
