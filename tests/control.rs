@@ -382,9 +382,10 @@ async fn a_churn_score_meets_the_label_of_the_day_its_snapshot_describes_once_wi
     .await;
 
     let day = |d: &str| d.parse().unwrap();
-    let groups = calibration::churn_calibration(&db.pool, day("2026-03-10"), day("2026-03-21"))
-        .await
-        .unwrap();
+    let groups =
+        calibration::churn_calibration(&db.pool, Some(day("2026-03-10")), Some(day("2026-03-21")))
+            .await
+            .unwrap();
     let group = |model: &str, band: &str, arm: &str, mean_score: f64, churned| ScoredGroup {
         model_version: model.into(),
         band: band.into(),
@@ -398,6 +399,19 @@ async fn a_churn_score_meets_the_label_of_the_day_its_snapshot_describes_once_wi
         [
             group("v1", "high", "none", 0.6, 1),
             group("v1", "low", "canary", 0.3, 0),
+            group("v2", "low", "control", 0.1, 1),
+        ]
+    );
+    // Unbounded, G's snapshot counts too (active 03-04, never again); E's still does not.
+    let all = calibration::churn_calibration(&db.pool, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        [
+            group("v1", "high", "none", 0.6, 1),
+            group("v1", "low", "canary", 0.3, 0),
+            group("v1", "low", "none", 0.4, 1),
             group("v2", "low", "control", 0.1, 1),
         ]
     );

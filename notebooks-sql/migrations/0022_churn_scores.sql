@@ -20,7 +20,7 @@ CREATE INDEX serving_churn_scores_features_as_of ON serving.churn_scores (featur
 -- open). Only scores whose label is complete count, each (user, snapshot, model) once,
 -- with its latest score; cold starts and users inactive on D − 1 have no label. The arm
 -- is the user's in their latest /v1/score decision before the snapshot's midnight
--- ('none' without one).
+-- ('none' without one). Snapshots as of [p_from, p_to); a null bound does not bound.
 CREATE FUNCTION kpi.churn_calibration(p_from date, p_to date)
 RETURNS TABLE (model_version text, band text, arm text, users bigint, mean_score float8,
                churned bigint)
@@ -29,7 +29,8 @@ WITH scored AS (
     SELECT DISTINCT ON (s.user_hash, s.features_as_of, s.model_version)
            s.user_hash, s.features_as_of, s.model_version, s.score, s.band
     FROM serving.churn_scores s
-    WHERE s.features_as_of >= p_from AND s.features_as_of < p_to
+    WHERE s.features_as_of >= coalesce(p_from, '-infinity')
+      AND s.features_as_of < coalesce(p_to, 'infinity')
     ORDER BY s.user_hash, s.features_as_of, s.model_version, s.scored_at DESC, s.request_id
 ), labelled AS MATERIALIZED (
     SELECT sc.*, l.churn_14d

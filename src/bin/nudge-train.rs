@@ -158,9 +158,9 @@ enum Command {
     /// adjusted for the users' activity in the 14 days before the experiment), from the
     /// decision log and the silver events; outcomes count once observed (up to the
     /// newest silver event). Decisions in [--from, --to), by default all of them. Then
-    /// the logged /v1/churn scores of snapshots in the same days beside the share of
-    /// those users who churned, by model version, band and arm, once their 14 days are
-    /// observed.
+    /// the logged /v1/churn scores of snapshots as of the same days (by default all)
+    /// beside the share of those users who churned, by model version, band and arm,
+    /// once their 14 days are observed.
     Kpis {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -501,7 +501,10 @@ async fn command() -> anyhow::Result<()> {
                 );
                 out!("{watch}");
                 let next_day = watched + chrono::Days::new(1);
-                out!("{}", churn_outcomes(&pool, watched, next_day).await?);
+                out!(
+                    "{}",
+                    churn_outcomes(&pool, Some(watched), Some(next_day)).await?
+                );
                 serve.stop().await?;
             }
             let summary = driver.finish().await?;
@@ -518,26 +521,23 @@ async fn kpi_report(
     to: Option<NaiveDate>,
     every_days: Option<u32>,
 ) -> anyhow::Result<()> {
-    let Some(span) = kpi::logged_span(pool).await? else {
-        outln!("kpis: the decision log is empty");
-        return Ok(());
-    };
-    let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
-    let from = midnight(from.unwrap_or(span.first.date_naive()));
-    let to = midnight(to.unwrap_or(span.last.date_naive() + chrono::Days::new(1)));
-    let every = every_days.map(|d| chrono::TimeDelta::days(i64::from(d)));
-    outln!(
-        "kpis: outcomes observed up to {} (the newest silver event)",
-        span.observed
-    );
-    for (start, end) in kpi::windows(from, to, every) {
-        outln!("\ndecisions {} → {}", start.date_naive(), end.date_naive());
-        out!("{}", kpi::report(pool, start, end, span.observed).await?);
+    if let Some(span) = kpi::logged_span(pool).await? {
+        let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+        let from = midnight(from.unwrap_or(span.first.date_naive()));
+        let to = midnight(to.unwrap_or(span.last.date_naive() + chrono::Days::new(1)));
+        let every = every_days.map(|d| chrono::TimeDelta::days(i64::from(d)));
+        outln!(
+            "kpis: outcomes observed up to {} (the newest silver event)",
+            span.observed
+        );
+        for (start, end) in kpi::windows(from, to, every) {
+            outln!("\ndecisions {} → {}", start.date_naive(), end.date_naive());
+            out!("{}", kpi::report(pool, start, end, span.observed).await?);
+        }
+    } else {
+        outln!("kpis: no /v1/score decision is logged");
     }
-    out!(
-        "{}",
-        churn_outcomes(pool, from.date_naive(), to.date_naive()).await?
-    );
+    out!("{}", churn_outcomes(pool, from, to).await?);
     Ok(())
 }
 
@@ -724,9 +724,17 @@ async fn churn_watch(
 
 /// The logged churn scores of the snapshots as of `[from, to)` beside the users' next 14
 /// days.
-async fn churn_outcomes(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> anyhow::Result<String> {
+async fn churn_outcomes(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> anyhow::Result<String> {
+    let day =
+        |d: Option<NaiveDate>, open: &str| d.map_or_else(|| open.to_owned(), |d| d.to_string());
     Ok(format!(
-        "\nchurn scores of snapshots {from} → {to} beside the users' next 14 days:\n{}",
+        "\nchurn scores of snapshots {} → {} beside the users' next 14 days:\n{}",
+        day(from, "the first"),
+        day(to, "the last"),
         calibration::table(&calibration::churn_calibration(pool, from, to).await?)
     ))
 }

@@ -26,11 +26,12 @@ pub struct ScoredGroup {
     pub churned: i64,
 }
 
-/// The scores of snapshots as of `[from, to)` whose labels are complete.
+/// The scores of snapshots as of `[from, to)` whose labels are complete; a bound of
+/// `None` does not bound.
 pub async fn churn_calibration(
     pool: &PgPool,
-    from: NaiveDate,
-    to: NaiveDate,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
 ) -> Result<Vec<ScoredGroup>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM kpi.churn_calibration($1, $2)")
         .bind(from)
