@@ -19,7 +19,8 @@ pub const DECISION_LOG_DROPPED: &str = "nudge_decision_log_dropped_total";
 /// Counter of decisions Postgres refused as data (each logged by request id; retrying the
 /// same row cannot succeed, so it is not retried and does not hold up the others).
 pub const DECISION_LOG_REFUSED: &str = "nudge_decision_log_refused_total";
-/// Counter of decisions written to Postgres (rows inserted; a rewrite of a row already there is not counted).
+/// Counter of decision-log rows written to Postgres: a decision, a paywall answer, or one
+/// user's churn score (a rewrite of a row already there is not counted).
 pub const DECISIONS_LOGGED: &str = "nudge_decision_log_written_total";
 /// Counter of failed decision-log batch writes (each is retried).
 pub const DECISION_LOG_ERRORS: &str = "nudge_decision_log_errors_total";

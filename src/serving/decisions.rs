@@ -1,8 +1,8 @@
 //! The decision log: every `/v1/score`, `/v1/paywall` and `/v1/churn` answer goes through
 //! a bounded queue to a writer task that inserts batches (up to four at once) into
-//! `serving.decisions`, `serving.paywall_decisions` and `serving.churn_scores`. A request never waits for
-//! Postgres: when Postgres is slow or down, batches wait and are retried; only when the
-//! queue is full is an entry refused, and every refused entry is counted in
+//! `serving.decisions`, `serving.paywall_decisions` and `serving.churn_scores`. A request
+//! never waits for Postgres: when Postgres is slow or down, batches wait and are retried;
+//! only when the queue is full is an entry refused, and every refused entry is counted in
 //! `nudge_decision_log_dropped_total`. A batch Postgres refuses as data (an entry it
 //! cannot store) is written entry by entry, so the one bad entry is counted in
 //! `nudge_decision_log_refused_total` and logged, and the others are kept.
