@@ -8,8 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nudge::config::ServeConfig;
 use nudge::config::{DatabaseArgs, HashKeyArgs, ModelsDirArgs, RedisArgs, SimulateArgs};
 use nudge::control::closed_loop::{self, ClosedLoopError, ServeClient};
-use nudge::control::kpi;
-use nudge::control::{calibration, churn_watch};
+use nudge::control::{calibration, churn_watch, kpi};
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::materialize::materialize;
 use nudge::features::{DayRange, labels, refresh, status};
@@ -697,9 +696,8 @@ async fn closed_loop_report(
 const CHURN_LABEL_DAYS: i32 = 15;
 
 /// The churn watch: `/v1/churn`'s bands for the users active on the last day of `run`,
-/// beside their true risk and, once 14 days have been played after it, beside what they
-/// did (`kpi.churn_calibration` of the logged scores). A churn model left unpromoted is
-/// reported, not an error.
+/// beside their true risk (what they then did is [`churn_outcomes`] of the logged
+/// scores). A churn model left unpromoted is reported, not an error.
 async fn churn_watch(
     pool: &PgPool,
     client: &ServeClient,

@@ -232,10 +232,11 @@ impl QuotaStore {
     }
 
     /// Adds what the events record to the store ([`seed_from_recorded`]): each user's sends
-    /// of the last day where the store lacks them (by candidate id, so nothing counts twice), and
-    /// their send load where the store holds none (a load the store counted itself has
-    /// counted later sends and is kept). A restart, an emptied store, or sends made before
-    /// nudge-serve counted then reset neither the daily cap, the gap nor the budget.
+    /// of the last day where the store lacks them (by candidate id, so nothing counts
+    /// twice), and their send load where the store holds none (a load the store counted
+    /// itself has counted later sends and is kept). A restart, an emptied store, or sends
+    /// made before nudge-serve counted then reset neither the daily cap, the gap nor the
+    /// budget.
     pub async fn seed(&self, plan: &[UserSeed]) -> Result<Seeded, StoreError> {
         let mut seeded = Seeded::default();
         match self {
