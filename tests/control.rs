@@ -663,6 +663,79 @@ async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_
     );
 }
 
+/// The `d7_retention` check of a tick's report.
+fn d7_check(report: &Value) -> &Value {
+    report["guardrails"]["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["metric"] == "d7_retention"))
+        .unwrap_or_else(|| panic!("no d7_retention check in {report}"))
+}
+
+#[tokio::test]
+async fn the_d7_guardrail_weighs_the_users_whose_seventh_day_has_ended_and_rolls_back_on_harm() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\n\
+         guardrails: { window: 7d, min_samples: 200, opt_out_rate: 0.01, d7_retention: 0.03, \
+         send_rate: null, roi: null }\n",
+    )
+    .await;
+    // A cohort first decided at t0: 20 % of the canary's users and 50 % of the control's
+    // come back on their 7th day.
+    let first = t0();
+    for (arm, retained) in [("canary", 60), ("control", 150)] {
+        arm_sends(&db, arm, 300, first, 0, 0).await;
+        for i in 0..retained {
+            let user = format!("{arm}-{}-{i}", first.timestamp());
+            session(&db, &user, first + Duration::days(7) + Duration::hours(3)).await;
+        }
+    }
+    // Later users in both arms, alike, so that each window has both arms.
+    arm_sends(&db, "canary", 300, first + Duration::days(7), 30, 0).await;
+    arm_sends(&db, "control", 300, first + Duration::days(7), 30, 0).await;
+
+    // Half a day into the cohort's 7th day nobody's D7 is known: nothing to weigh.
+    let early = tick_at(&one.app, first + Duration::days(7) + Duration::hours(12)).await;
+    assert_eq!(early["guardrails"]["status"], "passed", "{early}");
+    assert_eq!(d7_check(&early)["canary"]["trials"], 0, "{early}");
+    assert_eq!(d7_check(&early)["z"], Value::Null);
+
+    // A day later the cohort's 7th day has ended, though its first decisions have left
+    // the trailing 7-day window: the shortfall is seen and the canary is stopped.
+    let late = tick_at(&one.app, first + Duration::days(9)).await;
+    assert_eq!(late["guardrails"]["status"], "rolled_back", "{late}");
+    let check = d7_check(&late);
+    assert_eq!(
+        (&check["canary"], &check["control"]),
+        (
+            &json!({"successes": 60, "trials": 300}),
+            &json!({"successes": 150, "trials": 300})
+        ),
+        "{late}"
+    );
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["mode"], "shadow", "{rollout}");
+    let reason = rollout["flag"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("d7_retention canary 20.00% of 300"),
+        "{reason}"
+    );
+
+    // Turned back on: users first decided before that are not weighed again.
+    let (status, _) = admin(
+        &one.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "canary", "canary_percent": 50, "reason": "fixed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    arm_sends(&db, "canary", 300, first + Duration::days(9), 30, 0).await;
+    arm_sends(&db, "control", 300, first + Duration::days(9), 30, 0).await;
+    let again = tick_at(&one.app, first + Duration::days(9) + Duration::hours(2)).await;
+    assert_eq!(again["guardrails"]["status"], "passed", "{again}");
+    assert_eq!(d7_check(&again)["canary"]["trials"], 0, "{again}");
+}
+
 #[tokio::test]
 async fn guardrails_are_checked_at_most_once_per_interval_and_a_later_check_sees_new_harm() {
     let (db, _dir, one) = setup(
@@ -796,6 +869,39 @@ async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_k
         "{page}"
     );
     assert!(page.contains("canary − control:"), "{page}");
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_d7_retention_of_the_latest_week_whose_seventh_day_has_ended() {
+    let (db, _dir, one) = setup("").await;
+    let first = t0();
+    arm_sends(&db, "canary", 20, first, 0, 0).await;
+    arm_sends(&db, "control", 20, first, 0, 0).await;
+    for i in 0..5 {
+        let user = format!("canary-{}-{i}", first.timestamp());
+        session(&db, &user, first + Duration::days(7) + Duration::hours(3)).await;
+    }
+    // Ten days on, the last week's users have no D7 yet; those of t0 have.
+    arm_sends(&db, "canary", 20, first + Duration::days(10), 1, 0).await;
+    let page = dashboard(&one.app).await;
+    let observed = first + Duration::days(10) + Duration::hours(1); // the newest event
+    let heading = format!(
+        "decisions {} → {}, the latest week whose D7 is known for every user",
+        (observed - Duration::days(15)).to_rfc3339(),
+        (observed - Duration::days(8)).to_rfc3339()
+    );
+    let (last_week, cohort) = page
+        .split_once(&heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in {page}"));
+    let canary_row = |table: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with("canary "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no canary row in {table}"))
+    };
+    assert!(canary_row(last_week).ends_with("n/a"), "{last_week}");
+    assert!(canary_row(cohort).contains(" 25.0% ["), "{cohort}");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use nudge::config::ServeConfig;
 use nudge::config::{DatabaseArgs, HashKeyArgs, ModelsDirArgs, RedisArgs, SimulateArgs};
 use nudge::control::closed_loop::{self, ClosedLoopError, ServeClient};
-use nudge::control::{calibration, churn_watch, kpi};
+use nudge::control::{calibration, churn_watch, guardrail, kpi, tick};
 use nudge::features::catalog::FeatureCatalog;
 use nudge::features::materialize::materialize;
 use nudge::features::{DayRange, labels, refresh, status};
@@ -183,9 +183,10 @@ enum Command {
     /// its gates → start nudge-serve (in process, on loopback) → closed-loop days in
     /// which nudge-serve decides every notification, features are refreshed daily and the
     /// controller and guardrails tick on simulated time → a per-arm report, the
-    /// controller's trajectory and the churn watch (the served churn scores of one day's
-    /// active users beside their true risk and what they then did). Replaces any
-    /// simulated population and serving state in the database.
+    /// controller's trajectory, the guardrails' last check and the churn watch (the
+    /// served churn scores of one day's active users beside their true risk and what
+    /// they then did). Replaces any simulated population and serving state in the
+    /// database.
     Demo {
         #[command(flatten)]
         database: DatabaseArgs,
@@ -688,6 +689,12 @@ async fn closed_loop_report(
                 rollout["flag"]["reason"].as_str().unwrap_or("")
             ))
     )?;
+    if let Some((at, checks)) = tick::latest_checks(pool).await? {
+        writeln!(out, "guardrails at their last check ({at}):")?;
+        for line in guardrail::lines(&checks).lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
     Ok(out)
 }
 

@@ -7,11 +7,16 @@
 //! `z = (harm − margin) / SE ≥ z₁₋α`, with `harm` the canary's excess (or shortfall) and
 //! SE the unpooled standard error. A single noisy day cannot trip it: both arms need
 //! `min_samples` trials, and the excess must stand out of the sampling noise.
+//!
+//! D7 retention cannot be read from the users a trailing window first decided: none of
+//! their 7th days has ended. Its guardrail weighs the users first decided in the window
+//! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it sees harm
+//! about eight days after it begins.
 
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::kpi::ArmKpis;
+use super::kpi::{ArmD7, ArmKpis};
 use crate::policy::Guardrails;
 
 /// A count of successes out of trials.
@@ -69,12 +74,13 @@ impl Metric {
     }
 
     /// The metric's proportion in one arm.
-    pub fn of(self, arm: &ArmKpis) -> Proportion {
+    pub fn of(self, arm: &Evidence) -> Proportion {
+        let kpis = arm.window;
         let (successes, trials) = match self {
-            Metric::OptOutRate => (arm.opted_out, arm.users),
-            Metric::D7Retention => (arm.retained_d7, arm.d7_users),
-            Metric::SendRate => (arm.sends, arm.decisions),
-            Metric::Roi => (arm.actioned, arm.measured_sends),
+            Metric::OptOutRate => (kpis.opted_out, kpis.users),
+            Metric::D7Retention => return arm.d7,
+            Metric::SendRate => (kpis.sends, kpis.decisions),
+            Metric::Roi => (kpis.actioned, kpis.measured_sends),
         };
         Proportion { successes, trials }
     }
@@ -82,6 +88,31 @@ impl Metric {
     /// Whether a higher rate in the canary is the harm (else a lower one is).
     fn higher_is_worse(self) -> bool {
         !matches!(self, Metric::D7Retention | Metric::Roi)
+    }
+}
+
+/// What the guardrails weigh of one arm.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// The arm's KPIs over the guardrail window: opt-outs, send rate, ROI.
+    pub window: &'a ArmKpis,
+    /// D7 retention (retained out of users) of the arm's [`super::kpi::d7_cohort`]: the users
+    /// whose 7th day has been observed.
+    pub d7: Proportion,
+}
+
+impl<'a> Evidence<'a> {
+    /// An arm's evidence: its KPIs over the window, and its D7 from `cohort`, each arm's
+    /// D7 of the users whose 7th day has been observed (no row: no such users).
+    pub fn of(window: &'a ArmKpis, cohort: &[ArmD7]) -> Self {
+        let d7 = cohort.iter().find(|a| a.arm == window.arm);
+        Evidence {
+            window,
+            d7: Proportion {
+                successes: d7.map_or(0, |a| a.retained),
+                trials: d7.map_or(0, |a| a.users),
+            },
+        }
     }
 }
 
@@ -124,6 +155,15 @@ impl std::fmt::Display for Check {
     }
 }
 
+/// One line per check, `BREACHED` or `ok` before it.
+pub fn lines(checks: &[Check]) -> String {
+    checks.iter().fold(String::new(), |mut out, c| {
+        let verdict = if c.breached { "BREACHED" } else { "ok      " };
+        out.push_str(&format!("{verdict} {c}\n"));
+        out
+    })
+}
+
 /// The z statistic of "the canary's harm exceeds `margin`" (one-sided, unpooled SE).
 pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f64) -> Option<f64> {
     let (p1, p2) = (canary.rate()?, control.rate()?);
@@ -139,7 +179,7 @@ pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f
 }
 
 /// Checks every configured guardrail of `canary` against `control`.
-pub fn check(settings: &Guardrails, canary: &ArmKpis, control: &ArmKpis) -> Vec<Check> {
+pub fn check(settings: &Guardrails, canary: &Evidence, control: &Evidence) -> Vec<Check> {
     let critical = Normal::standard().inverse_cdf(settings.confidence);
     [
         (Metric::OptOutRate, settings.opt_out_rate),
@@ -184,8 +224,10 @@ mod tests {
         }
     }
 
-    fn arm(users: u64, opted_out: u64, d7_users: u64, retained_d7: u64) -> ArmKpis {
-        ArmKpis {
+    /// An arm of `users` of whom `opted_out` opted out, and of a D7 cohort of
+    /// `d7_users` of whom `retained_d7` were retained.
+    fn arm(users: u64, opted_out: u64, d7_users: u64, retained_d7: u64) -> (ArmKpis, Proportion) {
+        let kpis = ArmKpis {
             arm: "x".into(),
             users,
             decisions: users * 3,
@@ -194,9 +236,33 @@ mod tests {
             actioned: users / 4,
             opened: users / 3,
             opted_out,
-            d7_users,
-            retained_d7,
-        }
+            // The window's own users have no D7 yet: the guardrail must not read it.
+            d7_users: 0,
+            retained_d7: 0,
+        };
+        let d7 = Proportion {
+            successes: retained_d7,
+            trials: d7_users,
+        };
+        (kpis, d7)
+    }
+
+    fn check_arms(
+        settings: &Guardrails,
+        canary: &(ArmKpis, Proportion),
+        control: &(ArmKpis, Proportion),
+    ) -> Vec<Check> {
+        let (canary, control) = (
+            Evidence {
+                window: &canary.0,
+                d7: canary.1,
+            },
+            Evidence {
+                window: &control.0,
+                d7: control.1,
+            },
+        );
+        check(settings, &canary, &control)
     }
 
     fn breached(checks: &[Check], metric: Metric) -> bool {
@@ -205,30 +271,30 @@ mod tests {
 
     #[test]
     fn a_clear_excess_of_opt_outs_breaches() {
-        let checks = check(&settings(), &arm(5_000, 250, 0, 0), &arm(5_000, 50, 0, 0));
+        let checks = check_arms(&settings(), &arm(5_000, 250, 0, 0), &arm(5_000, 50, 0, 0));
         assert!(breached(&checks, Metric::OptOutRate), "{checks:?}");
     }
 
     #[test]
     fn a_small_sample_or_an_excess_within_noise_does_not() {
         // 5 % vs 1 % but only 100 users each: not enough evidence to act on.
-        let small = check(&settings(), &arm(100, 5, 0, 0), &arm(100, 1, 0, 0));
+        let small = check_arms(&settings(), &arm(100, 5, 0, 0), &arm(100, 1, 0, 0));
         assert!(!breached(&small, Metric::OptOutRate));
         assert_eq!(small[0].z, None);
         // 1.2 % vs 1.0 % over 5,000 users each: within the margin and the noise.
-        let noise = check(&settings(), &arm(5_000, 60, 0, 0), &arm(5_000, 50, 0, 0));
+        let noise = check_arms(&settings(), &arm(5_000, 60, 0, 0), &arm(5_000, 50, 0, 0));
         assert!(!breached(&noise, Metric::OptOutRate), "{noise:?}");
     }
 
     #[test]
     fn retention_breaches_when_the_canary_falls_short_not_when_it_leads() {
-        let short = check(
+        let short = check_arms(
             &settings(),
             &arm(5_000, 0, 5_000, 2_000),
             &arm(5_000, 0, 5_000, 2_500),
         );
         assert!(breached(&short, Metric::D7Retention), "{short:?}");
-        let leads = check(
+        let leads = check_arms(
             &settings(),
             &arm(5_000, 0, 5_000, 2_500),
             &arm(5_000, 0, 5_000, 2_000),
@@ -237,8 +303,24 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_read_from_the_d7_cohort_not_from_the_windows_users() {
+        let mut canary = arm(5_000, 0, 5_000, 2_000);
+        let mut control = arm(5_000, 0, 5_000, 2_500);
+        // The window's users' D7 fields say the opposite: they must not count.
+        (canary.0.d7_users, canary.0.retained_d7) = (5_000, 2_500);
+        (control.0.d7_users, control.0.retained_d7) = (5_000, 2_000);
+        let checks = check_arms(&settings(), &canary, &control);
+        let d7 = checks
+            .iter()
+            .find(|c| c.metric == Metric::D7Retention)
+            .unwrap();
+        assert_eq!((d7.canary.successes, d7.control.successes), (2_000, 2_500));
+        assert!(d7.breached, "{d7:?}");
+    }
+
+    #[test]
     fn unset_margins_are_not_checked() {
-        let checks = check(&settings(), &arm(5_000, 0, 0, 0), &arm(5_000, 0, 0, 0));
+        let checks = check_arms(&settings(), &arm(5_000, 0, 0, 0), &arm(5_000, 0, 0, 0));
         assert!(
             checks
                 .iter()
@@ -254,10 +336,16 @@ mod tests {
         };
         let mut canary = arm(1_000, 0, 0, 0);
         let control = arm(1_000, 0, 0, 0); // ROI 25 %
-        canary.actioned = 50; // 5 %
-        assert!(breached(&check(&settings, &canary, &control), Metric::Roi));
-        canary.actioned = 400; // 40 %: better than the baseline
-        assert!(!breached(&check(&settings, &canary, &control), Metric::Roi));
+        canary.0.actioned = 50; // 5 %
+        assert!(breached(
+            &check_arms(&settings, &canary, &control),
+            Metric::Roi
+        ));
+        canary.0.actioned = 400; // 40 %: better than the baseline
+        assert!(!breached(
+            &check_arms(&settings, &canary, &control),
+            Metric::Roi
+        ));
     }
 
     proptest! {
@@ -265,7 +353,7 @@ mod tests {
         #[test]
         fn equal_arms_never_breach(rate in 0.0..1.0f64, n1 in 1u64..100_000, n2 in 1u64..100_000) {
             let count = |n: u64| (rate * n as f64).round() as u64;
-            let checks = check(
+            let checks = check_arms(
                 &settings(),
                 &arm(n1, count(n1), n1, count(n1)),
                 &arm(n2, count(n2), n2, count(n2)),

@@ -100,6 +100,61 @@ pub async fn arms(
         .collect())
 }
 
+/// How long after a user's first decision their D7 is known: the 7th day after it ends
+/// 8 days later (`kpi.first_seen`).
+pub const D7_KNOWN_AFTER: TimeDelta = TimeDelta::days(8);
+
+/// The users whose D7 is known at `at`, among those a trailing `window` would count: the
+/// first decisions in `[at − window − 8 d, at − 8 d)`, none before `since`. `None` when
+/// that is empty (a window shorter than the wait, or `since` too recent).
+pub fn d7_cohort(
+    at: DateTime<Utc>,
+    window: TimeDelta,
+    since: Option<DateTime<Utc>>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let to = at - D7_KNOWN_AFTER;
+    let from = since.map_or(to - window, |since| since.max(to - window));
+    (from < to).then_some((from, to))
+}
+
+/// One arm's D7 retention over the users first decided in a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmD7 {
+    /// Arm.
+    pub arm: String,
+    /// Users whose 7th day has been observed.
+    pub users: u64,
+    /// Of those, active on their 7th day.
+    pub retained: u64,
+}
+
+/// Each arm's D7 retention of the users first decided in `[from, to)`, observed by
+/// `observed`: the D7 columns of [`arms`] alone, without reading the window's sends.
+pub async fn d7_by_arm(
+    db: impl sqlx::PgExecutor<'_>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    observed: DateTime<Utc>,
+) -> Result<Vec<ArmD7>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT arm, count(retained_d7), count(*) FILTER (WHERE retained_d7)
+         FROM kpi.first_seen($1, $2, $3) GROUP BY arm ORDER BY arm",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(observed)
+    .fetch_all(db)
+    .await?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(rows
+        .into_iter()
+        .map(|(arm, users, retained)| ArmD7 {
+            arm,
+            users: count(users),
+            retained: count(retained),
+        })
+        .collect())
+}
+
 /// What the decision log covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoggedSpan {
@@ -542,6 +597,41 @@ mod tests {
         );
         assert!(windows(day(8), day(1), None).is_empty());
         assert!(windows(day(1), day(1), Some(chrono::TimeDelta::days(1))).is_empty());
+    }
+
+    #[test]
+    fn the_d7_cohort_is_the_window_that_ended_eight_days_ago_and_starts_no_earlier_than_since() {
+        let at: DateTime<Utc> = "2026-03-30T00:00:00Z".parse().unwrap();
+        let day = |d: i64| at - TimeDelta::days(d);
+        let week = TimeDelta::days(7);
+        assert_eq!(d7_cohort(at, week, None), Some((day(15), day(8))));
+        // A rollback 10 days ago: only the users first decided after it count.
+        assert_eq!(d7_cohort(at, week, Some(day(10))), Some((day(10), day(8))));
+        // Since a rollback 5 days ago, nobody's 7th day has been observed.
+        assert_eq!(d7_cohort(at, week, Some(day(5))), None);
+        assert_eq!(d7_cohort(at, week, Some(day(8))), None);
+        assert_eq!(d7_cohort(at, week, Some(day(30))), Some((day(15), day(8))));
+    }
+
+    proptest! {
+        /// Every user of the cohort has had their 7th day observed by `at`, and each was
+        /// first decided within the trailing window's length and not before `since`.
+        #[test]
+        fn every_user_of_the_d7_cohort_has_a_known_d7(
+            window_hours in 1i64..1_000, since_hours in proptest::option::of(0i64..2_000),
+        ) {
+            let at: DateTime<Utc> = "2026-03-30T00:00:00Z".parse().unwrap();
+            let window = TimeDelta::hours(window_hours);
+            let since = since_hours.map(|h| at - TimeDelta::hours(h));
+            match d7_cohort(at, window, since) {
+                Some((from, to)) => {
+                    prop_assert!(from < to && to + D7_KNOWN_AFTER <= at);
+                    prop_assert!(to - from <= window);
+                    prop_assert!(since.is_none_or(|s| from >= s));
+                }
+                None => prop_assert!(since.is_some_and(|s| s >= at - D7_KNOWN_AFTER)),
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use super::guardrail::{self, Check};
+use super::guardrail::{self, Check, Evidence};
 use super::kpi::{self, ArmKpis};
 use super::pi::{self, Measurement, Outcome, Settings, State, Step};
 use crate::policy::{Mode, Policy};
@@ -417,7 +417,21 @@ async fn check_guardrails(
     else {
         return Ok(GuardrailReport::Passed { checks: Vec::new() });
     };
-    let checks = guardrail::check(settings, canary, control);
+    // D7 is read only when its guardrail is set, and from the users whose 7th day has
+    // ended, not from the window's (see `guardrail`).
+    let cohort =
+        settings
+            .d7_retention
+            .and(kpi::d7_cohort(at, settings.window, stored.guardrails_since));
+    let d7 = match cohort {
+        Some(window) => kpi::d7_by_arm(&mut *tx, window, at).await?,
+        None => Vec::new(),
+    };
+    let checks = guardrail::check(
+        settings,
+        &Evidence::of(canary, &d7),
+        &Evidence::of(control, &d7),
+    );
     for c in &checks {
         sqlx::query(
             "INSERT INTO serving.guardrail_checks (at, metric, canary_successes, canary_trials,

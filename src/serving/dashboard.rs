@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::ApiContext;
 use super::admin::rollout_view;
 use super::error::ApiError;
-use crate::control::{kpi, tick};
+use crate::control::{guardrail, kpi, tick};
 
 /// Controller steps shown.
 const STEPS: i64 = 14;
@@ -101,28 +101,43 @@ impl KpiCache {
 }
 
 /// Per-arm KPIs of the decision log's last seven days (with the adjusted D7 lift), as the
-/// dashboard shows them.
+/// dashboard shows them, then those of the latest seven days whose users' D7 is known:
+/// the last week's users have not reached the end of their 7th day.
 async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
-    let (newest, observed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT max(decided_at) FROM serving.decisions), (SELECT max(ts) FROM silver.events)",
-    )
-    .fetch_one(&ctx.pool)
-    .await
-    .map_err(unavailable)?;
-    let Some(newest) = newest else {
+    let Some(span) = kpi::logged_span(&ctx.pool).await.map_err(unavailable)? else {
         return Ok("the decision log is empty".to_owned());
     };
-    let from = newest - Duration::days(7);
-    let observed = observed.unwrap_or(newest);
-    let table = kpi::report(&ctx.pool, from, newest + Duration::seconds(1), observed)
-        .await
-        .map_err(unavailable)?;
-    Ok(format!(
-        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{table}",
+    let week = Duration::days(7);
+    let from = span.last - week;
+    let table = kpi::report(
+        &ctx.pool,
+        from,
+        span.last + Duration::seconds(1),
+        span.observed,
+    )
+    .await
+    .map_err(unavailable)?;
+    let mut text = format!(
+        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)
+{table}",
         from.to_rfc3339(),
-        newest.to_rfc3339(),
-        observed.to_rfc3339(),
-    ))
+        span.last.to_rfc3339(),
+        span.observed.to_rfc3339(),
+    );
+    if let Some((from, to)) =
+        kpi::d7_cohort(span.observed, week, None).filter(|&(_, to)| span.first < to)
+    {
+        let table = kpi::report(&ctx.pool, from, to, span.observed)
+            .await
+            .map_err(unavailable)?;
+        let _ = write!(
+            text,
+            "\ndecisions {} → {}, the latest week whose D7 is known for every user\n{table}",
+            from.to_rfc3339(),
+            to.to_rfc3339(),
+        );
+    }
+    Ok(text)
 }
 
 /// A store error while gathering the page.
@@ -204,18 +219,11 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
 
     let text = match &checks {
         None => "no guardrail check yet".to_owned(),
-        Some((at, checks)) => {
-            checks
-                .iter()
-                .fold(format!("checked at {}\n", at.to_rfc3339()), |mut t, c| {
-                    let _ = writeln!(
-                        t,
-                        "{} {c}",
-                        if c.breached { "BREACHED" } else { "ok      " }
-                    );
-                    t
-                })
-        }
+        Some((at, checks)) => format!(
+            "checked at {}\n{}",
+            at.to_rfc3339(),
+            guardrail::lines(checks)
+        ),
     };
     section(&mut out, "Guardrails", &text);
 
