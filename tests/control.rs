@@ -616,6 +616,18 @@ async fn a_dry_run_logs_what_it_would_do_and_changes_nothing() {
     assert_eq!(score_threshold(&one.app).await, 0.3);
 }
 
+/// A person turns the canary back on at 50 %.
+async fn resume_canary(app: &Router) {
+    let (status, body) = admin(
+        app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "canary", "canary_percent": 50, "reason": "fixed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_it_back() {
     let (db, _dir, one) = setup(
@@ -644,14 +656,7 @@ async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_
     assert!(metrics.contains("nudge_guardrail_breached{metric=\"opt_out_rate\"} 1"));
 
     // A human turns the canary back on: the evidence that tripped it is not reused.
-    let (status, _) = admin(
-        &one.app,
-        "PUT",
-        "/admin/rollout",
-        Some(json!({"mode": "canary", "canary_percent": 50, "reason": "fixed"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    resume_canary(&one.app).await;
     let again = tick_at(&one.app, at + Duration::days(1) + Duration::hours(1)).await;
     assert_eq!(again["guardrails"]["status"], "passed", "{again}");
     let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
@@ -721,14 +726,7 @@ async fn the_d7_guardrail_weighs_the_users_whose_seventh_day_has_ended_and_rolls
     );
 
     // Turned back on: users first decided before that are not weighed again.
-    let (status, _) = admin(
-        &one.app,
-        "PUT",
-        "/admin/rollout",
-        Some(json!({"mode": "canary", "canary_percent": 50, "reason": "fixed"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    resume_canary(&one.app).await;
     arm_sends(&db, "canary", 300, first + Duration::days(9), 30, 0).await;
     arm_sends(&db, "control", 300, first + Duration::days(9), 30, 0).await;
     let again = tick_at(&one.app, first + Duration::days(9) + Duration::hours(2)).await;

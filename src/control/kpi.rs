@@ -33,6 +33,11 @@ pub struct ArmKpis {
     pub retained_d7: u64,
 }
 
+/// A count as Postgres returns it (`bigint`), never negative.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 fn share(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
@@ -82,7 +87,6 @@ pub async fn arms(
         .bind(observed)
         .fetch_all(db)
         .await?;
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(rows
         .into_iter()
         .map(|r| ArmKpis {
@@ -144,7 +148,6 @@ pub async fn d7_by_arm(
     .bind(observed)
     .fetch_all(db)
     .await?;
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(rows
         .into_iter()
         .map(|(arm, users, retained)| ArmD7 {
@@ -354,7 +357,6 @@ pub async fn d7_pre_period(
             .bind(pre.1)
             .fetch_all(db)
             .await?;
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(rows
         .into_iter()
         .map(|(arm, users, retained, x, xx, xy)| {

@@ -195,8 +195,8 @@ pub async fn history(pool: &PgPool, limit: i64) -> Result<Vec<StepRecord>, sqlx:
             at: r.0,
             window_from: r.1,
             window_to: r.2,
-            sends: u64::try_from(r.3).unwrap_or(0),
-            actioned: u64::try_from(r.4).unwrap_or(0),
+            sends: kpi::count(r.3),
+            actioned: kpi::count(r.4),
             roi: r.5,
             dry_run: r.7,
             output_before: r.13,
@@ -243,19 +243,18 @@ pub async fn latest_checks(
     let Some(at) = rows.first().map(|r| r.0) else {
         return Ok(None);
     };
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     let checks = rows
         .into_iter()
         .filter_map(|r| {
             Some(Check {
                 metric: guardrail::Metric::named(&r.1)?,
                 canary: guardrail::Proportion {
-                    successes: count(r.2),
-                    trials: count(r.3),
+                    successes: kpi::count(r.2),
+                    trials: kpi::count(r.3),
                 },
                 control: guardrail::Proportion {
-                    successes: count(r.4),
-                    trials: count(r.5),
+                    successes: kpi::count(r.4),
+                    trials: kpi::count(r.5),
                 },
                 margin: r.6,
                 z: r.7,
