@@ -63,6 +63,27 @@ pub struct OracleComparison {
     pub model_auc: Option<f64>,
 }
 
+impl OracleComparison {
+    /// The headline's note of the oracle, of a model measured on `test_examples`: its AUC
+    /// alone when it knows every test example, else also the model's on the examples it
+    /// knows (a few known examples say little, and not of the whole test AUC).
+    pub fn beside(&self, test_examples: usize) -> String {
+        let auc = |a: Option<f64>| a.map_or_else(|| "n/a".into(), |a| format!("{a:.3}"));
+        match self.oracle_auc {
+            None => String::new(),
+            Some(_) if self.examples == test_examples => {
+                format!(" (oracle {})", auc(self.oracle_auc))
+            }
+            Some(_) => format!(
+                " (oracle {} on the {} test examples it knows, where the model has {})",
+                auc(self.oracle_auc),
+                self.examples,
+                auc(self.model_auc)
+            ),
+        }
+    }
+}
+
 /// The champion of the time, scored on this model's test examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChampionComparison {
@@ -179,8 +200,7 @@ impl Card {
         let oracle = self
             .oracle
             .as_ref()
-            .and_then(|o| o.oracle_auc)
-            .map(|a| format!(" (oracle {a:.3})"))
+            .map(|o| o.beside(self.test.examples))
             .unwrap_or_default();
         let verdict = if self.gates.failures.is_empty() {
             "gates passed".to_owned()
@@ -381,6 +401,26 @@ mod tests {
         min_test_auc: 0.65,
         max_auc_regression: 0.01,
     };
+
+    #[test]
+    fn the_oracle_is_set_beside_the_test_auc_only_when_it_knows_every_test_example() {
+        let oracle = |examples| OracleComparison {
+            examples,
+            oracle_auc: Some(1.0),
+            hidden_state_auc: None,
+            model_auc: Some(0.75),
+        };
+        assert_eq!(oracle(163).beside(163), " (oracle 1.000)");
+        assert_eq!(
+            oracle(8).beside(163),
+            " (oracle 1.000 on the 8 test examples it knows, where the model has 0.750)"
+        );
+        let unknown = OracleComparison {
+            oracle_auc: None,
+            ..oracle(0)
+        };
+        assert_eq!(unknown.beside(163), "");
+    }
 
     #[test]
     fn gates_refuse_a_low_auc_and_a_regression_beyond_the_tolerance() {
