@@ -92,6 +92,19 @@ async fn serve_without_a_hash_key_refuses_to_start_outside_dev() {
 }
 
 #[tokio::test]
+async fn a_canary_flag_without_its_percent_is_refused_naming_the_option_and_nothing_is_written() {
+    let db = TestDb::migrated().await;
+    let out = run_bin(
+        env!("CARGO_BIN_EXE_nudge-serve"),
+        &["flag", "--database-url", &db.url, "set", "--mode", "canary"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--percent"), "{stderr}");
+    assert_eq!(db.count("SELECT count(*) FROM serving.flags").await, 0);
+}
+
+#[tokio::test]
 async fn readiness_reports_postgres_and_the_redis_online_store() {
     let db = TestDb::migrated().await;
     let dir = common::TempDir::new();

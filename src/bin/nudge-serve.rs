@@ -51,7 +51,7 @@ enum FlagCommand {
         #[arg(long)]
         mode: Mode,
         /// Canary share in percent, 0..=100 (required with --mode canary).
-        #[arg(long)]
+        #[arg(long, required_if_eq("mode", "canary"))]
         percent: Option<f64>,
         /// Why (kept with the flag and shown by GET /admin/rollout).
         #[arg(long, default_value = "")]
