@@ -109,27 +109,32 @@ async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
     };
     let week = Duration::days(7);
     let from = span.last - week;
-    let table = kpi::report(
-        &ctx.pool,
-        from,
-        span.last + Duration::seconds(1),
-        span.observed,
+    let cohort = kpi::d7_cohort(span.observed, week, None).filter(|&(_, to)| span.first < to);
+    // Each reads a week of the log: side by side, on two connections.
+    let (last_week, with_d7) = tokio::try_join!(
+        kpi::report(
+            &ctx.pool,
+            from,
+            span.last + Duration::seconds(1),
+            span.observed
+        ),
+        async {
+            match cohort {
+                Some((from, to)) => kpi::report(&ctx.pool, from, to, span.observed)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        }
     )
-    .await
     .map_err(unavailable)?;
     let mut text = format!(
-        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)
-{table}",
+        "decisions {} → {}, outcomes observed to {} (the newest refreshed event)\n{last_week}",
         from.to_rfc3339(),
         span.last.to_rfc3339(),
         span.observed.to_rfc3339(),
     );
-    if let Some((from, to)) =
-        kpi::d7_cohort(span.observed, week, None).filter(|&(_, to)| span.first < to)
-    {
-        let table = kpi::report(&ctx.pool, from, to, span.observed)
-            .await
-            .map_err(unavailable)?;
+    if let Some(((from, to), table)) = cohort.zip(with_d7) {
         let _ = write!(
             text,
             "\ndecisions {} → {}, the latest week whose D7 is known for every user\n{table}",
