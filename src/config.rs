@@ -109,8 +109,10 @@ pub struct ServeArgs {
     /// Milliseconds a request may take before it is answered 503 with Retry-After.
     #[arg(long, env = "NUDGE_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
-    /// Seconds the dashboard keeps its KPI section before computing it again (the query
-    /// reads the decision log's last week); 0 = every page load.
+    /// Seconds the dashboard answers its KPI section as computed (the queries read two
+    /// weeks of the decision log); past that it still answers it, saying when it was
+    /// computed, while a new one is computed in the background; 0 = a new computation
+    /// at every page load.
     #[arg(long, env = "NUDGE_DASHBOARD_KPI_SECS", default_value_t = 300)]
     pub dashboard_kpi_secs: u64,
 }

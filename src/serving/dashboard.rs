@@ -2,12 +2,14 @@
 //! - the rollout in force and who set it;
 //! - the controller's threshold and latest steps;
 //! - the latest guardrail checks;
-//! - the per-arm KPIs of the decision log's last seven days.
+//! - the per-arm KPIs of the decision log's last seven days, and of the latest seven days
+//!   whose users' D7 is known.
 //!
 //! It holds aggregates only, never a user, like `/metrics`: it is read-only and needs
 //! no token. Keep it on the internal network as `/metrics` is kept. It refreshes every
-//! 30 seconds; the KPIs, which read the decision log's whole week, are computed at most
-//! once per `--dashboard-kpi-secs` however many pages are open ([`KpiCache`]).
+//! 30 seconds; the KPIs, which read two weeks of the decision log, are computed at most
+//! once per `--dashboard-kpi-secs` however many pages are open, and in the background
+//! once a page has been shown ([`KpiCache`]).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ fn section(out: &mut String, title: &str, text: &str) {
 }
 
 /// The KPI section as last computed.
+#[derive(Clone)]
 struct KpiSection {
     /// When it was computed (shown on the page).
     computed_at: DateTime<Utc>,
@@ -61,18 +64,29 @@ struct KpiSection {
     text: String,
 }
 
-/// The dashboard's KPI section, kept between page loads. The query behind it reads a week
-/// of decisions and their outcomes (seconds on a large log), so an open page refreshing
-/// every 30 seconds must not run it each time; loads that arrive together wait for one
-/// computation (the lock is held across it) instead of each starting their own; and the
-/// computation runs on its own task, so one that outlasts the request's timeout still
-/// leaves its result for the next load.
+/// The dashboard's KPI section, kept between page loads. The queries behind it read two
+/// weeks of decisions and their outcomes (seconds on a large log, more than a request
+/// may take), so:
+/// - an open page refreshing every 30 seconds does not run them each time: a section is
+///   answered as it is for `every` after its computation;
+/// - past that, the kept section is still answered at once, with the time it was
+///   computed, while one new computation runs in the background; only a load with
+///   nothing kept waits for one;
+/// - one computation runs at a time, on its own task, so one that outlasts its request
+///   still leaves its result for the next load; a failed one keeps what was kept.
 #[derive(Default)]
-pub struct KpiCache(Arc<tokio::sync::Mutex<Option<KpiSection>>>);
+pub struct KpiCache {
+    /// The latest section computed.
+    kept: Arc<std::sync::Mutex<Option<KpiSection>>>,
+    /// Held across a computation.
+    computing: Arc<tokio::sync::Mutex<()>>,
+}
 
 impl KpiCache {
-    /// The section and when it was computed: the kept one if younger than `every`, else
-    /// a new one from `compute`. A failed computation keeps nothing and reports the error.
+    /// The section and when it was computed: the kept one, computing a new one from
+    /// `compute` in the background once it is older than `every`; with nothing kept, a
+    /// new one, waited for. A failed computation keeps nothing new and, waited for,
+    /// reports the error.
     async fn get<F>(
         &self,
         every: std::time::Duration,
@@ -81,23 +95,57 @@ impl KpiCache {
     where
         F: Future<Output = Result<String, ApiError>> + Send + 'static,
     {
-        let kept = self.0.clone();
-        let task = tokio::spawn(async move {
-            let mut kept = kept.lock().await;
-            if let Some(section) = kept.as_ref().filter(|s| s.computed.elapsed() < every) {
-                return Ok((section.computed_at, section.text.clone()));
+        if let Some(section) = kept_section(&self.kept) {
+            // Past its interval, and unless a computation already runs, a new one starts.
+            if section.computed.elapsed() >= every
+                && let Ok(computing) = self.computing.clone().try_lock_owned()
+            {
+                let kept = self.kept.clone();
+                tokio::spawn(async move {
+                    let _computing = computing;
+                    if let Err(e) = Self::compute_into(&kept, compute).await {
+                        tracing::warn!(error = %e, "dashboard KPIs not refreshed; showing the last");
+                    }
+                });
             }
-            let (computed, computed_at) = (Instant::now(), Utc::now());
-            let text = compute.await?;
-            *kept = Some(KpiSection {
-                computed_at,
-                computed,
-                text: text.clone(),
-            });
-            Ok((computed_at, text))
+            return Ok((section.computed_at, section.text));
+        }
+        let kept = self.kept.clone();
+        let computing = self.computing.clone();
+        let task = tokio::spawn(async move {
+            let _computing = computing.lock_owned().await;
+            // Loads that waited together share the first one's computation.
+            if let Some(section) = kept_section(&kept) {
+                return Ok((section.computed_at, section.text));
+            }
+            Self::compute_into(&kept, compute).await
         });
         task.await.map_err(|_| ApiError::Internal)?
     }
+
+    /// Runs `compute` and keeps its section.
+    async fn compute_into<F>(
+        kept: &std::sync::Mutex<Option<KpiSection>>,
+        compute: F,
+    ) -> Result<(DateTime<Utc>, String), ApiError>
+    where
+        F: Future<Output = Result<String, ApiError>>,
+    {
+        let (computed, computed_at) = (Instant::now(), Utc::now());
+        let text = compute.await?;
+        *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(KpiSection {
+            computed_at,
+            computed,
+            text: text.clone(),
+        });
+        Ok((computed_at, text))
+    }
+}
+
+/// The kept section, if any (a poisoned lock only means a panic elsewhere while a plain
+/// value was written whole: it is still sound).
+fn kept_section(kept: &std::sync::Mutex<Option<KpiSection>>) -> Option<KpiSection> {
+    kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Per-arm KPIs of the decision log's last seven days (with the adjusted D7 lift), as the
@@ -250,49 +298,96 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
 mod tests {
     use super::*;
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    fn text(text: &str) -> impl Future<Output = Result<String, ApiError>> + Send + 'static {
+        std::future::ready(Ok(text.to_owned()))
+    }
+
+    fn failure() -> impl Future<Output = Result<String, ApiError>> + Send + 'static {
+        std::future::ready(Err(ApiError::Unavailable("down".into())))
+    }
+
+    /// A computation of `text` that ends once the returned sender is used.
+    fn gated(
+        text: &str,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        impl Future<Output = Result<String, ApiError>> + Send + 'static,
+    ) {
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let text = text.to_owned();
+        (finish, async move {
+            let _ = finished.await;
+            Ok(text)
+        })
+    }
+
+    /// Waits until no computation runs.
+    async fn settled(cache: &KpiCache) {
+        drop(cache.computing.lock().await);
+    }
+
     #[tokio::test]
-    async fn the_kpi_section_is_kept_for_its_interval_and_a_failure_keeps_nothing() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let runs = AtomicUsize::new(0);
-        let compute = |fail: bool| {
-            let run = runs.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if fail {
-                    Err(ApiError::Unavailable("down".into()))
-                } else {
-                    Ok(format!("run {run}"))
-                }
-            }
-        };
-        let hour = std::time::Duration::from_secs(3600);
+    async fn a_section_is_kept_for_its_interval_and_a_failure_waited_for_keeps_nothing() {
         let cache = KpiCache::default();
-        assert!(cache.get(hour, compute(true)).await.is_err());
-        let (at, first) = cache.get(hour, compute(false)).await.unwrap();
-        assert_eq!(first, "run 1", "the failure kept nothing");
-        assert_eq!(cache.get(hour, compute(false)).await.unwrap(), (at, first));
-        let (_, again) = cache
-            .get(std::time::Duration::ZERO, compute(false))
+        assert!(cache.get(HOUR, failure()).await.is_err());
+        let (at, first) = cache.get(HOUR, text("first")).await.unwrap();
+        assert_eq!(first, "first", "the failure kept nothing");
+        assert_eq!(cache.get(HOUR, failure()).await.unwrap(), (at, first));
+    }
+
+    #[tokio::test]
+    async fn past_its_interval_the_kept_section_is_answered_at_once_while_one_new_is_computed() {
+        let cache = KpiCache::default();
+        let (at, _) = cache.get(HOUR, text("first")).await.unwrap();
+        let (finish, second) = gated("second");
+        // Answered before the new computation can end: a load that waited would time out.
+        let stale = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            cache.get(std::time::Duration::ZERO, second),
+        )
+        .await
+        .expect("the kept section is answered at once")
+        .unwrap();
+        assert_eq!(stale, (at, "first".to_owned()));
+        // While it runs, no other starts: this one is dropped unrun.
+        let (_, other) = cache
+            .get(std::time::Duration::ZERO, text("other"))
             .await
             .unwrap();
-        assert_eq!(again, "run 3", "past its interval it is computed again");
+        assert_eq!(other, "first");
+        finish.send(()).unwrap();
+        settled(&cache).await;
+        assert_eq!(cache.get(HOUR, failure()).await.unwrap().1, "second");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_section() {
+        let cache = KpiCache::default();
+        let (at, _) = cache.get(HOUR, text("first")).await.unwrap();
+        let stale = cache
+            .get(std::time::Duration::ZERO, failure())
+            .await
+            .unwrap();
+        assert_eq!(stale, (at, "first".to_owned()));
+        settled(&cache).await;
+        assert_eq!(
+            cache.get(HOUR, failure()).await.unwrap(),
+            (at, "first".to_owned())
+        );
     }
 
     #[tokio::test]
     async fn a_computation_outlasting_its_request_is_kept_for_the_next_load() {
-        let hour = std::time::Duration::from_secs(3600);
         let cache = KpiCache::default();
-        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
-        let slow = async move {
-            let _ = finished.await;
-            Ok("slow".to_owned())
-        };
+        let (finish, slow) = gated("slow");
         // The request gives up (its timeout) before the computation ends.
         let gave_up =
-            tokio::time::timeout(std::time::Duration::from_millis(20), cache.get(hour, slow)).await;
+            tokio::time::timeout(std::time::Duration::from_millis(20), cache.get(HOUR, slow)).await;
         assert!(gave_up.is_err());
         finish.send(()).unwrap();
-        let never = async { Err(ApiError::Unavailable("not computed again".into())) };
-        let (_, text) = cache.get(hour, never).await.unwrap();
+        let (_, text) = cache.get(HOUR, failure()).await.unwrap();
         assert_eq!(text, "slow");
     }
 
