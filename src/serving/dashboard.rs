@@ -289,7 +289,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
         computed_at.to_rfc3339(),
         ctx.dashboard_kpi_every.as_secs()
     );
-    section(&mut out, "KPIs by arm, last 7 days of decisions", &text);
+    section(&mut out, "KPIs by arm", &text);
     out.push_str("</body></html>\n");
     Ok(Html(out))
 }
