@@ -479,6 +479,13 @@ pub fn table(arms: &[ArmKpis]) -> String {
             spu,
         ));
     }
+    if arms.iter().any(|a| a.users > 0) && arms.iter().all(|a| a.d7_users == 0) {
+        out.push_str(&format!(
+            "D7 retention n/a: a user's is known {} days after their first decision in the \
+             window, and no user here has reached that yet\n",
+            D7_KNOWN_AFTER.num_days()
+        ));
+    }
     out
 }
 
@@ -634,6 +641,28 @@ mod tests {
                 None => prop_assert!(since.is_some_and(|s| s >= at - D7_KNOWN_AFTER)),
             }
         }
+    }
+
+    #[test]
+    fn a_table_without_any_known_d7_says_why() {
+        let arm = |name: &str, d7_users| ArmKpis {
+            arm: name.into(),
+            users: 100,
+            decisions: 300,
+            sends: 100,
+            measured_sends: 100,
+            actioned: 30,
+            opened: 20,
+            opted_out: 1,
+            d7_users,
+            retained_d7: d7_users / 5,
+        };
+        let why = "D7 retention n/a: a user's is known 8 days after";
+        let unknown = table(&[arm("canary", 0), arm("control", 0)]);
+        assert!(unknown.contains(why), "{unknown}");
+        let known = table(&[arm("canary", 0), arm("control", 50)]);
+        assert!(!known.contains(why), "{known}");
+        assert!(!table(&[]).contains(why));
     }
 
     #[test]
