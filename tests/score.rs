@@ -1530,6 +1530,18 @@ async fn a_bad_rollout_change_is_refused_naming_the_field() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(error["error"]["field"], field, "{body}");
     }
+    // The message names the field once.
+    let (_, error) = admin(
+        &s.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "canary", "canary_percent": 101})),
+    )
+    .await;
+    assert_eq!(
+        error["error"]["message"],
+        "canary_percent: must be within 0..=100, got 101"
+    );
     let (status, error) = admin(
         &s.app,
         "POST",

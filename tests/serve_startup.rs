@@ -92,15 +92,24 @@ async fn serve_without_a_hash_key_refuses_to_start_outside_dev() {
 }
 
 #[tokio::test]
-async fn a_canary_flag_without_its_percent_is_refused_naming_the_option_and_nothing_is_written() {
+async fn a_canary_flag_without_a_valid_percent_is_refused_naming_the_option_and_nothing_is_written()
+{
     let db = TestDb::migrated().await;
-    let out = run_bin(
-        env!("CARGO_BIN_EXE_nudge-serve"),
-        &["flag", "--database-url", &db.url, "set", "--mode", "canary"],
-    );
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--percent"), "{stderr}");
+    let set = ["flag", "--database-url", &db.url, "set", "--mode", "canary"];
+    for (extra, says) in [
+        (&[][..], "--percent"),
+        (&["--percent", "150"][..], "must be within 0..=100, got 150"),
+        (&["--percent", "half"][..], "--percent"),
+    ] {
+        let args: Vec<&str> = set.iter().chain(extra).copied().collect();
+        let out = run_bin(env!("CARGO_BIN_EXE_nudge-serve"), &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(says) && stderr.contains("--percent"),
+            "{args:?}: {stderr}"
+        );
+    }
     assert_eq!(db.count("SELECT count(*) FROM serving.flags").await, 0);
 }
 

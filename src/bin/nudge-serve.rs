@@ -6,7 +6,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 use nudge::config::{DatabaseArgs, RedisArgs, ServeArgs, ServeConfig};
 use nudge::policy::Mode;
-use nudge::rollout::{KillSwitchFlag, RolloutFlag};
+use nudge::rollout::{KillSwitchFlag, RolloutFlag, checked_percent};
 use nudge::store::flags::FlagStore;
 
 /// mimalloc instead of glibc's allocator: the request path allocates many small, short-lived
@@ -51,7 +51,7 @@ enum FlagCommand {
         #[arg(long)]
         mode: Mode,
         /// Canary share in percent, 0..=100 (required with --mode canary).
-        #[arg(long, required_if_eq("mode", "canary"))]
+        #[arg(long, required_if_eq("mode", "canary"), value_parser = percent_arg)]
         percent: Option<f64>,
         /// Why (kept with the flag and shown by GET /admin/rollout).
         #[arg(long, default_value = "")]
@@ -109,6 +109,12 @@ fn describe(flag: Option<&impl serde::Serialize>) -> anyhow::Result<String> {
         Some(flag) => serde_json::to_string(flag)?,
         None => "unset (policy file in force)".to_owned(),
     })
+}
+
+/// `--percent`: a number within 0..=100, checked as the admin API checks it.
+fn percent_arg(text: &str) -> Result<f64, String> {
+    let percent: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    checked_percent(percent).map_err(|e| e.to_string())
 }
 
 /// Applies a flag command.

@@ -438,8 +438,8 @@ impl Policy {
                 Some(QuietHours { start, end })
             }
         };
-        if !(0.0..=100.0).contains(&raw.rollout.canary_percent) {
-            return Err(invalid("rollout.canary_percent", "must be within 0..=100"));
+        if let Err(e) = crate::rollout::checked_percent(raw.rollout.canary_percent) {
+            return Err(invalid("rollout.canary_percent", e.to_string()));
         }
         if raw.rollout.salt.is_empty() {
             return Err(invalid("rollout.salt", "must not be empty"));

@@ -113,11 +113,20 @@ pub struct RolloutFlag {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RolloutFlagError {
     /// The percent is not a number within 0..=100.
-    #[error("canary_percent must be within 0..=100, got {0}")]
+    #[error("must be within 0..=100, got {0}")]
     Percent(f64),
     /// Canary mode without a percent.
-    #[error("canary_percent is required in canary mode")]
+    #[error("required in canary mode")]
     MissingPercent,
+}
+
+/// A canary percent, checked to lie within 0..=100 (NaN does not).
+pub fn checked_percent(percent: f64) -> Result<f64, RolloutFlagError> {
+    if (0.0..=100.0).contains(&percent) {
+        Ok(percent)
+    } else {
+        Err(RolloutFlagError::Percent(percent))
+    }
 }
 
 impl RolloutFlag {
@@ -132,10 +141,8 @@ impl RolloutFlag {
     ) -> Result<Self, RolloutFlagError> {
         let canary_percent = match (mode, canary_percent) {
             (Mode::Canary, None) => return Err(RolloutFlagError::MissingPercent),
-            (_, Some(p)) if !(0.0..=100.0).contains(&p) => {
-                return Err(RolloutFlagError::Percent(p));
-            }
-            (_, p) => p.unwrap_or(0.0),
+            (_, Some(p)) => checked_percent(p)?,
+            (_, None) => 0.0,
         };
         Ok(Self {
             mode,
