@@ -724,6 +724,13 @@ async fn the_d7_guardrail_weighs_the_users_whose_seventh_day_has_ended_and_rolls
         reason.contains("d7_retention canary 20.00% of 300"),
         "{reason}"
     );
+    // It names the users it weighed: first decided in the week that ended 8 days before.
+    let cohort = format!(
+        "users first decided {} → {}",
+        (first - Duration::days(6)).to_rfc3339(),
+        (first + Duration::days(1)).to_rfc3339()
+    );
+    assert!(reason.contains(&cohort), "{reason}");
 
     // Turned back on: users first decided before that are not weighed again.
     resume_canary(&one.app).await;

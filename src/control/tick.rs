@@ -453,7 +453,7 @@ async fn check_guardrails(
     if breached.is_empty() {
         return Ok(GuardrailReport::Passed { checks });
     }
-    let reason = breach_reason(&breached, at);
+    let reason = breach_reason(&breached, at, cohort);
     let flag = RolloutFlag {
         mode: Mode::Shadow,
         canary_percent,
@@ -468,8 +468,25 @@ async fn check_guardrails(
 }
 
 /// The flag's reason: each breached guardrail with both arms' rates.
-fn breach_reason(breached: &[&Check], at: DateTime<Utc>) -> String {
-    let parts: Vec<String> = breached.iter().map(|c| c.to_string()).collect();
+/// D7's check also says which users it weighed: those first decided in `cohort`.
+fn breach_reason(
+    breached: &[&Check],
+    at: DateTime<Utc>,
+    cohort: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> String {
+    let parts: Vec<String> = breached
+        .iter()
+        .map(
+            |c| match cohort.filter(|_| c.metric == guardrail::Metric::D7Retention) {
+                Some((from, to)) => format!(
+                    "{c}, users first decided {} → {}",
+                    from.to_rfc3339(),
+                    to.to_rfc3339()
+                ),
+                None => c.to_string(),
+            },
+        )
+        .collect();
     format!(
         "guardrail breached at {}: {}",
         at.to_rfc3339(),
