@@ -10,8 +10,8 @@
 //!
 //! D7 retention cannot be read from the users a trailing window first decided: none of
 //! their 7th days has ended. Its guardrail weighs the users first decided in the window
-//! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it sees harm
-//! about eight days after it begins.
+//! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it
+//! sees harm about eight days after it begins.
 
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -78,7 +78,7 @@ impl Metric {
         let kpis = arm.window;
         let (successes, trials) = match self {
             Metric::OptOutRate => (kpis.opted_out, kpis.users),
-            Metric::D7Retention => return arm.d7,
+            Metric::D7Retention => (arm.d7.successes, arm.d7.trials),
             Metric::SendRate => (kpis.sends, kpis.decisions),
             Metric::Roi => (kpis.actioned, kpis.measured_sends),
         };
@@ -96,8 +96,8 @@ impl Metric {
 pub struct Evidence<'a> {
     /// The arm's KPIs over the guardrail window: opt-outs, send rate, ROI.
     pub window: &'a ArmKpis,
-    /// D7 retention (retained out of users) of the arm's [`super::kpi::d7_cohort`]: the users
-    /// whose 7th day has been observed.
+    /// D7 retention (retained out of users) of the arm's [`super::kpi::d7_cohort`]: the
+    /// users whose 7th day has been observed.
     pub d7: Proportion,
 }
 
