@@ -725,12 +725,32 @@ async fn the_d7_guardrail_weighs_the_users_whose_seventh_day_has_ended_and_rolls
         "{reason}"
     );
     // It names the users it weighed: first decided in the week that ended 8 days before.
-    let cohort = format!(
-        "users first decided {} → {}",
-        (first - Duration::days(6)).to_rfc3339(),
-        (first + Duration::days(1)).to_rfc3339()
-    );
+    let (from, to) = (first - Duration::days(6), first + Duration::days(1));
+    let minute = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+    let cohort = format!("users first decided {} → {} UTC", minute(from), minute(to));
     assert!(reason.contains(&cohort), "{reason}");
+    // So does the stored check, shown by GET /admin/controller, beside the window's.
+    let (_, controller) = admin(&one.app, "GET", "/admin/controller", None).await;
+    let stored = &controller["guardrails"];
+    assert_eq!(
+        stored["at"],
+        json!(first + Duration::days(9)),
+        "{controller}"
+    );
+    assert_eq!(
+        d7_check(&json!({ "guardrails": stored }))["weighed"],
+        json!({ "from": from, "to": to }),
+        "{controller}"
+    );
+    let opt_out = stored["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["metric"] == "opt_out_rate"))
+        .unwrap_or_else(|| panic!("no opt_out_rate check in {controller}"));
+    assert_eq!(
+        opt_out["weighed"],
+        json!({ "from": first + Duration::days(2), "to": first + Duration::days(9) }),
+        "{controller}"
+    );
 
     // Turned back on: users first decided before that are not weighed again.
     resume_canary(&one.app).await;

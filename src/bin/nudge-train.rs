@@ -689,7 +689,7 @@ async fn closed_loop_report(
                 rollout["flag"]["reason"].as_str().unwrap_or("")
             ))
     )?;
-    if let Some((at, checks)) = tick::latest_checks(pool).await? {
+    if let Some(tick::LatestChecks { at, checks }) = tick::latest_checks(pool).await? {
         writeln!(out, "guardrails at their last check ({at}):")?;
         for line in guardrail::lines(&checks).lines() {
             writeln!(out, "  {line}")?;

@@ -13,6 +13,7 @@
 //! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it
 //! sees harm about eight days after it begins.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
 
@@ -116,6 +117,43 @@ impl<'a> Evidence<'a> {
     }
 }
 
+/// The decisions a check weighed: those made in `[from, to)`; for D7 retention, the
+/// users first decided then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = GuardrailSpan)]
+pub struct Span {
+    /// From (included).
+    pub from: DateTime<Utc>,
+    /// To (excluded).
+    pub to: DateTime<Utc>,
+}
+
+impl From<(DateTime<Utc>, DateTime<Utc>)> for Span {
+    fn from((from, to): (DateTime<Utc>, DateTime<Utc>)) -> Self {
+        Span { from, to }
+    }
+}
+
+/// What a round of checks weighed, the same for both arms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weighed {
+    /// The guardrail window's decisions (opt-outs, send rate, ROI).
+    pub window: Span,
+    /// The D7 cohort ([`super::kpi::d7_cohort`]); `None` when no user's 7th day has ended
+    /// since the window's earliest allowed decision.
+    pub d7_cohort: Option<Span>,
+}
+
+impl Weighed {
+    /// What `metric`'s check weighed.
+    fn of(self, metric: Metric) -> Option<Span> {
+        match metric {
+            Metric::D7Retention => self.d7_cohort,
+            _ => Some(self.window),
+        }
+    }
+}
+
 /// One guardrail's check.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 #[schema(as = GuardrailCheck)]
@@ -132,6 +170,9 @@ pub struct Check {
     pub z: Option<f64>,
     /// Whether the canary is worse than the margin allows, with the confidence required.
     pub breached: bool,
+    /// What it weighed; `None` for D7 before any user's 7th day has ended (and for checks
+    /// stored before spans were kept).
+    pub weighed: Option<Span>,
 }
 
 impl std::fmt::Display for Check {
@@ -151,6 +192,20 @@ impl std::fmt::Display for Check {
             100.0 * self.margin,
             self.z
                 .map_or_else(|| "n/a: too few samples".into(), |z| format!("{z:.2}")),
+        )?;
+        let Some(Span { from, to }) = self.weighed else {
+            return Ok(());
+        };
+        let what = match self.metric {
+            Metric::D7Retention => "users first decided",
+            _ => "decisions",
+        };
+        const MINUTE: &str = "%Y-%m-%d %H:%M";
+        write!(
+            f,
+            ", {what} {} → {} UTC",
+            from.format(MINUTE),
+            to.format(MINUTE)
         )
     }
 }
@@ -178,8 +233,14 @@ pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f
     Some((harm - margin) / se)
 }
 
-/// Checks every configured guardrail of `canary` against `control`.
-pub fn check(settings: &Guardrails, canary: &Evidence, control: &Evidence) -> Vec<Check> {
+/// Checks every configured guardrail of `canary` against `control`, both having weighed
+/// what `weighed` says.
+pub fn check(
+    settings: &Guardrails,
+    weighed: Weighed,
+    canary: &Evidence,
+    control: &Evidence,
+) -> Vec<Check> {
     let critical = Normal::standard().inverse_cdf(settings.confidence);
     [
         (Metric::OptOutRate, settings.opt_out_rate),
@@ -200,6 +261,7 @@ pub fn check(settings: &Guardrails, canary: &Evidence, control: &Evidence) -> Ve
             margin,
             z,
             breached: z.is_some_and(|z| z >= critical),
+            weighed: weighed.of(metric),
         }
     })
     .collect()
@@ -262,7 +324,17 @@ mod tests {
                 d7: control.1,
             },
         );
-        check(settings, &canary, &control)
+        check(settings, weighed(), &canary, &control)
+    }
+
+    /// A check at 2026-03-22: the week before, and the D7 cohort of the week that ended
+    /// eight days earlier.
+    fn weighed() -> Weighed {
+        let day = |d| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, d, 0, 0, 0).unwrap();
+        Weighed {
+            window: (day(15), day(22)).into(),
+            d7_cohort: Some((day(7), day(14)).into()),
+        }
     }
 
     fn breached(checks: &[Check], metric: Metric) -> bool {
@@ -316,6 +388,48 @@ mod tests {
             .unwrap();
         assert_eq!((d7.canary.successes, d7.control.successes), (2_000, 2_500));
         assert!(d7.breached, "{d7:?}");
+    }
+
+    #[test]
+    fn each_check_names_what_it_weighed() {
+        let checks = check_arms(
+            &settings(),
+            &arm(5_000, 250, 5_000, 2_000),
+            &arm(5_000, 50, 5_000, 2_500),
+        );
+        let of = |metric| checks.iter().find(|c| c.metric == metric).unwrap();
+        assert_eq!(of(Metric::OptOutRate).weighed, Some(weighed().window));
+        assert_eq!(of(Metric::D7Retention).weighed, weighed().d7_cohort);
+        assert!(
+            of(Metric::OptOutRate)
+                .to_string()
+                .ends_with(", decisions 2026-03-15 00:00 → 2026-03-22 00:00 UTC"),
+            "{}",
+            of(Metric::OptOutRate)
+        );
+        assert!(
+            of(Metric::D7Retention)
+                .to_string()
+                .ends_with(", users first decided 2026-03-07 00:00 → 2026-03-14 00:00 UTC"),
+            "{}",
+            of(Metric::D7Retention)
+        );
+        // No D7 cohort yet: the check says nothing of a span.
+        let none = check(
+            &settings(),
+            Weighed {
+                d7_cohort: None,
+                ..weighed()
+            },
+            &Evidence::of(&arm(5_000, 0, 0, 0).0, &[]),
+            &Evidence::of(&arm(5_000, 0, 0, 0).0, &[]),
+        );
+        let d7 = none
+            .iter()
+            .find(|c| c.metric == Metric::D7Retention)
+            .unwrap();
+        assert_eq!(d7.weighed, None);
+        assert!(d7.to_string().ends_with("z n/a: too few samples)"), "{d7}");
     }
 
     #[test]

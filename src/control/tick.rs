@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use super::guardrail::{self, Check, Evidence};
+use super::guardrail::{self, Check, Evidence, Span, Weighed};
 use super::kpi::{self, ArmKpis};
 use super::pi::{self, Measurement, Outcome, Settings, State, Step};
 use crate::policy::{Mode, Policy};
@@ -217,10 +217,17 @@ pub async fn history(pool: &PgPool, limit: i64) -> Result<Vec<StepRecord>, sqlx:
         .collect())
 }
 
-/// The guardrail checks of the latest tick that ran them, with its time.
-pub async fn latest_checks(
-    pool: &PgPool,
-) -> Result<Option<(DateTime<Utc>, Vec<Check>)>, sqlx::Error> {
+/// The guardrail checks of one tick.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LatestChecks {
+    /// The tick's time.
+    pub at: DateTime<Utc>,
+    /// Each guardrail's check.
+    pub checks: Vec<Check>,
+}
+
+/// The guardrail checks of the latest tick that ran them.
+pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::Error> {
     type Row = (
         DateTime<Utc>,
         String,
@@ -231,10 +238,12 @@ pub async fn latest_checks(
         f64,
         Option<f64>,
         bool,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT at, metric, canary_successes, canary_trials, control_successes, control_trials,
-                margin, z, breached
+                margin, z, breached, weighed_from, weighed_to
          FROM serving.guardrail_checks
          WHERE at = (SELECT max(at) FROM serving.guardrail_checks) ORDER BY metric",
     )
@@ -259,10 +268,11 @@ pub async fn latest_checks(
                 margin: r.6,
                 z: r.7,
                 breached: r.8,
+                weighed: r.9.zip(r.10).map(Span::from),
             })
         })
         .collect();
-    Ok(Some((at, checks)))
+    Ok(Some(LatestChecks { at, checks }))
 }
 
 /// What the guardrails found at a tick.
@@ -426,16 +436,21 @@ async fn check_guardrails(
         Some(window) => kpi::d7_by_arm(&mut *tx, window, at).await?,
         None => Vec::new(),
     };
+    let weighed = Weighed {
+        window: Span { from, to: at },
+        d7_cohort: cohort.map(Span::from),
+    };
     let checks = guardrail::check(
         settings,
+        weighed,
         &Evidence::of(canary, &d7),
         &Evidence::of(control, &d7),
     );
     for c in &checks {
         sqlx::query(
             "INSERT INTO serving.guardrail_checks (at, metric, canary_successes, canary_trials,
-               control_successes, control_trials, margin, z, breached)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+               control_successes, control_trials, margin, z, breached, weighed_from, weighed_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(at)
         .bind(c.metric.as_str())
@@ -446,6 +461,8 @@ async fn check_guardrails(
         .bind(c.margin)
         .bind(c.z)
         .bind(c.breached)
+        .bind(c.weighed.map(|s| s.from))
+        .bind(c.weighed.map(|s| s.to))
         .execute(&mut *tx)
         .await?;
     }
@@ -453,7 +470,16 @@ async fn check_guardrails(
     if breached.is_empty() {
         return Ok(GuardrailReport::Passed { checks });
     }
-    let reason = breach_reason(&breached, at, cohort);
+    // The flag says, for each breach, both arms' rates and what they were read from.
+    let reason = format!(
+        "guardrail breached at {}: {}",
+        at.to_rfc3339(),
+        breached
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let flag = RolloutFlag {
         mode: Mode::Shadow,
         canary_percent,
@@ -465,33 +491,6 @@ async fn check_guardrails(
     stored.guardrails_since = Some(at);
     tracing::error!(%reason, "guardrail breached: rollout switched to shadow");
     Ok(GuardrailReport::RolledBack { checks, reason })
-}
-
-/// The flag's reason: each breached guardrail with both arms' rates.
-/// D7's check also says which users it weighed: those first decided in `cohort`.
-fn breach_reason(
-    breached: &[&Check],
-    at: DateTime<Utc>,
-    cohort: Option<(DateTime<Utc>, DateTime<Utc>)>,
-) -> String {
-    let parts: Vec<String> = breached
-        .iter()
-        .map(
-            |c| match cohort.filter(|_| c.metric == guardrail::Metric::D7Retention) {
-                Some((from, to)) => format!(
-                    "{c}, users first decided {} → {}",
-                    from.to_rfc3339(),
-                    to.to_rfc3339()
-                ),
-                None => c.to_string(),
-            },
-        )
-        .collect();
-    format!(
-        "guardrail breached at {}: {}",
-        at.to_rfc3339(),
-        parts.join("; ")
-    )
 }
 
 async fn step_controller(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiContext;
 use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object, rfc3339};
 use super::error::{ApiError, ErrorBody};
-use crate::control::tick::{self, StepRecord, Stored, TickReport};
+use crate::control::tick::{self, LatestChecks, StepRecord, Stored, TickReport};
 
 /// Steps shown by `GET /admin/controller`.
 const HISTORY: i64 = 100;
@@ -57,9 +57,12 @@ pub struct ControllerView {
     pub next_guardrail_check_at: Option<DateTime<Utc>>,
     /// Latest steps, newest first.
     pub history: Vec<StepRecord>,
+    /// The guardrail checks of the latest tick that ran them; null before the first.
+    pub guardrails: Option<LatestChecks>,
 }
 
-/// `GET /admin/controller`: the controller's state, settings and latest steps.
+/// `GET /admin/controller`: the controller's state, settings and latest steps, and the
+/// latest guardrail checks.
 #[utoipa::path(get, path = "/admin/controller", tag = "admin", security(("admin" = [])),
     responses((status = 200, body = ControllerView), (status = 401, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
@@ -70,9 +73,11 @@ pub async fn get_controller(
     let policy = &loaded.policy;
     let unavailable = |e: sqlx::Error| ApiError::Unavailable(format!("controller state: {e}"));
     let state = tick::load(&ctx.pool).await.map_err(unavailable)?;
-    let history = tick::history(&ctx.pool, HISTORY)
-        .await
-        .map_err(unavailable)?;
+    let (history, guardrails) = tokio::try_join!(
+        tick::history(&ctx.pool, HISTORY),
+        tick::latest_checks(&ctx.pool)
+    )
+    .map_err(unavailable)?;
     let c = &policy.controller;
     Ok(Json(ControllerView {
         threshold: tick::threshold_in_force(policy, state.as_ref()),
@@ -94,6 +99,7 @@ pub async fn get_controller(
             .and_then(|s| s.next_guardrail_check_at(policy.guardrails.interval)),
         state,
         history,
+        guardrails,
     }))
 }
 

@@ -272,7 +272,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
 
     let text = match &checks {
         None => "no guardrail check yet".to_owned(),
-        Some((at, checks)) => format!(
+        Some(tick::LatestChecks { at, checks }) => format!(
             "checked at {}\n{}",
             at.to_rfc3339(),
             guardrail::lines(checks)

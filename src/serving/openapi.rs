@@ -139,6 +139,8 @@ mod tests {
             "TickReport",
             "StepRecord",
             "GuardrailCheck",
+            "GuardrailSpan",
+            "LatestChecks",
         ] {
             assert!(schemas.get(schema).is_some(), "{schema} missing");
         }
