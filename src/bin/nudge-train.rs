@@ -186,7 +186,7 @@ enum Command {
     /// controller's trajectory, the guardrails' last check and the churn watch (the
     /// served churn scores of one day's active users beside their true risk and what
     /// they then did). Replaces any simulated population and serving state in the
-    /// database.
+    /// database, and stops if another nudge-serve ticks that database's control loop.
     Demo {
         #[command(flatten)]
         database: DatabaseArgs,

@@ -60,6 +60,16 @@ pub enum ClosedLoopError {
         /// What was wrong.
         detail: String,
     },
+    /// Something else ticks this database's control loop: another nudge-serve, on the
+    /// wall clock or another simulation's, would move the controller under the loop.
+    #[error(
+        "another process ticks this database's control loop ({detail}); stop any other \
+         nudge-serve on this database, or give the loop a database of its own"
+    )]
+    ForeignTicks {
+        /// What the loop's tick found.
+        detail: String,
+    },
     /// nudge-serve answered with an error.
     #[error("nudge-serve answered {status} to {path}: {body}")]
     Refused {
@@ -291,10 +301,76 @@ pub async fn run(
         refresh::refresh(pool, DayRange::new(date, date + Duration::days(1))?).await?;
         client.await_features_after(before.as_deref()).await?;
         let day_end = start + Duration::days(i64::from(day) + 1);
-        summary.ticks.push(client.tick(day_end).await?);
+        let report = client.tick(day_end).await?;
+        if let Some(detail) = foreign_ticks(&report, day_end) {
+            return Err(ClosedLoopError::ForeignTicks { detail });
+        }
+        summary.ticks.push(report);
         summary.to = day_end;
         progress.inc(1);
         progress.set_message(format!("{} scored, {} sent", summary.scored, summary.sent));
     }
     Ok(summary)
+}
+
+/// Whether the tick report of the loop's tick at `at` shows another process ticking the
+/// same control loop, and what. The loop's nudge-serve ticks only when asked, so a tick
+/// that finds the lock held, or a state stepped or checked after `at`, is another's.
+fn foreign_ticks(report: &Value, at: DateTime<Utc>) -> Option<String> {
+    if report["status"] == "busy" {
+        return Some(format!(
+            "the tick at {} found another replica holding the controller's lock",
+            at.to_rfc3339()
+        ));
+    }
+    let state = &report["state"];
+    ["last_step_at", "guardrails_checked_at"]
+        .into_iter()
+        .filter_map(|field| {
+            let time: DateTime<Utc> = state[field].as_str()?.parse().ok()?;
+            (time > at).then(|| {
+                format!(
+                    "its state's {field} is {}, after the loop's time {}",
+                    time.to_rfc3339(),
+                    at.to_rfc3339()
+                )
+            })
+        })
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        "2026-03-10T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_tick_of_the_loop_alone_is_not_foreign() {
+        let ran = json!({"status": "ran", "at": at(), "state": {
+            "last_step_at": at(), "guardrails_checked_at": at() - Duration::hours(1)}});
+        assert_eq!(foreign_ticks(&ran, at()), None);
+        let first = json!({"status": "ran", "at": at(), "state": {
+            "last_step_at": null, "guardrails_checked_at": null}});
+        assert_eq!(foreign_ticks(&first, at()), None);
+    }
+
+    #[test]
+    fn a_state_ahead_of_the_loops_time_or_a_held_lock_is_foreign() {
+        let wall_clock: DateTime<Utc> = "2026-12-07T19:00:00Z".parse().unwrap();
+        let stepped = json!({"status": "ran", "at": at(), "state": {
+            "last_step_at": wall_clock, "guardrails_checked_at": null}});
+        let detail = foreign_ticks(&stepped, at()).expect("a step after the loop's time");
+        assert!(
+            detail.contains("last_step_at is 2026-12-07T19:00:00+00:00"),
+            "{detail}"
+        );
+        let checked = json!({"status": "ran", "at": at(), "state": {
+            "last_step_at": at(), "guardrails_checked_at": wall_clock}});
+        assert!(foreign_ticks(&checked, at()).is_some_and(|d| d.contains("guardrails_checked_at")));
+        let busy = json!({"status": "busy"});
+        assert!(foreign_ticks(&busy, at()).is_some_and(|d| d.contains("lock")));
+    }
 }
