@@ -49,6 +49,11 @@ pub const CONTROLLER_STEPS: &str = "nudge_controller_steps_total";
 pub const CONTROL_ERRORS: &str = "nudge_control_errors_total";
 /// 1 while a guardrail's last check found a breach, by metric.
 pub const GUARDRAIL_BREACHED: &str = "nudge_guardrail_breached";
+/// A guardrail's last z statistic, by metric: it breaches at
+/// `nudge_guardrail_z_critical`; NaN while an arm has too few samples.
+pub const GUARDRAIL_Z: &str = "nudge_guardrail_z";
+/// The z a guardrail breaches at (from `guardrails.confidence`).
+pub const GUARDRAIL_Z_CRITICAL: &str = "nudge_guardrail_z_critical";
 /// Rollouts switched to shadow by a guardrail.
 pub const GUARDRAIL_ROLLBACKS: &str = "nudge_guardrail_rollbacks_total";
 /// Gauge set to 1 for the loaded model and policy versions.

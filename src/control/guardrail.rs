@@ -233,6 +233,12 @@ pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f
     Some((harm - margin) / se)
 }
 
+/// The z at and above which a guardrail breaches: the one-sided critical value of
+/// `settings.confidence`.
+pub fn critical_z(settings: &Guardrails) -> f64 {
+    Normal::standard().inverse_cdf(settings.confidence)
+}
+
 /// Checks every configured guardrail of `canary` against `control`, both having weighed
 /// what `weighed` says.
 pub fn check(
@@ -241,7 +247,7 @@ pub fn check(
     canary: &Evidence,
     control: &Evidence,
 ) -> Vec<Check> {
-    let critical = Normal::standard().inverse_cdf(settings.confidence);
+    let critical = critical_z(settings);
     [
         (Metric::OptOutRate, settings.opt_out_rate),
         (Metric::D7Retention, settings.d7_retention),

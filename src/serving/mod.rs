@@ -40,6 +40,7 @@ use tower::timeout::error::Elapsed;
 
 use self::decisions::{DecisionLog, DecisionWriter};
 use self::loaded::{LoadError, Loaded};
+use crate::control::guardrail;
 use crate::control::tick::{
     self, ControlError, ControllerReport, GuardrailReport, Stored, TickReport, TickRun,
 };
@@ -366,9 +367,14 @@ impl ApiContext {
             if let GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } =
                 guardrails
             {
+                metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL)
+                    .set(guardrail::critical_z(&loaded.policy.guardrails));
                 for c in checks {
-                    metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => c.metric.as_str())
+                    let metric = c.metric.as_str();
+                    metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
                         .set(f64::from(u8::from(c.breached)));
+                    metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric)
+                        .set(c.z.unwrap_or(f64::NAN));
                 }
             }
             if let GuardrailReport::RolledBack { .. } = guardrails {
