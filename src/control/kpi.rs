@@ -432,7 +432,54 @@ pub fn percent_with_interval(successes: u64, trials: u64) -> String {
     }
 }
 
-/// A per-arm table of the KPIs with 95 % intervals, and canary minus control.
+/// The rollout's goal: the canary's D7 retention at least this far above control's (a
+/// share), at no more sends per user.
+pub const GOAL_D7_LIFT: f64 = 0.03;
+
+/// Whether canary − control shows the rollout's goal met, given its D7 retention and its
+/// sends per user, each with its 95 % half-width. Met only when both hold at 95 %: the D7
+/// lift's interval above [`GOAL_D7_LIFT`] and the sends' below zero. Otherwise the line
+/// says where each part stands.
+pub fn goal_verdict(d7: (f64, f64), sends_per_user: (f64, f64)) -> String {
+    let goal = 100.0 * GOAL_D7_LIFT;
+    let (lift, half) = d7;
+    let (d7_shown, d7_text) = if lift - half >= GOAL_D7_LIFT {
+        (true, format!("D7 lift above +{goal:.0} points"))
+    } else if lift >= GOAL_D7_LIFT {
+        (
+            false,
+            format!("D7 lift above +{goal:.0} points at its estimate, not beyond its interval"),
+        )
+    } else {
+        (
+            false,
+            format!("D7 lift below +{goal:.0} points at its estimate"),
+        )
+    };
+    let (sends, half) = sends_per_user;
+    let (sends_shown, sends_text) = if sends + half <= 0.0 {
+        (true, "no more sends/user than control")
+    } else if sends <= 0.0 {
+        (
+            false,
+            "no more sends/user than control at its estimate, not beyond its interval",
+        )
+    } else {
+        (false, "more sends/user than control at its estimate")
+    };
+    let verdict = if d7_shown && sends_shown {
+        "met"
+    } else {
+        "not shown"
+    };
+    format!(
+        "goal (canary D7 ≥ control + {goal:.0} points at no more sends/user): {verdict} at 95 % — \
+         {d7_text}, {sends_text}\n"
+    )
+}
+
+/// A per-arm table of the KPIs with 95 % intervals, canary minus control and whether it
+/// shows the rollout's goal ([`goal_verdict`]) once D7 is known.
 pub fn table(arms: &[ArmKpis]) -> String {
     let mut out = format!(
         "{:<8} {:>6} {:>16} {:>21} {:>21} {:>21} {:>21}\n",
@@ -459,25 +506,24 @@ pub fn table(arms: &[ArmKpis]) -> String {
                 |(v, h)| format!("{:+.1} ± {:.1} points", 100.0 * v, 100.0 * h),
             )
         };
-        let spu = match (sends_per_user(c), sends_per_user(k)) {
-            (Some((a, ha)), Some((b, hb))) => {
-                format!("{:+.2} ± {:.2}", a - b, (ha * ha + hb * hb).sqrt())
-            }
-            _ => "n/a".into(),
+        let spu_lift = match (sends_per_user(c), sends_per_user(k)) {
+            (Some((a, ha)), Some((b, hb))) => Some((a - b, (ha * ha + hb * hb).sqrt())),
+            _ => None,
         };
+        let d7_lift = difference((c.retained_d7, c.d7_users), (k.retained_d7, k.d7_users));
         out.push_str(&format!(
             "canary − control: D7 retention {}, ROI {}, opt-out {}, sends/user {}\n",
-            points(difference(
-                (c.retained_d7, c.d7_users),
-                (k.retained_d7, k.d7_users)
-            )),
+            points(d7_lift),
             points(difference(
                 (c.actioned, c.measured_sends),
                 (k.actioned, k.measured_sends)
             )),
             points(difference((c.opted_out, c.users), (k.opted_out, k.users))),
-            spu,
+            spu_lift.map_or_else(|| "n/a".into(), |(v, h)| format!("{v:+.2} ± {h:.2}")),
         ));
+        if let Some((d7, spu)) = d7_lift.zip(spu_lift) {
+            out.push_str(&goal_verdict(d7, spu));
+        }
     }
     if arms.iter().any(|a| a.users > 0) && arms.iter().all(|a| a.d7_users == 0) {
         out.push_str(&format!(
@@ -493,6 +539,56 @@ pub fn table(arms: &[ArmKpis]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_goal_is_met_only_when_both_parts_hold_at_95_percent() {
+        let fewer = (-11.15, 0.27);
+        let met = goal_verdict((0.05, 0.015), fewer);
+        assert!(met.contains(": met at 95 %"), "{met}");
+        // The demo's seed 7: +2.8 ± 3.6 points.
+        let short = goal_verdict((0.028, 0.036), fewer);
+        assert!(short.contains(": not shown at 95 %"), "{short}");
+        assert!(
+            short.contains("D7 lift below +3 points at its estimate"),
+            "{short}"
+        );
+        assert!(
+            short.contains("no more sends/user than control\n"),
+            "{short}"
+        );
+        let noisy = goal_verdict((0.04, 0.02), fewer);
+        assert!(noisy.contains("not shown"), "{noisy}");
+        assert!(noisy.contains("not beyond its interval"), "{noisy}");
+        // Retention bought with more sends is not the goal.
+        let more = goal_verdict((0.05, 0.015), (0.5, 0.2));
+        assert!(more.contains("not shown"), "{more}");
+        assert!(
+            more.contains("more sends/user than control at its estimate"),
+            "{more}"
+        );
+        let within = goal_verdict((0.05, 0.015), (-0.1, 0.2));
+        assert!(within.contains("not shown"), "{within}");
+    }
+
+    #[test]
+    fn a_table_gives_the_goals_verdict_once_d7_is_known_in_both_arms() {
+        let arm = |name: &str, d7_users, retained_d7| ArmKpis {
+            arm: name.into(),
+            users: 1_000,
+            decisions: 3_000,
+            sends: 2_000,
+            measured_sends: 2_000,
+            actioned: 500,
+            opened: 400,
+            opted_out: 10,
+            d7_users,
+            retained_d7,
+        };
+        let known = table(&[arm("canary", 1_000, 300), arm("control", 1_000, 200)]);
+        assert!(known.contains("goal (canary D7"), "{known}");
+        let unknown = table(&[arm("canary", 0, 0), arm("control", 0, 0)]);
+        assert!(!unknown.contains("goal"), "{unknown}");
+    }
 
     /// The sums of users given as (x, y).
     fn sums(users: &[(u64, bool)]) -> D7Sums {
