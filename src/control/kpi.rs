@@ -474,7 +474,7 @@ pub fn goal_verdict(d7: (f64, f64), sends_per_user: (f64, f64)) -> String {
     };
     format!(
         "goal (canary D7 ≥ control + {goal:.0} points at no more sends/user): {verdict} at 95 % — \
-         {d7_text}, {sends_text}\n"
+         {d7_text}; {sends_text}\n"
     )
 }
 
