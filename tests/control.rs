@@ -472,6 +472,41 @@ async fn kpis_count_each_outcome_by_its_definition() {
         json!({"channel": "email"}),
     )
     .await;
+    // Crashes: A's app crashes after its first decision; B reports a handled error only;
+    // C crashed before its first decision, and again after the outcomes were observed.
+    let exception = |level: &str| json!({"$exception_level": level});
+    event(
+        &db,
+        "A",
+        "$exception",
+        at + Duration::days(2),
+        exception("fatal"),
+    )
+    .await;
+    event(
+        &db,
+        "B",
+        "$exception",
+        at + Duration::days(2),
+        exception("error"),
+    )
+    .await;
+    event(
+        &db,
+        "C",
+        "$exception",
+        at - Duration::hours(1),
+        exception("fatal"),
+    )
+    .await;
+    event(
+        &db,
+        "C",
+        "$exception",
+        at + Duration::days(10),
+        exception("fatal"),
+    )
+    .await;
 
     let day = Duration::days(1);
     let arms = kpi::arms(&db.pool, at, at + day, at + Duration::days(9))
@@ -498,6 +533,7 @@ async fn kpis_count_each_outcome_by_its_definition() {
     );
     let control = kpi::find(&arms, "control").unwrap();
     assert_eq!((control.measured_sends, control.actioned), (1, 1));
+    assert_eq!((canary.crashed, control.crashed), (1, 0));
     // Outcomes not yet observed are not counted: 12 h after, no send's 24 h is complete.
     let early = kpi::arms(&db.pool, at, at + day, at + Duration::hours(12))
         .await

@@ -159,6 +159,14 @@ async fn sessions_split_on_thirty_minute_gaps_and_at_midnight_whatever_the_arriv
             "2026-01-05T10:50:00Z",
             json!({"notification_id": "n1", "notif_type": "x"}),
         ),
+        // A crash report is not activity: it would join the 10:00 and 11:10 sessions.
+        event(
+            8,
+            "$exception",
+            "u3",
+            "2026-01-05T10:45:00Z",
+            json!({"$exception_level": "fatal"}),
+        ),
     ];
     let expected: Vec<(String, String, i32, String)> = vec![
         (

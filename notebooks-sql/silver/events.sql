@@ -8,7 +8,7 @@ SELECT b.uuid, COALESCE(i.user_hash, b.user_hash), b.user_hash, b.event, b.ts,
        b.event NOT IN ('$identify', '$create_alias', 'notification_sent', 'notification_dismissed',
                        'email_opened', 'email_clicked', 'subscription_purchased',
                        'subscription_cancelled', 'ad_click', 'landing_view',
-                       'consent_analytics_changed', 'ab_exposed', 'push_opt_out'),
+                       'consent_analytics_changed', 'ab_exposed', 'push_opt_out', '$exception'),
        b.properties
 FROM bronze.events b LEFT JOIN silver.identity i ON i.distinct_hash = b.user_hash
 WHERE b.ts >= :'from'::date AND b.ts < :'to'::date;

@@ -49,6 +49,9 @@ pub enum Metric {
     /// Sends followed by an action within 24 h: lower is worse (the model's sends do
     /// less than the baseline's).
     Roi,
+    /// Users who crashed (a fatal `$exception`) after their first decision: higher is
+    /// worse (a notification that opens a broken screen shows here first).
+    CrashRate,
 }
 
 impl Metric {
@@ -59,6 +62,7 @@ impl Metric {
             Metric::D7Retention => "d7_retention",
             Metric::SendRate => "send_rate",
             Metric::Roi => "roi",
+            Metric::CrashRate => "crash_rate",
         }
     }
 
@@ -69,6 +73,7 @@ impl Metric {
             Metric::D7Retention,
             Metric::SendRate,
             Metric::Roi,
+            Metric::CrashRate,
         ]
         .into_iter()
         .find(|m| m.as_str() == name)
@@ -82,6 +87,7 @@ impl Metric {
             Metric::D7Retention => (arm.d7.successes, arm.d7.trials),
             Metric::SendRate => (kpis.sends, kpis.decisions),
             Metric::Roi => (kpis.actioned, kpis.measured_sends),
+            Metric::CrashRate => (kpis.crashed, kpis.users),
         };
         Proportion { successes, trials }
     }
@@ -227,9 +233,19 @@ pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f
     } else {
         p2 - p1
     };
-    let variance = p1 * (1.0 - p1) / canary.trials as f64 + p2 * (1.0 - p2) / control.trials as f64;
-    // With no variance in either arm, only the sign of the excess over the margin is known.
-    let se = variance.sqrt().max(1e-12);
+    let variance = |p: f64, n: f64| p * (1.0 - p) / n;
+    let (n1, n2) = (canary.trials as f64, control.trials as f64);
+    let mut se = (variance(p1, n1) + variance(p2, n2)).sqrt();
+    if se == 0.0 {
+        // Every trial alike in both arms (no crash reported anywhere, say): the rates with
+        // one success and one failure added per arm (Agresti–Caffo) give the standard
+        // error, so z stays a finite measure of the evidence.
+        let (q1, q2) = (
+            (canary.successes as f64 + 1.0) / (n1 + 2.0),
+            (control.successes as f64 + 1.0) / (n2 + 2.0),
+        );
+        se = (variance(q1, n1 + 2.0) + variance(q2, n2 + 2.0)).sqrt();
+    }
     Some((harm - margin) / se)
 }
 
@@ -253,6 +269,7 @@ pub fn check(
         (Metric::D7Retention, settings.d7_retention),
         (Metric::SendRate, settings.send_rate),
         (Metric::Roi, settings.roi),
+        (Metric::CrashRate, settings.crash_rate),
     ]
     .into_iter()
     .filter_map(|(metric, margin)| margin.map(|m| (metric, m)))
@@ -289,6 +306,7 @@ mod tests {
             d7_retention: Some(0.03),
             send_rate: None,
             roi: None,
+            crash_rate: Some(0.005),
         }
     }
 
@@ -307,6 +325,7 @@ mod tests {
             // The window's own users have no D7 yet: the guardrail must not read it.
             d7_users: 0,
             retained_d7: 0,
+            crashed: 0,
         };
         let d7 = Proportion {
             successes: retained_d7,
@@ -436,6 +455,32 @@ mod tests {
             .unwrap();
         assert_eq!(d7.weighed, None);
         assert!(d7.to_string().ends_with("z n/a: too few samples)"), "{d7}");
+    }
+
+    #[test]
+    fn more_crashes_in_the_canary_breach_the_crash_guardrail() {
+        let mut canary = arm(2_000, 0, 0, 0);
+        let control = arm(2_000, 0, 0, 0);
+        canary.0.crashed = 60; // 3 % crashed against none
+        assert!(breached(
+            &check_arms(&settings(), &canary, &control),
+            Metric::CrashRate
+        ));
+        canary.0.crashed = 4; // 0.2 %: within the 0.5-point margin
+        assert!(!breached(
+            &check_arms(&settings(), &canary, &control),
+            Metric::CrashRate
+        ));
+        // No crash reported in either arm: nothing to breach, and a z that still reads as
+        // a measure of the evidence (not −5·10⁹ from a zero standard error).
+        let none = check_arms(&settings(), &arm(2_000, 0, 0, 0), &control);
+        let crash = none
+            .iter()
+            .find(|c| c.metric == Metric::CrashRate)
+            .unwrap();
+        assert!(!crash.breached, "{crash:?}");
+        let z = crash.z.unwrap();
+        assert!((-10.0..-1.0).contains(&z), "{crash:?}");
     }
 
     #[test]

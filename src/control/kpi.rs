@@ -1,6 +1,6 @@
 //! KPIs per arm from the decision log and silver events, through `kpi.arms` and
-//! `kpi.d7_pre_period` (SQL in `notebooks-sql/migrations/0015_kpis_and_controller.sql`
-//! and `0021_d7_pre_period.sql`).
+//! `kpi.d7_pre_period` (SQL in `notebooks-sql/migrations/0015_kpis_and_controller.sql`,
+//! `0021_d7_pre_period.sql` and `0024_crash_free_users.sql`).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
@@ -31,6 +31,8 @@ pub struct ArmKpis {
     pub d7_users: u64,
     /// Of those, active on their 7th day.
     pub retained_d7: u64,
+    /// Users with a crash (a fatal `$exception`) after their first decision.
+    pub crashed: u64,
 }
 
 /// A count as Postgres returns it (`bigint`), never negative.
@@ -100,6 +102,7 @@ pub async fn arms(
             opted_out: count(r.opted_out),
             d7_users: count(r.d7_users),
             retained_d7: count(r.retained_d7),
+            crashed: count(r.crashed),
         })
         .collect())
 }
@@ -221,6 +224,7 @@ struct Row {
     opted_out: i64,
     d7_users: i64,
     retained_d7: i64,
+    crashed: i64,
 }
 
 /// The model arm's ROI (canary and full together): what the controller measures.
@@ -432,6 +436,45 @@ pub fn percent_with_interval(successes: u64, trials: u64) -> String {
     }
 }
 
+/// Each arm's crash-free users (with 95 % intervals) and canary minus control, when any
+/// user crashed; else a line saying none did (or crashes are not reported).
+fn crash_free_lines(arms: &[ArmKpis]) -> String {
+    let crash_free = |a: &ArmKpis| (a.users - a.crashed.min(a.users), a.users);
+    if !arms.iter().any(|a| a.crashed > 0) {
+        return if arms.iter().any(|a| a.users > 0) {
+            "crash-free users: no crash (a fatal `$exception`) reported after these users' \
+             first decisions\n"
+                .into()
+        } else {
+            String::new()
+        };
+    }
+    let per_arm: Vec<String> = arms
+        .iter()
+        .map(|a| {
+            let (free, users) = crash_free(a);
+            format!(
+                "{} {} of {users}",
+                a.arm,
+                percent_with_interval(free, users).trim_start()
+            )
+        })
+        .collect();
+    let lift = match (find(arms, "canary"), find(arms, "control")) {
+        (Some(c), Some(k)) => {
+            difference(crash_free(c), crash_free(k)).map_or_else(String::new, |(v, h)| {
+                format!(
+                    "; canary − control {:+.1} ± {:.1} points",
+                    100.0 * v,
+                    100.0 * h
+                )
+            })
+        }
+        _ => String::new(),
+    };
+    format!("crash-free users: {}{lift}\n", per_arm.join(", "))
+}
+
 /// The rollout's goal: the canary's D7 retention at least this far above control's (a
 /// share), at no more sends per user.
 pub const GOAL_D7_LIFT: f64 = 0.03;
@@ -525,6 +568,7 @@ pub fn table(arms: &[ArmKpis]) -> String {
             out.push_str(&goal_verdict(d7, spu));
         }
     }
+    out.push_str(&crash_free_lines(arms));
     if arms.iter().any(|a| a.users > 0) && arms.iter().all(|a| a.d7_users == 0) {
         out.push_str(&format!(
             "D7 retention n/a: a user's is known {} days after their first decision in the \
@@ -539,6 +583,33 @@ pub fn table(arms: &[ArmKpis]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn crash_free_users_are_shown_by_arm_once_anyone_crashed() {
+        let arm = |name: &str, crashed| ArmKpis {
+            arm: name.into(),
+            users: 1_000,
+            decisions: 3_000,
+            sends: 2_000,
+            measured_sends: 2_000,
+            actioned: 500,
+            opened: 400,
+            opted_out: 10,
+            d7_users: 0,
+            retained_d7: 0,
+            crashed,
+        };
+        let lines = crash_free_lines(&[arm("canary", 20), arm("control", 5)]);
+        assert!(
+            lines.starts_with("crash-free users: canary 98.0% [96.9, 98.7] of 1000, control 99.5%"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("; canary − control -1.5 ± 1.0 points"),
+            "{lines}"
+        );
+        assert!(crash_free_lines(&[]).is_empty());
+    }
 
     #[test]
     fn the_goal_is_met_only_when_both_parts_hold_at_95_percent() {
@@ -583,9 +654,12 @@ mod tests {
             opted_out: 10,
             d7_users,
             retained_d7,
+            crashed: 0,
         };
         let known = table(&[arm("canary", 1_000, 300), arm("control", 1_000, 200)]);
         assert!(known.contains("goal (canary D7"), "{known}");
+        // No crash reported: a line says so rather than a column of 100 %.
+        assert!(known.contains("crash-free users: no crash"), "{known}");
         let unknown = table(&[arm("canary", 0, 0), arm("control", 0, 0)]);
         assert!(!unknown.contains("goal"), "{unknown}");
     }
@@ -752,6 +826,7 @@ mod tests {
             opted_out: 1,
             d7_users,
             retained_d7: d7_users / 5,
+            crashed: 0,
         };
         let why = "D7 retention n/a: a user's is known 8 days after";
         let unknown = table(&[arm("canary", 0), arm("control", 0)]);

@@ -347,6 +347,29 @@ mod tests {
     }
 
     #[test]
+    fn an_exception_keeps_its_level_and_fingerprint_never_its_message_or_stack() {
+        let catalog = Catalog::builtin().unwrap();
+        let rule = catalog.event("$exception").unwrap();
+        let kept = rule
+            .filter_properties(
+                Some(&props(json!({
+                    "$exception_level": "fatal",
+                    "$exception_fingerprint": "9f86d081884c7d65",
+                    "$exception_list": [{"type": "NullPointerException",
+                                         "value": "contact ada@example.com has no phone",
+                                         "stacktrace": {"frames": []}}],
+                    "$exception_message": "contact ada@example.com has no phone",
+                }))),
+                |s| s.to_string(),
+            )
+            .unwrap();
+        assert_eq!(
+            Value::Object(kept),
+            json!({"$exception_level": "fatal", "$exception_fingerprint": "9f86d081884c7d65"})
+        );
+    }
+
+    #[test]
     fn user_id_properties_are_hashed_and_long_strings_refused() {
         let catalog = Catalog::builtin().unwrap();
         let identify = catalog.event("$identify").unwrap();

@@ -183,6 +183,9 @@ pub struct Guardrails {
     pub send_rate: Option<f64>,
     /// Most the canary's ROI may fall short of control's.
     pub roi: Option<f64>,
+    /// Most the canary's share of users who crashed (a fatal `$exception`) may exceed
+    /// control's.
+    pub crash_rate: Option<f64>,
 }
 
 /// A validated policy.
@@ -271,6 +274,7 @@ struct RawGuardrails {
     d7_retention: Option<f64>,
     send_rate: Option<f64>,
     roi: Option<f64>,
+    crash_rate: Option<f64>,
 }
 
 impl Default for RawGuardrails {
@@ -285,6 +289,7 @@ impl Default for RawGuardrails {
             d7_retention: Some(0.03),
             send_rate: Some(0.10),
             roi: Some(0.05),
+            crash_rate: Some(0.005),
         }
     }
 }
@@ -537,6 +542,7 @@ impl Policy {
             d7_retention: margin("guardrails.d7_retention", g.d7_retention)?,
             send_rate: margin("guardrails.send_rate", g.send_rate)?,
             roi: margin("guardrails.roi", g.roi)?,
+            crash_rate: margin("guardrails.crash_rate", g.crash_rate)?,
         };
         let digest = Sha256::digest(yaml.as_bytes());
         Ok(Self {
@@ -657,6 +663,7 @@ mod tests {
         assert_eq!(c.interval, chrono::Duration::days(7));
         assert!(c.enabled && !c.dry_run);
         assert_eq!(policy.guardrails.opt_out_rate, Some(0.005));
+        assert_eq!(policy.guardrails.crash_rate, Some(0.005));
         assert_eq!(policy.guardrails.interval, chrono::Duration::hours(1));
         let custom = Policy::parse(&format!(
             "{MINIMAL}controller: {{ interval: 1d, dry_run: true }}\nguardrails: {{ window: 36h, interval: 15m, send_rate: null }}\n"
@@ -676,6 +683,7 @@ mod tests {
             ("guardrails: { interval: 0s }", "guardrails.interval"),
             ("guardrails: { confidence: 1 }", "guardrails.confidence"),
             ("guardrails: { opt_out_rate: 2 }", "guardrails.opt_out_rate"),
+            ("guardrails: { crash_rate: -0.1 }", "guardrails.crash_rate"),
         ] {
             match Policy::parse(&format!("{MINIMAL}{extra}\n")) {
                 Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key, "{extra}"),
