@@ -3,8 +3,9 @@
 # database: USERS users (half canary, half control), each with a /v1/score decision every
 # 16 hours from 2026-03-16 to 03-30 (about 10 a week; every third one sends), a session
 # every day of March for two users in three, an app_opened from a push half an hour after
-# each send for one user in four (silver.notifications is left empty: no open rate), and
-# a push opt-out for one user in 49. A check at 2026-03-30
+# each send for one user in four (silver.notifications is left empty: no open rate), a
+# push opt-out for one user in 49, and an `$exception` for one user in 97 (a third of
+# them fatal: crashes). A check at 2026-03-30
 # reads the window's KPIs (`kpi.arms` over the last 7 days) and the D7 of the users
 # first decided in the week that ended 8 days before (`kpi.first_seen` grouped by arm,
 # as `kpi::d7_by_arm` sends it). Prints the row counts, both results and three timed runs
@@ -41,6 +42,11 @@ psql -q -h 127.0.0.1 -U postgres -d "$DB" \
       SELECT gen_random_uuid(), md5(u::text), md5(u::text), 'push_opt_out', timestamptz '2026-03-26 12:00',
              '2026-03-26', true, '{}'
       FROM generate_series(1, $USERS) u WHERE u % 49 = 0" \
+  -c "INSERT INTO silver.events (uuid, user_hash, distinct_hash, event, ts, day, in_app, properties)
+      SELECT gen_random_uuid(), md5(u::text), md5(u::text), '\$exception', timestamptz '2026-03-27 09:00',
+             '2026-03-27', false,
+             jsonb_build_object('\$exception_level', CASE WHEN u % 3 = 0 THEN 'fatal' ELSE 'error' END)
+      FROM generate_series(1, $USERS) u WHERE u % 97 = 0" \
   -c "VACUUM ANALYZE" -c "CHECKPOINT"
 psql -h 127.0.0.1 -U postgres -d "$DB" -At \
   -c "SELECT 'decisions: ' || count(*) FROM serving.decisions" \

@@ -143,7 +143,7 @@ impl From<(DateTime<Utc>, DateTime<Utc>)> for Span {
 /// What a round of checks weighed, the same for both arms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weighed {
-    /// The guardrail window's decisions (opt-outs, send rate, ROI).
+    /// The guardrail window's decisions (opt-outs, send rate, ROI, crashes).
     pub window: Span,
     /// The D7 cohort ([`super::kpi::d7_cohort`]); `None` when no user's 7th day has ended
     /// since the window's earliest allowed decision.
@@ -474,10 +474,7 @@ mod tests {
         // No crash reported in either arm: nothing to breach, and a z that still reads as
         // a measure of the evidence (not −5·10⁹ from a zero standard error).
         let none = check_arms(&settings(), &arm(2_000, 0, 0, 0), &control);
-        let crash = none
-            .iter()
-            .find(|c| c.metric == Metric::CrashRate)
-            .unwrap();
+        let crash = none.iter().find(|c| c.metric == Metric::CrashRate).unwrap();
         assert!(!crash.breached, "{crash:?}");
         let z = crash.z.unwrap();
         assert!((-10.0..-1.0).contains(&z), "{crash:?}");

@@ -584,10 +584,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn crash_free_users_are_shown_by_arm_once_anyone_crashed() {
-        let arm = |name: &str, crashed| ArmKpis {
-            arm: name.into(),
+    /// An arm of 1,000 users with no D7 known and no crash.
+    fn thousand_users(arm: &str) -> ArmKpis {
+        ArmKpis {
+            arm: arm.into(),
             users: 1_000,
             decisions: 3_000,
             sends: 2_000,
@@ -597,7 +597,15 @@ mod tests {
             opted_out: 10,
             d7_users: 0,
             retained_d7: 0,
+            crashed: 0,
+        }
+    }
+
+    #[test]
+    fn crash_free_users_are_shown_by_arm_once_anyone_crashed() {
+        let arm = |name: &str, crashed| ArmKpis {
             crashed,
+            ..thousand_users(name)
         };
         let lines = crash_free_lines(&[arm("canary", 20), arm("control", 5)]);
         assert!(
@@ -624,7 +632,7 @@ mod tests {
             "{short}"
         );
         assert!(
-            short.contains("no more sends/user than control\n"),
+            short.contains("; no more sends/user than control\n"),
             "{short}"
         );
         let noisy = goal_verdict((0.04, 0.02), fewer);
@@ -644,17 +652,9 @@ mod tests {
     #[test]
     fn a_table_gives_the_goals_verdict_once_d7_is_known_in_both_arms() {
         let arm = |name: &str, d7_users, retained_d7| ArmKpis {
-            arm: name.into(),
-            users: 1_000,
-            decisions: 3_000,
-            sends: 2_000,
-            measured_sends: 2_000,
-            actioned: 500,
-            opened: 400,
-            opted_out: 10,
             d7_users,
             retained_d7,
-            crashed: 0,
+            ..thousand_users(name)
         };
         let known = table(&[arm("canary", 1_000, 300), arm("control", 1_000, 200)]);
         assert!(known.contains("goal (canary D7"), "{known}");
