@@ -690,21 +690,14 @@ async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_
         "{metrics}"
     );
     assert!(metrics.contains("nudge_guardrail_breached{metric=\"opt_out_rate\"} 1"));
-    // The z beside the value it breaches at (confidence 0.99), so an alert can watch the gap.
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-    };
-    assert!((gauge("nudge_guardrail_z_critical") - 2.326).abs() < 1e-3);
-    let z = gauge("nudge_guardrail_z{metric=\"opt_out_rate\"}");
-    assert_eq!(
-        z,
-        report["guardrails"]["checks"][0]["z"].as_f64().unwrap(),
-        "{report}"
-    );
-    assert!(z > 2.326);
+    // The z beside the value it breaches at, so an alert can watch the gap (their values:
+    // a unit test of `publish_guardrails`; other tests of this process tick too).
+    for gauge in [
+        "nudge_guardrail_z{metric=\"opt_out_rate\"}",
+        "nudge_guardrail_z_critical",
+    ] {
+        assert!(metrics.contains(gauge), "no {gauge} in {metrics}");
+    }
 
     // A human turns the canary back on: the evidence that tripped it is not reused.
     resume_canary(&one.app).await;

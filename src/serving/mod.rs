@@ -324,6 +324,18 @@ impl ApiContext {
         }
     }
 
+    /// Publishes the gauges of the latest stored guardrail checks, so that after a start
+    /// an alert on them need not wait up to `guardrails.interval` for the next check.
+    async fn publish_stored_guardrails(&self) -> Result<(), sqlx::Error> {
+        if let (Some(loaded), Some(latest)) = (
+            self.loaded.load_full(),
+            tick::latest_checks(&self.pool).await?,
+        ) {
+            publish_guardrails(&loaded.policy, &latest.checks);
+        }
+        Ok(())
+    }
+
     /// The model arm's threshold in force under `policy`.
     pub fn threshold(&self, policy: &Policy) -> f64 {
         tick::threshold_in_force(policy, self.controller.load().as_deref())
@@ -367,15 +379,7 @@ impl ApiContext {
             if let GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } =
                 guardrails
             {
-                metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL)
-                    .set(guardrail::critical_z(&loaded.policy.guardrails));
-                for c in checks {
-                    let metric = c.metric.as_str();
-                    metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
-                        .set(f64::from(u8::from(c.breached)));
-                    metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric)
-                        .set(c.z.unwrap_or(f64::NAN));
-                }
+                publish_guardrails(&loaded.policy, checks);
             }
             if let GuardrailReport::RolledBack { .. } = guardrails {
                 metrics::counter!(telemetry::GUARDRAIL_ROLLBACKS).increment(1);
@@ -737,6 +741,9 @@ pub async fn run_on(
             if let Err(e) = ctx.refresh_controller().await {
                 tracing::error!(error = %e, "controller state unreadable at start; the policy's initial threshold is in force until it is");
             }
+            if let Err(e) = ctx.publish_stored_guardrails().await {
+                tracing::warn!(error = %e, "guardrail checks unreadable at start; their gauges wait for the next check");
+            }
             ctx.seed_quotas().await;
             features::FeatureRefresher::start(ctx.clone())
                 .await?
@@ -775,9 +782,67 @@ pub async fn run_on(
     Ok(())
 }
 
+/// Sets each check's gauges (breached, z) and the z a breach needs under `policy`.
+fn publish_guardrails(policy: &Policy, checks: &[guardrail::Check]) {
+    metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(guardrail::critical_z(&policy.guardrails));
+    for c in checks {
+        let metric = c.metric.as_str();
+        metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
+            .set(f64::from(u8::from(c.breached)));
+        metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(c.z.unwrap_or(f64::NAN));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Failing;
+    use crate::control::guardrail::{Check, Metric, Proportion};
+    use crate::policy::Policy;
+
+    #[test]
+    fn guardrail_gauges_carry_each_checks_verdict_and_z_beside_the_critical_z() {
+        let policy =
+            Policy::parse(&std::fs::read_to_string("policy/policy.yaml").unwrap()).unwrap();
+        let check = |metric, z: Option<f64>, breached| Check {
+            metric,
+            canary: Proportion {
+                successes: 60,
+                trials: 400,
+            },
+            control: Proportion {
+                successes: 4,
+                trials: 400,
+            },
+            margin: 0.01,
+            z,
+            breached,
+            weighed: None,
+        };
+        let checks = [
+            check(Metric::OptOutRate, Some(5.25), true),
+            check(Metric::D7Retention, None, false),
+        ];
+        // A recorder of this test's own: the process's is shared by every test.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || super::publish_guardrails(&policy, &checks));
+        let text = handle.render();
+        for line in [
+            "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
+            "nudge_guardrail_z{metric=\"opt_out_rate\"} 5.25",
+            "nudge_guardrail_breached{metric=\"d7_retention\"} 0",
+            "nudge_guardrail_z{metric=\"d7_retention\"} NaN",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+        }
+        // policy.yaml asks 0.99 confidence: z₀.₉₉ = 2.326.
+        let critical = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nudge_guardrail_z_critical "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no critical z in {text}"));
+        assert!((critical - 2.3263).abs() < 1e-4, "{critical}");
+    }
 
     #[test]
     fn a_failing_read_is_reported_when_failures_start_and_when_they_end_only() {
