@@ -713,6 +713,37 @@ async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_
     );
 }
 
+#[tokio::test]
+async fn a_canary_whose_users_crash_more_is_switched_to_shadow() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\n\
+         guardrails: { window: 7d, min_samples: 200, opt_out_rate: null, d7_retention: null, \
+         send_rate: null, roi: null, crash_rate: 0.005 }\n",
+    )
+    .await;
+    let at = t0();
+    arm_sends(&db, "canary", 400, at, 40, 0).await;
+    arm_sends(&db, "control", 400, at, 40, 0).await;
+    // 40 canary users' apps crash after a notification; 40 control users' report handled
+    // errors only, which are not crashes.
+    for (arm, level) in [("canary", "fatal"), ("control", "error")] {
+        for i in 0..40 {
+            let user = format!("{arm}-{}-{i}", at.timestamp());
+            let exception = json!({"$exception_level": level});
+            event(&db, &user, "$exception", at + Duration::hours(3), exception).await;
+        }
+    }
+    let report = tick_at(&one.app, at + Duration::days(1)).await;
+    assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["mode"], "shadow", "{rollout}");
+    let reason = rollout["flag"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("crash_rate canary 10.00% of 400 vs control 0.00% of 400"),
+        "{reason}"
+    );
+}
+
 /// The `d7_retention` check of a tick's report.
 fn d7_check(report: &Value) -> &Value {
     report["guardrails"]["checks"]
