@@ -973,6 +973,35 @@ async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_k
 }
 
 #[tokio::test]
+async fn the_dashboard_shows_each_guardrails_z_over_the_latest_checks() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\n\
+         guardrails: { window: 7d, interval: 1h, min_samples: 200, opt_out_rate: 0.01, \
+         d7_retention: null, send_rate: null, roi: null, crash_rate: null }\n",
+    )
+    .await;
+    let at = t0();
+    arm_sends(&db, "canary", 400, at, 40, 8).await; // 2 % opted out against 1 %
+    arm_sends(&db, "control", 400, at, 40, 4).await;
+    let z = |report: &Value| report["guardrails"]["checks"][0]["z"].as_f64().unwrap();
+    let first = tick_at(&one.app, at + Duration::days(1)).await;
+    assert_eq!(first["guardrails"]["status"], "passed", "{first}");
+    // More of the canary's users opt out: the z rises towards a breach.
+    arm_sends(&db, "canary", 400, at + Duration::hours(20), 40, 16).await;
+    let second = tick_at(&one.app, at + Duration::days(1) + Duration::hours(1)).await;
+    assert_eq!(second["guardrails"]["status"], "passed", "{second}");
+    assert!(z(&second) > z(&first), "{first} {second}");
+
+    let page = dashboard(&one.app).await;
+    assert!(
+        page.contains("z at the latest 12 checks, newest first (a breach at z ≥ 2.33):"),
+        "{page}"
+    );
+    let trend = format!("  opt_out_rate  {:.2}  {:.2}\n", z(&second), z(&first));
+    assert!(page.contains(&trend), "no {trend:?} in {page}");
+}
+
+#[tokio::test]
 async fn the_dashboard_shows_d7_retention_of_the_latest_week_whose_seventh_day_has_ended() {
     let (db, _dir, one) = setup("").await;
     let first = t0();

@@ -275,6 +275,27 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
     Ok(Some(LatestChecks { at, checks }))
 }
 
+/// Each guardrail's z at its latest `checks` checks, newest first (`None`: too few
+/// samples), by metric.
+pub async fn recent_z(
+    pool: &PgPool,
+    checks: i64,
+) -> Result<Vec<(guardrail::Metric, Vec<Option<f64>>)>, sqlx::Error> {
+    let rows: Vec<(String, Vec<Option<f64>>)> = sqlx::query_as(
+        "SELECT metric, array_agg(z ORDER BY at DESC)
+         FROM (SELECT metric, at, z, row_number() OVER (PARTITION BY metric ORDER BY at DESC) AS n
+               FROM serving.guardrail_checks) c
+         WHERE n <= $1 GROUP BY metric ORDER BY metric",
+    )
+    .bind(checks)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(metric, z)| Some((guardrail::Metric::named(&metric)?, z)))
+        .collect())
+}
+
 /// What the guardrails found at a tick.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]

@@ -1,7 +1,8 @@
 //! `GET /dashboard`: one HTML page for the growth lead. It shows:
 //! - the rollout in force and who set it;
 //! - the controller's threshold and latest steps;
-//! - the latest guardrail checks;
+//! - the latest guardrail checks, and each guardrail's z over the checks before, so a
+//!   drift towards a breach shows before it trips;
 //! - the per-arm KPIs of the decision log's last seven days, and of the latest seven days
 //!   whose users' D7 is known.
 //!
@@ -26,6 +27,9 @@ use crate::control::{guardrail, kpi, tick};
 
 /// Controller steps shown.
 const STEPS: i64 = 14;
+
+/// Guardrail checks whose z is shown per metric (12 h at the default hourly interval).
+const Z_CHECKS: i64 = 12;
 
 /// `text` with HTML's special characters escaped.
 fn escape(text: &str) -> String {
@@ -208,6 +212,9 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
     let stored = tick::load(&ctx.pool).await.map_err(unavailable)?;
     let steps = tick::history(&ctx.pool, STEPS).await.map_err(unavailable)?;
     let checks = tick::latest_checks(&ctx.pool).await.map_err(unavailable)?;
+    let recent_z = tick::recent_z(&ctx.pool, Z_CHECKS)
+        .await
+        .map_err(unavailable)?;
 
     let mut out = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
@@ -270,7 +277,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
     }
     section(&mut out, "Controller (latest steps first)", &text);
 
-    let text = match &checks {
+    let mut text = match &checks {
         None => "no guardrail check yet".to_owned(),
         Some(tick::LatestChecks { at, checks }) => format!(
             "checked at {}\n{}",
@@ -278,6 +285,20 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
             guardrail::lines(checks)
         ),
     };
+    if !recent_z.is_empty() {
+        let _ = writeln!(
+            text,
+            "z at the latest {Z_CHECKS} checks, newest first (a breach at z ≥ {:.2}):",
+            guardrail::critical_z(&policy.guardrails)
+        );
+        for (metric, z) in &recent_z {
+            let values: Vec<String> = z
+                .iter()
+                .map(|z| z.map_or_else(|| "n/a".into(), |z| format!("{z:.2}")))
+                .collect();
+            let _ = writeln!(text, "  {:<13} {}", metric.as_str(), values.join("  "));
+        }
+    }
     section(&mut out, "Guardrails", &text);
 
     let (computed_at, text) = ctx
