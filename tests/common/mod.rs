@@ -147,7 +147,18 @@ pub fn drop_database(url: &str) {
             .build()
             .expect("rt");
         rt.block_on(async {
-            let _ = sqlx::Postgres::force_drop_database(&url).await;
+            // A task of a stopped server can still hold a pool that reconnects between
+            // the forced drop's disconnect and the drop itself: try again, then say so.
+            let mut last = Ok(());
+            for _ in 0..5 {
+                last = sqlx::Postgres::force_drop_database(&url).await;
+                if last.is_ok() {
+                    return;
+                }
+            }
+            if let Err(e) = last {
+                eprintln!("test database {url} left behind: {e}");
+            }
         });
     })
     .join();
