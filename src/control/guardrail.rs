@@ -13,11 +13,10 @@
 //! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it
 //! sees harm about eight days after it begins.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::kpi::{ArmD7, ArmKpis};
+use super::kpi::{ArmD7, ArmKpis, Span};
 use crate::policy::Guardrails;
 
 /// A count of successes out of trials.
@@ -120,23 +119,6 @@ impl<'a> Evidence<'a> {
                 trials: d7.map_or(0, |a| a.users),
             },
         }
-    }
-}
-
-/// The decisions a check weighed: those made in `[from, to)`; for D7 retention, the
-/// users first decided then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = GuardrailSpan)]
-pub struct Span {
-    /// From (included).
-    pub from: DateTime<Utc>,
-    /// To (excluded).
-    pub to: DateTime<Utc>,
-}
-
-impl From<(DateTime<Utc>, DateTime<Utc>)> for Span {
-    fn from((from, to): (DateTime<Utc>, DateTime<Utc>)) -> Self {
-        Span { from, to }
     }
 }
 
@@ -355,10 +337,17 @@ mod tests {
     /// A check at 2026-03-22: the week before, and the D7 cohort of the week that ended
     /// eight days earlier.
     fn weighed() -> Weighed {
-        let day = |d| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, d, 0, 0, 0).unwrap();
+        let day =
+            |d| chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 3, d, 0, 0, 0).unwrap();
         Weighed {
-            window: (day(15), day(22)).into(),
-            d7_cohort: Some((day(7), day(14)).into()),
+            window: Span {
+                from: day(15),
+                to: day(22),
+            },
+            d7_cohort: Some(Span {
+                from: day(7),
+                to: day(14),
+            }),
         }
     }
 

@@ -107,6 +107,17 @@ pub async fn arms(
         .collect())
 }
 
+/// A span of decision times, `[from, to)`: the decisions made then or, for D7, the users
+/// first decided then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = GuardrailSpan)]
+pub struct Span {
+    /// From (included).
+    pub from: DateTime<Utc>,
+    /// To (excluded).
+    pub to: DateTime<Utc>,
+}
+
 /// How long after a user's first decision their D7 is known: the 7th day after it ends
 /// 8 days later (`kpi.first_seen`).
 pub const D7_KNOWN_AFTER: TimeDelta = TimeDelta::days(8);
@@ -118,10 +129,10 @@ pub fn d7_cohort(
     at: DateTime<Utc>,
     window: TimeDelta,
     since: Option<DateTime<Utc>>,
-) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+) -> Option<Span> {
     let to = at - D7_KNOWN_AFTER;
     let from = since.map_or(to - window, |since| since.max(to - window));
-    (from < to).then_some((from, to))
+    (from < to).then_some(Span { from, to })
 }
 
 /// One arm's D7 retention over the users first decided in a window.
@@ -135,19 +146,19 @@ pub struct ArmD7 {
     pub retained: u64,
 }
 
-/// Each arm's D7 retention of the users first decided in `[from, to)`, observed by
+/// Each arm's D7 retention of the users first decided in `cohort`, observed by
 /// `observed`: the D7 columns of [`arms`] alone, without reading the window's sends.
 pub async fn d7_by_arm(
     db: impl sqlx::PgExecutor<'_>,
-    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    cohort: Span,
     observed: DateTime<Utc>,
 ) -> Result<Vec<ArmD7>, sqlx::Error> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT arm, count(retained_d7), count(*) FILTER (WHERE retained_d7)
          FROM kpi.first_seen($1, $2, $3) GROUP BY arm ORDER BY arm",
     )
-    .bind(from)
-    .bind(to)
+    .bind(cohort.from)
+    .bind(cohort.to)
     .bind(observed)
     .fetch_all(db)
     .await?;
@@ -783,13 +794,14 @@ mod tests {
         let at: DateTime<Utc> = "2026-03-30T00:00:00Z".parse().unwrap();
         let day = |d: i64| at - TimeDelta::days(d);
         let week = TimeDelta::days(7);
-        assert_eq!(d7_cohort(at, week, None), Some((day(15), day(8))));
+        let span = |from, to| Some(Span { from, to });
+        assert_eq!(d7_cohort(at, week, None), span(day(15), day(8)));
         // A rollback 10 days ago: only the users first decided after it count.
-        assert_eq!(d7_cohort(at, week, Some(day(10))), Some((day(10), day(8))));
+        assert_eq!(d7_cohort(at, week, Some(day(10))), span(day(10), day(8)));
         // Since a rollback 5 days ago, nobody's 7th day has been observed.
         assert_eq!(d7_cohort(at, week, Some(day(5))), None);
         assert_eq!(d7_cohort(at, week, Some(day(8))), None);
-        assert_eq!(d7_cohort(at, week, Some(day(30))), Some((day(15), day(8))));
+        assert_eq!(d7_cohort(at, week, Some(day(30))), span(day(15), day(8)));
     }
 
     proptest! {
@@ -803,7 +815,7 @@ mod tests {
             let window = TimeDelta::hours(window_hours);
             let since = since_hours.map(|h| at - TimeDelta::hours(h));
             match d7_cohort(at, window, since) {
-                Some((from, to)) => {
+                Some(Span { from, to }) => {
                     prop_assert!(from < to && to + D7_KNOWN_AFTER <= at);
                     prop_assert!(to - from <= window);
                     prop_assert!(since.is_none_or(|s| from >= s));

@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use super::guardrail::{self, Check, Evidence, Span, Weighed};
-use super::kpi::{self, ArmKpis};
+use super::guardrail::{self, Check, Evidence, Weighed};
+use super::kpi::{self, ArmKpis, Span};
 use super::pi::{self, Measurement, Outcome, Settings, State, Step};
 use crate::policy::{Mode, Policy};
 use crate::rollout::RolloutFlag;
@@ -268,7 +268,7 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
                 margin: r.6,
                 z: r.7,
                 breached: r.8,
-                weighed: r.9.zip(r.10).map(Span::from),
+                weighed: r.9.zip(r.10).map(|(from, to)| Span { from, to }),
             })
         })
         .collect();
@@ -454,12 +454,12 @@ async fn check_guardrails(
             .d7_retention
             .and(kpi::d7_cohort(at, settings.window, stored.guardrails_since));
     let d7 = match cohort {
-        Some(window) => kpi::d7_by_arm(&mut *tx, window, at).await?,
+        Some(cohort) => kpi::d7_by_arm(&mut *tx, cohort, at).await?,
         None => Vec::new(),
     };
     let weighed = Weighed {
         window: Span { from, to: at },
-        d7_cohort: cohort.map(Span::from),
+        d7_cohort: cohort,
     };
     let checks = guardrail::check(
         settings,

@@ -161,7 +161,7 @@ async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
     };
     let week = Duration::days(7);
     let from = span.last - week;
-    let cohort = kpi::d7_cohort(span.observed, week, None).filter(|&(_, to)| span.first < to);
+    let cohort = kpi::d7_cohort(span.observed, week, None).filter(|c| span.first < c.to);
     // Each reads a week of the log: side by side, on two connections.
     let (last_week, with_d7) = tokio::try_join!(
         kpi::report(
@@ -172,7 +172,7 @@ async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
         ),
         async {
             match cohort {
-                Some((from, to)) => kpi::report(&ctx.pool, from, to, span.observed)
+                Some(c) => kpi::report(&ctx.pool, c.from, c.to, span.observed)
                     .await
                     .map(Some),
                 None => Ok(None),
@@ -186,12 +186,12 @@ async fn kpi_section(ctx: ApiContext) -> Result<String, ApiError> {
         span.last.to_rfc3339(),
         span.observed.to_rfc3339(),
     );
-    if let Some(((from, to), table)) = cohort.zip(with_d7) {
+    if let Some((c, table)) = cohort.zip(with_d7) {
         let _ = write!(
             text,
             "\ndecisions {} → {}, the latest week whose D7 is known for every user\n{table}",
-            from.to_rfc3339(),
-            to.to_rfc3339(),
+            c.from.to_rfc3339(),
+            c.to.to_rfc3339(),
         );
     }
     Ok(text)
