@@ -33,6 +33,9 @@ const SUGGESTION_SHARE: f64 = 0.4;
 const RE_ENGAGEMENT_AFTER_DAYS: i32 = 4;
 /// Length of a free trial.
 const TRIAL_DAYS: i32 = 7;
+/// The fingerprints (PostHog's grouping of an exception by type and stack) of the app's
+/// fatal crashes.
+const CRASH_FINGERPRINTS: [&str; 3] = ["3f1c9a0e5b7d2468", "a4e07c91d35b8f26", "9b2d6e04f1a8c753"];
 
 /// The scheduler's daily slot for a user, if it has anything to propose.
 pub fn plan_opportunity(
@@ -318,6 +321,10 @@ struct DayRun<'a, 'c> {
     signup: Option<f64>,
     app_id: String,
     rng: Pcg64Mcg,
+    /// The day's crash draws, apart from `rng` so that crashes move no other draw.
+    crashes: Pcg64Mcg,
+    /// When the latest event so far happened.
+    last_event_secs: f64,
     /// The state as the day started (its slow fields do not change until midnight).
     start: State,
     rate: f64,
@@ -344,6 +351,7 @@ impl<'a, 'c> DayRun<'a, 'c> {
         out: &'a mut DayOutput,
     ) -> Self {
         let rng = random::rng(ctx.seed, Stream::Behaviour, user.traits.index, ctx.day);
+        let crashes = random::rng(ctx.seed, Stream::Crash, user.traits.index, ctx.day);
         let start = user.state.clone();
         let rate = organic_rate(&user.traits, &start, ctx.day);
         let forced = is_forced_day(&start, ctx.day);
@@ -355,6 +363,8 @@ impl<'a, 'c> DayRun<'a, 'c> {
             slot,
             signup,
             rng,
+            crashes,
+            last_event_secs: 0.0,
             start,
             rate,
             forced,
@@ -493,6 +503,20 @@ impl<'a, 'c> DayRun<'a, 'c> {
         properties: Value,
     ) -> Uuid {
         let uuid = uuid::Builder::from_random_bytes(self.rng.random()).into_uuid();
+        self.record(uuid, secs, event, distinct_id, properties);
+        uuid
+    }
+
+    /// Appends one event to the day's output.
+    fn record(
+        &mut self,
+        uuid: Uuid,
+        secs: f64,
+        event: &'static str,
+        distinct_id: &str,
+        properties: Value,
+    ) {
+        self.last_event_secs = secs;
         let timestamp = self
             .ctx
             .at(self.ctx.day, secs)
@@ -505,7 +529,6 @@ impl<'a, 'c> DayRun<'a, 'c> {
             "properties": properties,
         }));
         *self.out.event_counts.entry(event).or_default() += 1;
-        uuid
     }
 
     fn emit(&mut self, secs: f64, event: &'static str, properties: Value) -> Uuid {
@@ -636,6 +659,28 @@ impl<'a, 'c> DayRun<'a, 'c> {
             self.extra_seen |= forced_extra;
         }
         self.in_session(secs);
+        self.crash_draw();
+    }
+
+    /// Whether the session just played ended in a fatal crash, reported as the PostHog SDK
+    /// does (`$exception` at level `fatal`) at the time of its last event, so on a day the
+    /// user was active. Its draws come from their own stream.
+    fn crash_draw(&mut self) {
+        if self.crashes.random::<f64>() >= self.user.traits.crashes_per_session {
+            return;
+        }
+        let uuid = uuid::Builder::from_random_bytes(self.crashes.random()).into_uuid();
+        let fingerprint =
+            CRASH_FINGERPRINTS[self.crashes.random_range(0..CRASH_FINGERPRINTS.len())];
+        let id = std::mem::take(&mut self.app_id);
+        self.record(
+            uuid,
+            self.last_event_secs,
+            "$exception",
+            &id,
+            json!({"$exception_level": "fatal", "$exception_fingerprint": fingerprint}),
+        );
+        self.app_id = id;
     }
 
     fn step(&mut self, at: &mut f64) -> f64 {

@@ -242,6 +242,45 @@ mod tests {
         assert_ne!(a, run(60, 10, 43).0);
     }
 
+    /// Every event of 300 users over 14 days, with every user's chance of a crash per
+    /// session set to `rate`.
+    fn events_at_crash_rate(rate: f64) -> Vec<serde_json::Value> {
+        let start = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+        let config = SimConfig::new(300, 14, 11, start, 0.3).unwrap();
+        let mut sim = Simulation::new(config, &UserHasher::new(b"k"));
+        for user in &mut sim.users {
+            user.traits.crashes_per_session = rate;
+        }
+        let mut policy = LoggingPolicy::new(11, 0.3);
+        (0..14)
+            .flat_map(|day| sim.step(day, &mut policy).events)
+            .collect()
+    }
+
+    #[test]
+    fn sessions_crash_at_their_rate_and_crashes_change_no_other_event() {
+        let is_crash = |e: &serde_json::Value| e["event"] == "$exception";
+        let with = events_at_crash_rate(0.2);
+        let without = events_at_crash_rate(0.0);
+        assert!(!without.iter().any(is_crash));
+        let sessions = with.iter().filter(|e| e["event"] == "app_opened").count();
+        let crashes: Vec<usize> = (0..with.len()).filter(|&i| is_crash(&with[i])).collect();
+        let share = crashes.len() as f64 / sessions as f64;
+        assert!(sessions > 2_000, "only {sessions} sessions");
+        assert!((share - 0.2).abs() < 0.03, "{share} of sessions crashed");
+        for &i in &crashes {
+            let (crash, before) = (&with[i], &with[i - 1]);
+            assert_eq!(crash["properties"]["$exception_level"], "fatal");
+            assert_eq!(
+                (&crash["distinct_id"], &crash["timestamp"]),
+                (&before["distinct_id"], &before["timestamp"]),
+                "a crash is reported at its session's last event"
+            );
+        }
+        let rest: Vec<_> = with.into_iter().filter(|e| !is_crash(e)).collect();
+        assert_eq!(rest, without);
+    }
+
     #[test]
     fn parameters_are_checked() {
         let d = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();

@@ -48,6 +48,10 @@ const CONSENT_REGRANT_SHARE: f64 = 0.4;
 const EMAIL_SUBSCRIBER_SHARE: f64 = 0.8;
 /// Share of new users who arrive through an ad (the rest find the app organically).
 const AD_ACQUIRED_SHARE: f64 = 0.6;
+/// Share of users on a device or OS build the app often crashes on.
+const UNSTABLE_DEVICE_SHARE: f64 = 0.02;
+/// Chance that a session ends in a fatal crash, on a stable device and on an unstable one.
+const CRASHES_PER_SESSION: (f64, f64) = (0.000_5, 0.01);
 
 /// How a user entered the window.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +122,9 @@ pub struct Traits {
     pub cohort: Cohort,
     /// Planned consent withdrawal, for a small share of users.
     pub consent: Option<ConsentPlan>,
+    /// Chance that one of the user's sessions ends in a fatal crash. Nothing else depends
+    /// on it, and no notification policy changes it.
+    pub crashes_per_session: f64,
 }
 
 impl Traits {
@@ -165,6 +172,17 @@ fn pick_timezone(u: f64) -> usize {
         }
     }
     TIMEZONES.len() - 1
+}
+
+/// User `index`'s chance of a crash per session, from a stream of its own so that adding
+/// it left every other trait's draw unchanged.
+fn crashes_per_session(seed: u64, index: u32) -> f64 {
+    let (stable, unstable) = CRASHES_PER_SESSION;
+    if random::unit(seed, Stream::Device, index, 0) < UNSTABLE_DEVICE_SHARE {
+        unstable
+    } else {
+        stable
+    }
 }
 
 /// Draws user `index`'s traits and starting state for a window of `days` days.
@@ -303,6 +321,7 @@ pub fn draw_user(seed: u64, index: u32, days: i32, hasher: &UserHasher) -> (Trai
         outreach_habit,
         cohort,
         consent,
+        crashes_per_session: crashes_per_session(seed, index),
     };
     (traits, state)
 }
@@ -324,6 +343,19 @@ mod tests {
         let (c, _) = draw_user(6, 17, 30, &hasher);
         assert_ne!(a.activity, c.activity);
         assert_eq!(a.user_hash, hasher.hash("u17"));
+    }
+
+    #[test]
+    fn a_few_users_have_a_device_the_app_often_crashes_on() {
+        let hasher = UserHasher::new(b"k");
+        let rates: Vec<f64> = (0..20_000)
+            .map(|i| draw_user(3, i, 30, &hasher).0.crashes_per_session)
+            .collect();
+        let (stable, unstable) = CRASHES_PER_SESSION;
+        assert!(rates.iter().all(|&r| r == stable || r == unstable));
+        let share = rates.iter().filter(|&&r| r == unstable).count() as f64 / 20_000.0;
+        // 2 % ± 0.4 points is four standard errors.
+        assert!((share - UNSTABLE_DEVICE_SHARE).abs() < 0.004, "{share}");
     }
 
     #[test]

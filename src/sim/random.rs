@@ -21,6 +21,10 @@ pub enum Stream {
     Suggestion = 4,
     /// Notification ids.
     NotificationId = 5,
+    /// A user's device: how often the app crashes on it (drawn once, as of day 0).
+    Device = 6,
+    /// Whether the app crashes in each of one user-day's sessions.
+    Crash = 7,
 }
 
 /// SplitMix64's finaliser: a bijective mix of 64 bits.

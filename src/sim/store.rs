@@ -14,7 +14,7 @@ use crate::store::copy::copy_in;
 /// Version of the behavioural model. Bump it whenever a change alters the events a seed
 /// draws or the truth recorded beside them, so that a database simulated by another
 /// version is replaced, never topped up.
-pub const SIMULATOR_VERSION: i32 = 3;
+pub const SIMULATOR_VERSION: i32 = 4;
 
 /// How a run relates to what the database already held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
