@@ -228,7 +228,8 @@ async fn the_d7_covariate_counts_active_days_in_the_two_weeks_before_the_experim
     );
     let report = kpi::report(&db.pool, window.0, window.1, window.2)
         .await
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         report.contains("active days then: canary 1.00, control 1.00"),
         "{report}"

@@ -212,9 +212,11 @@ enum Command {
         /// nudge-serve's policy in the closed loop.
         #[arg(long, default_value = "policy/closed-loop.yaml")]
         policy: std::path::PathBuf,
-        /// Seed.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        /// Seed; several, comma-separated (7,8,9), run the whole loop once per seed, one
+        /// after the other in the same database, and end with canary minus control for
+        /// each seed and their mean.
+        #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "7")]
+        seed: Vec<u64>,
     },
 }
 
@@ -441,78 +443,145 @@ async fn command() -> anyhow::Result<()> {
             let specs = read_specs(&specs)?;
             migrate(&database.database_url).await?;
             let pool = database::connect(&database.database_url, 8).await?;
-            database::reset_serving_state(&pool).await?;
-            let start = NaiveDate::from_ymd_opt(2026, 1, 5).context("demo start date")?;
-            // The day before the start holds the first signups' anonymous funnel events.
-            let first_day = start.pred_opt().unwrap_or(start);
-            refresh::forget_from(&pool, first_day).await?;
-            let config = SimConfig::new(users, days + loop_days, seed, start, DEFAULT_EXPLORATION)?;
-            let options = RunOptions {
-                replace: true,
-                ..RunOptions::default()
+            let run = DemoRun {
+                database_url: &database.database_url,
+                pool: &pool,
+                registry: Registry::new(&models.models_dir),
+                models_dir: &models.models_dir,
+                specs: &specs,
+                hasher: key.hasher()?,
+                users,
+                days,
+                loop_days,
+                policy: &policy,
             };
-            let hasher = key.hasher()?;
-            let mut driver =
-                SimDriver::start(config, hasher.clone(), pool.clone(), options).await?;
-            let bar = progress_bar("history")?;
-            driver.play_logged(days, &bar).await?;
-            bar.finish_and_clear();
-            outln!("demo: simulated {users} users × {days} days of history");
-            let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
-            refresh_features(&pool, Some((first_day, end)), None).await?;
-            out!("{}", labels::label_report(&pool).await?);
-            let registry = Registry::new(&models.models_dir);
-            // A model that fails its gates is left unpromoted; one that cannot be fitted
-            // stops the demo.
-            let fitted = fit_specs(&pool, &registry, &specs, true).await;
-            print_fitted(&fitted);
-            if let Some(Fitted::Failed { name, .. }) =
-                fitted.iter().find(|f| matches!(f, Fitted::Failed { .. }))
-            {
-                anyhow::bail!("demo stopped: {name} could not be fitted");
+            let several = seed.len() > 1;
+            let mut runs = Vec::with_capacity(seed.len());
+            for &seed in &seed {
+                if several {
+                    outln!("\n== demo, seed {seed} ==");
+                }
+                if let Some(lifts) = run.play(seed).await? {
+                    runs.push((seed, lifts));
+                }
             }
-            if loop_days > 0 {
-                let serve = DemoServer::start(
-                    &database.database_url,
-                    &models.models_dir,
-                    &policy,
-                    hasher.clone(),
-                )
-                .await?;
-                let bar = progress_bar("closed loop")?;
-                // The churn watch scores the users active on the day it runs; run early
-                // enough, their next 14 days are played before the report.
-                let after_watch = if loop_days > CHURN_LABEL_DAYS {
-                    CHURN_LABEL_DAYS
-                } else {
-                    0
-                };
-                let (client, watch_start) = (&serve.client, loop_days - after_watch);
-                let first =
-                    closed_loop::run(&mut driver, client, &pool, start, watch_start, &bar).await?;
-                let watch = churn_watch(&pool, client, &hasher, users, &first).await?;
-                // The features the watch scored are those of the snapshot as of its end.
-                let watched = first.to.date_naive();
-                let rest =
-                    closed_loop::run(&mut driver, client, &pool, start, after_watch, &bar).await?;
-                let summary = first.then(rest);
-                bar.finish_and_clear();
-                out!(
-                    "{}",
-                    closed_loop_report(&pool, &serve.client, &summary).await?
-                );
-                out!("{watch}");
-                let next_day = watched + chrono::Days::new(1);
-                out!(
-                    "{}",
-                    churn_outcomes(&pool, Some(watched), Some(next_day)).await?
-                );
-                serve.stop().await?;
+            if several && !runs.is_empty() {
+                let by_seed =
+                    |pick: fn(&LoopLifts) -> Option<kpi::Lifts>| -> Vec<(u64, kpi::Lifts)> {
+                        runs.iter()
+                            .filter_map(|(seed, lifts)| Some((*seed, pick(lifts)?)))
+                            .collect()
+                    };
+                outln!("\ncanary − control by seed, the whole closed loop (95 % intervals):");
+                out!("{}", kpi::seeds_table(&by_seed(|l| l.whole)));
+                let settled = by_seed(|l| l.settled);
+                if !settled.is_empty() {
+                    outln!(
+                        "\ncanary − control by seed, after {STEADY_AFTER_DAYS} days in the loop:"
+                    );
+                    out!("{}", kpi::seeds_table(&settled));
+                }
             }
-            let summary = driver.finish().await?;
-            outln!("{summary}");
             Ok(())
         }
+    }
+}
+
+/// What every seed of `nudge-train demo` shares.
+struct DemoRun<'a> {
+    database_url: &'a str,
+    pool: &'a PgPool,
+    registry: Registry,
+    models_dir: &'a std::path::Path,
+    specs: &'a [ModelSpec],
+    hasher: UserHasher,
+    users: u32,
+    days: i32,
+    loop_days: i32,
+    policy: &'a std::path::Path,
+}
+
+/// Canary minus control in a demo's closed loop: over all of it, and after
+/// [`STEADY_AFTER_DAYS`] in it (each `None` without both arms).
+struct LoopLifts {
+    whole: Option<kpi::Lifts>,
+    settled: Option<kpi::Lifts>,
+}
+
+impl DemoRun<'_> {
+    /// One seed's whole loop, its report printed as it goes; canary minus control, or
+    /// `None` without a closed loop.
+    async fn play(&self, seed: u64) -> anyhow::Result<Option<LoopLifts>> {
+        let (pool, users, days, loop_days) = (self.pool, self.users, self.days, self.loop_days);
+        database::reset_serving_state(pool).await?;
+        let start = NaiveDate::from_ymd_opt(2026, 1, 5).context("demo start date")?;
+        // The day before the start holds the first signups' anonymous funnel events.
+        let first_day = start.pred_opt().unwrap_or(start);
+        refresh::forget_from(pool, first_day).await?;
+        let config = SimConfig::new(users, days + loop_days, seed, start, DEFAULT_EXPLORATION)?;
+        let options = RunOptions {
+            replace: true,
+            ..RunOptions::default()
+        };
+        let hasher = &self.hasher;
+        let mut driver = SimDriver::start(config, hasher.clone(), pool.clone(), options).await?;
+        let bar = progress_bar("history")?;
+        driver.play_logged(days, &bar).await?;
+        bar.finish_and_clear();
+        outln!("demo: simulated {users} users × {days} days of history");
+        let end = start + chrono::TimeDelta::days(i64::from(days) + 1);
+        refresh_features(pool, Some((first_day, end)), None).await?;
+        out!("{}", labels::label_report(pool).await?);
+        // A model that fails its gates is left unpromoted; one that cannot be fitted
+        // stops the demo.
+        let fitted = fit_specs(pool, &self.registry, self.specs, true).await;
+        print_fitted(&fitted);
+        if let Some(Fitted::Failed { name, .. }) =
+            fitted.iter().find(|f| matches!(f, Fitted::Failed { .. }))
+        {
+            anyhow::bail!("demo stopped: {name} could not be fitted");
+        }
+        let mut lifts = None;
+        if loop_days > 0 {
+            let serve = DemoServer::start(
+                self.database_url,
+                self.models_dir,
+                self.policy,
+                hasher.clone(),
+            )
+            .await?;
+            let bar = progress_bar("closed loop")?;
+            // The churn watch scores the users active on the day it runs; run early
+            // enough, their next 14 days are played before the report.
+            let after_watch = if loop_days > CHURN_LABEL_DAYS {
+                CHURN_LABEL_DAYS
+            } else {
+                0
+            };
+            let (client, watch_start) = (&serve.client, loop_days - after_watch);
+            let first =
+                closed_loop::run(&mut driver, client, pool, start, watch_start, &bar).await?;
+            let watch = churn_watch(pool, client, hasher, users, &first).await?;
+            // The features the watch scored are those of the snapshot as of its end.
+            let watched = first.to.date_naive();
+            let rest =
+                closed_loop::run(&mut driver, client, pool, start, after_watch, &bar).await?;
+            let summary = first.then(rest);
+            bar.finish_and_clear();
+            let (report, loop_lifts) = closed_loop_report(pool, client, &summary).await?;
+            out!("{report}");
+            out!("{watch}");
+            let next_day = watched + chrono::Days::new(1);
+            out!(
+                "{}",
+                churn_outcomes(pool, Some(watched), Some(next_day)).await?
+            );
+            serve.stop().await?;
+            lifts = Some(loop_lifts);
+        }
+        let summary = driver.finish().await?;
+        outln!("{summary}");
+        Ok(lifts)
     }
 }
 
@@ -627,7 +696,7 @@ async fn closed_loop_report(
     pool: &PgPool,
     client: &ServeClient,
     summary: &closed_loop::LoopSummary,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, LoopLifts)> {
     use std::fmt::Write;
     let mut out = String::new();
     writeln!(
@@ -638,10 +707,12 @@ async fn closed_loop_report(
         summary.scored,
         summary.sent
     )?;
-    out.push_str(&kpi::report(pool, summary.from, summary.to, summary.to).await?);
+    let whole = kpi::report(pool, summary.from, summary.to, summary.to).await?;
+    write!(out, "{whole}")?;
     // A policy that works through fatigue takes about two weeks to show in retention:
     // the same table for decisions from then on (D7 of the users whose 7th day is in).
     let settled = summary.from + chrono::TimeDelta::days(STEADY_AFTER_DAYS);
+    let mut settled_lifts = None;
     if settled < summary.to {
         writeln!(
             out,
@@ -649,7 +720,9 @@ async fn closed_loop_report(
             settled.date_naive(),
             summary.to.date_naive()
         )?;
-        out.push_str(&kpi::report(pool, settled, summary.to, summary.to).await?);
+        let report = kpi::report(pool, settled, summary.to, summary.to).await?;
+        write!(out, "{report}")?;
+        settled_lifts = report.lifts();
     }
     writeln!(out, "\ncontroller (one step per simulated day):")?;
     writeln!(
@@ -697,7 +770,11 @@ async fn closed_loop_report(
             writeln!(out, "  {line}")?;
         }
     }
-    Ok(out)
+    let lifts = LoopLifts {
+        whole: whole.lifts(),
+        settled: settled_lifts,
+    };
+    Ok((out, lifts))
 }
 
 /// Days a churn label looks ahead, and the day before them: the churn watch runs this

@@ -398,40 +398,170 @@ pub async fn experiment_start(
     .await
 }
 
-/// The per-arm [`table`] of decisions in `[from, to)` observed by `observed`, followed,
-/// when the window has a canary and a control, by the D7 lift adjusted for the users'
-/// activity in the [`PRE_PERIOD_DAYS`] before the experiment started.
+/// The KPIs of decisions in a window: each arm's, and the D7 lift adjusted for the users'
+/// activity in the [`PRE_PERIOD_DAYS`] before the experiment started, when the window has
+/// a canary and a control. Displayed as the per-arm [`table`] and the adjusted lift.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Each arm's KPIs.
+    pub arms: Vec<ArmKpis>,
+    /// The adjusted D7 lift.
+    pub adjusted: Option<AdjustedLift>,
+}
+
+impl Report {
+    /// Canary minus control, the D7 lift also adjusted; `None` without both arms.
+    pub fn lifts(&self) -> Option<Lifts> {
+        Lifts::of(&self.arms).map(|lifts| Lifts {
+            d7_adjusted: self.adjusted.map(|a| (a.lift, a.half_width)),
+            ..lifts
+        })
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&table(&self.arms))?;
+        if let Some(adjusted) = self.adjusted {
+            writeln!(
+                f,
+                "canary − control: D7 retention adjusted for the {PRE_PERIOD_DAYS} days before \
+                 the experiment {:+.1} ± {:.1} points (active days then: canary {:.2}, control \
+                 {:.2})",
+                100.0 * adjusted.lift,
+                100.0 * adjusted.half_width,
+                adjusted.pre_days.0,
+                adjusted.pre_days.1,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The [`Report`] of decisions in `[from, to)` observed by `observed`.
 pub async fn report(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     observed: DateTime<Utc>,
-) -> Result<String, sqlx::Error> {
+) -> Result<Report, sqlx::Error> {
     let arms = arms(pool, from, to, observed).await?;
-    let mut out = table(&arms);
-    if find(&arms, "canary").is_none() || find(&arms, "control").is_none() {
-        return Ok(out);
-    }
-    let Some(start) = experiment_start(pool).await? else {
-        return Ok(out);
+    let start = match (find(&arms, "canary"), find(&arms, "control")) {
+        (Some(_), Some(_)) => experiment_start(pool).await?,
+        _ => None,
+    };
+    let Some(start) = start else {
+        return Ok(Report {
+            arms,
+            adjusted: None,
+        });
     };
     let pre = (start - TimeDelta::days(PRE_PERIOD_DAYS), start);
     let sums = d7_pre_period(pool, (from, to, observed), pre).await?;
     let of = |name: &str| sums.iter().find(|(arm, _)| arm == name).map(|(_, s)| s);
-    if let Some(adjusted) = of("canary")
+    let adjusted = of("canary")
         .zip(of("control"))
-        .and_then(|(canary, control)| adjusted_d7_lift(canary, control))
-    {
-        out.push_str(&format!(
-            "canary − control: D7 retention adjusted for the {PRE_PERIOD_DAYS} days before the \
-             experiment {:+.1} ± {:.1} points (active days then: canary {:.2}, control {:.2})\n",
-            100.0 * adjusted.lift,
-            100.0 * adjusted.half_width,
-            adjusted.pre_days.0,
-            adjusted.pre_days.1,
-        ));
+        .and_then(|(canary, control)| adjusted_d7_lift(canary, control));
+    Ok(Report { arms, adjusted })
+}
+
+/// Canary minus control, each as an estimate with its 95 % half-width.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Lifts {
+    /// D7 retention (a share).
+    pub d7: Option<(f64, f64)>,
+    /// D7 retention adjusted for the pre-period ([`AdjustedLift`]).
+    pub d7_adjusted: Option<(f64, f64)>,
+    /// ROI (a share).
+    pub roi: Option<(f64, f64)>,
+    /// Opt-out rate (a share).
+    pub opt_out: Option<(f64, f64)>,
+    /// Sends per user.
+    pub sends_per_user: Option<(f64, f64)>,
+}
+
+impl Lifts {
+    /// Canary minus control in `arms` (the D7 lift not adjusted); `None` without both.
+    pub fn of(arms: &[ArmKpis]) -> Option<Self> {
+        let (c, k) = (find(arms, "canary")?, find(arms, "control")?);
+        Some(Self {
+            d7: difference((c.retained_d7, c.d7_users), (k.retained_d7, k.d7_users)),
+            d7_adjusted: None,
+            roi: difference(
+                (c.actioned, c.measured_sends),
+                (k.actioned, k.measured_sends),
+            ),
+            opt_out: difference((c.opted_out, c.users), (k.opted_out, k.users)),
+            sends_per_user: sends_per_user(c)
+                .zip(sends_per_user(k))
+                .map(|((a, ha), (b, hb))| (a - b, ha.hypot(hb))),
+        })
     }
-    Ok(out)
+
+    /// The mean of independent runs' lifts (seeds), each with the half-width of a mean
+    /// of independent estimates, √(Σ h²) / n; an estimate missing in any run is missing.
+    pub fn mean(runs: &[Lifts]) -> Option<Self> {
+        if runs.is_empty() {
+            return None;
+        }
+        let mean = |get: fn(&Lifts) -> Option<(f64, f64)>| {
+            let estimates: Option<Vec<(f64, f64)>> = runs.iter().map(get).collect();
+            let estimates = estimates?;
+            let n = estimates.len() as f64;
+            let value = estimates.iter().map(|e| e.0).sum::<f64>() / n;
+            let half = estimates.iter().map(|e| e.1 * e.1).sum::<f64>().sqrt() / n;
+            Some((value, half))
+        };
+        Some(Self {
+            d7: mean(|l| l.d7),
+            d7_adjusted: mean(|l| l.d7_adjusted),
+            roi: mean(|l| l.roi),
+            opt_out: mean(|l| l.opt_out),
+            sends_per_user: mean(|l| l.sends_per_user),
+        })
+    }
+}
+
+/// A lift in points of a share, with its half-width, or `n/a`.
+fn points(estimate: Option<(f64, f64)>) -> String {
+    estimate.map_or_else(
+        || "n/a".into(),
+        |(v, h)| format!("{:+.1} ± {:.1} points", 100.0 * v, 100.0 * h),
+    )
+}
+
+/// A lift in sends per user, with its half-width, or `n/a`.
+fn sends(estimate: Option<(f64, f64)>) -> String {
+    estimate.map_or_else(|| "n/a".into(), |(v, h)| format!("{v:+.2} ± {h:.2}"))
+}
+
+/// Canary minus control in runs with several seeds, one line a seed, then their mean and
+/// whether the mean shows the rollout's goal ([`goal_verdict`]).
+pub fn seeds_table(runs: &[(u64, Lifts)]) -> String {
+    let row = |name: &str, l: &Lifts| {
+        format!(
+            "{name:<6} {:>21} {:>21} {:>21} {:>15}\n",
+            points(l.d7),
+            points(l.d7_adjusted),
+            points(l.roi),
+            sends(l.sends_per_user),
+        )
+    };
+    let mut out = format!(
+        "{:<6} {:>21} {:>21} {:>21} {:>15}\n",
+        "seed", "D7 retention", "D7, adjusted", "ROI", "sends/user"
+    );
+    for (seed, lifts) in runs {
+        out.push_str(&row(&seed.to_string(), lifts));
+    }
+    let all: Vec<Lifts> = runs.iter().map(|(_, l)| *l).collect();
+    if let Some(mean) = Lifts::mean(&all) {
+        out.push_str(&row("mean", &mean));
+        if let Some((d7, spu)) = mean.d7.zip(mean.sends_per_user) {
+            out.push_str(&goal_verdict(d7, spu));
+        }
+    }
+    out
 }
 
 /// A share as a percentage with its 95 % Wilson interval, or `n/a` without trials.
@@ -553,29 +683,15 @@ pub fn table(arms: &[ArmKpis]) -> String {
             percent_with_interval(a.retained_d7, a.d7_users),
         ));
     }
-    if let (Some(c), Some(k)) = (find(arms, "canary"), find(arms, "control")) {
-        let points = |d: Option<(f64, f64)>| {
-            d.map_or_else(
-                || "n/a".into(),
-                |(v, h)| format!("{:+.1} ± {:.1} points", 100.0 * v, 100.0 * h),
-            )
-        };
-        let spu_lift = match (sends_per_user(c), sends_per_user(k)) {
-            (Some((a, ha)), Some((b, hb))) => Some((a - b, (ha * ha + hb * hb).sqrt())),
-            _ => None,
-        };
-        let d7_lift = difference((c.retained_d7, c.d7_users), (k.retained_d7, k.d7_users));
+    if let Some(lifts) = Lifts::of(arms) {
         out.push_str(&format!(
             "canary − control: D7 retention {}, ROI {}, opt-out {}, sends/user {}\n",
-            points(d7_lift),
-            points(difference(
-                (c.actioned, c.measured_sends),
-                (k.actioned, k.measured_sends)
-            )),
-            points(difference((c.opted_out, c.users), (k.opted_out, k.users))),
-            spu_lift.map_or_else(|| "n/a".into(), |(v, h)| format!("{v:+.2} ± {h:.2}")),
+            points(lifts.d7),
+            points(lifts.roi),
+            points(lifts.opt_out),
+            sends(lifts.sends_per_user),
         ));
-        if let Some((d7, spu)) = d7_lift.zip(spu_lift) {
+        if let Some((d7, spu)) = lifts.d7.zip(lifts.sends_per_user) {
             out.push_str(&goal_verdict(d7, spu));
         }
     }
@@ -661,6 +777,113 @@ mod tests {
     }
 
     #[test]
+    fn lifts_are_canary_minus_control_with_their_half_widths() {
+        let canary = ArmKpis {
+            d7_users: 400,
+            retained_d7: 100,
+            ..thousand_users("canary")
+        };
+        let control = ArmKpis {
+            sends: 3_000,
+            measured_sends: 3_000,
+            actioned: 300,
+            opted_out: 30,
+            d7_users: 400,
+            retained_d7: 80,
+            ..thousand_users("control")
+        };
+        let lifts = Lifts::of(&[canary.clone(), control.clone()]).unwrap();
+        let close = |got: Option<(f64, f64)>, want: (f64, f64)| {
+            let got = got.unwrap();
+            assert!(
+                (got.0 - want.0).abs() < 1e-12 && (got.1 - want.1).abs() < 1e-12,
+                "{got:?} ≠ {want:?}"
+            );
+        };
+        // D7 25 % against 20 % of 400 each.
+        let se = (0.25 * 0.75 / 400.0 + 0.2 * 0.8 / 400.0f64).sqrt();
+        close(lifts.d7, (0.05, 1.96 * se));
+        // ROI 25 % of 2,000 sends against 10 % of 3,000.
+        let se = (0.25 * 0.75 / 2_000.0 + 0.1 * 0.9 / 3_000.0f64).sqrt();
+        close(lifts.roi, (0.15, 1.96 * se));
+        // Sends per user 2 against 3, Poisson: half-widths 1.96·√sends / users.
+        let (h_canary, h_control) = (1.96 * 2_000f64.sqrt(), 1.96 * 3_000f64.sqrt());
+        close(
+            lifts.sends_per_user,
+            (-1.0, h_canary.hypot(h_control) / 1_000.0),
+        );
+        close(
+            lifts.opt_out,
+            (
+                -0.02,
+                1.96 * (0.01 * 0.99 / 1_000.0 + 0.03 * 0.97 / 1_000.0f64).sqrt(),
+            ),
+        );
+        assert_eq!(lifts.d7_adjusted, None);
+        assert_eq!(Lifts::of(&[canary]), None, "no control, no lift");
+    }
+
+    #[test]
+    fn the_mean_over_seeds_has_the_half_width_of_a_mean_of_independent_estimates() {
+        let run = |d7, spu| Lifts {
+            d7: Some(d7),
+            sends_per_user: spu,
+            ..Lifts::default()
+        };
+        let mean = Lifts::mean(&[
+            run((0.02, 0.03), Some((-1.0, 0.2))),
+            run((0.04, 0.04), None),
+        ])
+        .unwrap();
+        let (value, half) = mean.d7.unwrap();
+        assert!((value - 0.03).abs() < 1e-12, "{value}");
+        // √(0.03² + 0.04²) / 2
+        assert!((half - 0.025).abs() < 1e-12, "{half}");
+        assert_eq!(
+            mean.sends_per_user, None,
+            "missing in one seed, missing in the mean"
+        );
+        assert_eq!(mean.roi, None);
+        assert_eq!(Lifts::mean(&[]), None);
+    }
+
+    #[test]
+    fn the_seeds_table_has_a_line_a_seed_then_their_mean_and_its_verdict() {
+        let run = |d7| Lifts {
+            d7: Some(d7),
+            d7_adjusted: Some((d7.0 + 0.01, d7.1)),
+            roi: Some((0.2, 0.02)),
+            opt_out: Some((-0.1, 0.02)),
+            sends_per_user: Some((-11.0, 0.3)),
+        };
+        let short = seeds_table(&[(7, run((0.028, 0.036))), (8, run((0.008, 0.035)))]);
+        let lines: Vec<&str> = short.lines().collect();
+        assert_eq!(lines.len(), 5, "{short}");
+        assert!(lines[0].starts_with("seed"), "{short}");
+        assert!(
+            lines[1].starts_with("7 ") && lines[1].contains("+2.8 ± 3.6 points"),
+            "{short}"
+        );
+        assert!(lines[1].contains("+3.8 ± 3.6 points"), "adjusted: {short}");
+        assert!(
+            lines[2].starts_with("8 ") && lines[2].contains("+0.8 ± 3.5 points"),
+            "{short}"
+        );
+        // Mean +1.8, half-width √(3.6² + 3.5²) / 2 = 2.5.
+        assert!(
+            lines[3].starts_with("mean") && lines[3].contains("+1.8 ± 2.5 points"),
+            "{short}"
+        );
+        assert!(lines[3].contains("-11.00 ± 0.21"), "{short}");
+        assert!(lines[4].contains("not shown at 95 %"), "{short}");
+        let met = seeds_table(&[(7, run((0.06, 0.01))), (8, run((0.05, 0.01)))]);
+        assert!(
+            met.lines().last().unwrap().contains(": met at 95 %"),
+            "{met}"
+        );
+    }
+
+    #[test]
     fn a_table_gives_the_goals_verdict_once_d7_is_known_in_both_arms() {
         let arm = |name: &str, d7_users, retained_d7| ArmKpis {
             d7_users,
@@ -722,6 +945,19 @@ mod tests {
     }
 
     proptest! {
+        /// n seeds that agree give their value, known √n times better.
+        #[test]
+        fn the_mean_of_agreeing_seeds_narrows_by_the_root_of_their_number(
+            value in -0.5f64..0.5,
+            half in 0.001f64..0.1,
+            n in 1usize..20,
+        ) {
+            let run = Lifts { roi: Some((value, half)), ..Lifts::default() };
+            let (mean, mean_half) = Lifts::mean(&vec![run; n]).unwrap().roi.unwrap();
+            prop_assert!((mean - value).abs() < 1e-12);
+            prop_assert!((mean_half - half / (n as f64).sqrt()).abs() < 1e-12);
+        }
+
         #[test]
         fn the_adjusted_lift_from_sums_equals_the_user_by_user_adjustment(
             canary in prop::collection::vec((0u64..15, any::<bool>()), 1..60),
