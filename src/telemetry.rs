@@ -58,6 +58,53 @@ pub const GUARDRAIL_Z_CRITICAL: &str = "nudge_guardrail_z_critical";
 pub const GUARDRAIL_ROLLBACKS: &str = "nudge_guardrail_rollbacks_total";
 /// Gauge set to 1 for the loaded model and policy versions.
 pub const LOADED_VERSION: &str = "nudge_loaded_version";
+/// Counter of ingested events by catalog name and outcome (`accepted`, `duplicate`).
+pub const INGEST_EVENTS: &str = "nudge_ingest_events_total";
+/// Counter of refused events by reason and catalog name.
+pub const INGEST_REJECTS: &str = "nudge_ingest_rejects_total";
+/// Gauge: how far the newest snapshot trails the newest event, in seconds.
+pub const FEATURES_LAG: &str = "nudge_features_lag_seconds";
+/// Gauge: seconds from the newest snapshot's as_of to now.
+pub const SNAPSHOT_AGE: &str = "nudge_features_snapshot_age_seconds";
+/// Gauge: share of the last 24 hours' events that passed validation.
+pub const VALIDATION_PASS_SHARE: &str = "nudge_events_validation_pass_share";
+/// Gauge: users in the embedded store's current feature version.
+pub const EMBEDDED_USERS: &str = "nudge_features_embedded_users";
+
+/// Every metric `nudge-serve` exports (each named only here), for what reads them from
+/// outside: the alert rules in `ops/alerts.yml` are checked against it.
+pub const EXPORTED: [&str; 30] = [
+    HTTP_LATENCY,
+    REFUSED,
+    DECISIONS,
+    DECISION_QUEUE_DEPTH,
+    DECISION_LOG_DROPPED,
+    DECISION_LOG_REFUSED,
+    DECISIONS_LOGGED,
+    DECISION_LOG_ERRORS,
+    QUOTA_ERRORS,
+    QUOTA_SEEDED,
+    QUOTA_SEED_ERRORS,
+    FEATURE_ERRORS,
+    FLAG_ERRORS,
+    ROLLOUT_MODE,
+    CANARY_PERCENT,
+    KILL_SWITCH,
+    CONTROLLER_THRESHOLD,
+    CONTROLLER_STEPS,
+    CONTROL_ERRORS,
+    GUARDRAIL_BREACHED,
+    GUARDRAIL_Z,
+    GUARDRAIL_Z_CRITICAL,
+    GUARDRAIL_ROLLBACKS,
+    LOADED_VERSION,
+    INGEST_EVENTS,
+    INGEST_REJECTS,
+    FEATURES_LAG,
+    SNAPSHOT_AGE,
+    VALIDATION_PASS_SHARE,
+    EMBEDDED_USERS,
+];
 
 /// Initialises logging to stderr (`RUST_LOG` filters, else `default_filter`). Safe to call twice.
 pub fn init_tracing(default_filter: &str) {
@@ -146,6 +193,18 @@ mod tests {
         Quoting(#[source] std::io::Error),
         #[error("reading the spec")]
         Silent(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn every_metric_this_module_names_is_exported() {
+        let named: std::collections::BTreeSet<&str> = include_str!("telemetry.rs")
+            .lines()
+            .filter(|line| line.starts_with("pub const ") && line.contains(": &str = \"nudge_"))
+            .filter_map(|line| line.split('"').nth(1))
+            .collect();
+        let exported: std::collections::BTreeSet<&str> = EXPORTED.into_iter().collect();
+        assert_eq!(named.len(), EXPORTED.len(), "a metric is listed twice");
+        assert_eq!(named, exported);
     }
 
     #[test]

@@ -14,10 +14,9 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Installs the schemathesis venv if needed and returns its command.
 fn schemathesis() -> String {
-    common::python_tool(
+    common::installed_tool(
         "tests/schemathesis/install.sh",
-        "schemathesis-venv",
-        "schemathesis",
+        "schemathesis-venv/bin/schemathesis",
     )
 }
 

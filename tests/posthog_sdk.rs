@@ -15,7 +15,10 @@ const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Installs the SDK venv if needed and returns its python.
 fn sdk_python() -> String {
-    common::python_tool("tests/posthog_sdk/install.sh", "posthog-sdk-venv", "python")
+    common::installed_tool(
+        "tests/posthog_sdk/install.sh",
+        "posthog-sdk-venv/bin/python",
+    )
 }
 
 /// Runs the SDK script against `host`; returns its report of what it sent.

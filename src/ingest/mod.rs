@@ -227,12 +227,12 @@ fn record_metrics(allowed: &[(usize, StoredEvent)], stored: &HashSet<Uuid>, reje
         *counts.entry((ev.event.as_str(), outcome)).or_default() += 1;
     }
     for ((event, outcome), n) in counts {
-        metrics::counter!("nudge_ingest_events_total", "event" => event.to_owned(), "outcome" => outcome)
+        metrics::counter!(crate::telemetry::INGEST_EVENTS, "event" => event.to_owned(), "outcome" => outcome)
             .increment(n);
     }
     for r in rejected {
         let event = r.event.clone().unwrap_or_else(|| "unknown".into());
-        metrics::counter!("nudge_ingest_rejects_total", "reason" => r.reason, "event" => event)
+        metrics::counter!(crate::telemetry::INGEST_REJECTS, "reason" => r.reason, "event" => event)
             .increment(1);
     }
 }

@@ -19,15 +19,7 @@ use crate::features::materialize::materialize;
 use crate::features::row::NamedFeatures;
 use crate::features::status::status;
 use crate::store::online::{FeatureLookup, OnlineStore};
-
-/// Gauge: how far the newest snapshot trails the newest event, in seconds.
-pub const FEATURES_LAG: &str = "nudge_features_lag_seconds";
-/// Gauge: seconds from the newest snapshot's as_of to now.
-pub const SNAPSHOT_AGE: &str = "nudge_features_snapshot_age_seconds";
-/// Gauge: share of the last 24 hours' events that passed validation.
-pub const VALIDATION_PASS_SHARE: &str = "nudge_events_validation_pass_share";
-/// Gauge: users in the embedded store's current feature version.
-pub const EMBEDDED_USERS: &str = "nudge_features_embedded_users";
+use crate::telemetry::{EMBEDDED_USERS, FEATURES_LAG, SNAPSHOT_AGE, VALIDATION_PASS_SHARE};
 
 /// The body of `GET /v1/features/{user_id}`.
 #[derive(Serialize, utoipa::ToSchema)]

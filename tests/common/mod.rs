@@ -116,16 +116,16 @@ pub fn run_bin(path: &str, args: &[&str]) -> std::process::Output {
         .expect("run binary")
 }
 
-/// Installs a Python tool into its venv under `target/` with its `install.sh` (a path
-/// from the package root; idempotent) and returns the venv's `bin/<program>`.
-pub fn python_tool(install_script: &str, venv: &str, program: &str) -> String {
+/// Installs a test tool under `target/` with its `install.sh` (a path from the package
+/// root; idempotent) and returns the path of its program, `target/<in_target>`.
+pub fn installed_tool(install_script: &str, in_target: &str) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let status = std::process::Command::new("bash")
         .arg(std::path::Path::new(root).join(install_script))
         .status()
         .expect("run install.sh");
     assert!(status.success(), "{install_script} failed");
-    format!("{root}/target/{venv}/bin/{program}")
+    format!("{root}/target/{in_target}")
 }
 
 /// Drops the database named by its URL when the test ends, even when it fails.
