@@ -47,10 +47,12 @@ pub const CONTROLLER_THRESHOLD: &str = "nudge_controller_threshold";
 pub const CONTROLLER_STEPS: &str = "nudge_controller_steps_total";
 /// Control ticks that failed (Postgres or the flag store).
 pub const CONTROL_ERRORS: &str = "nudge_control_errors_total";
-/// 1 while a guardrail's last check found a breach, by metric.
+/// 1 while a guardrail's last check of the canary in force found a breach, by metric (0
+/// once no canary is in force).
 pub const GUARDRAIL_BREACHED: &str = "nudge_guardrail_breached";
 /// A guardrail's last z statistic, by metric: it breaches at
-/// `nudge_guardrail_z_critical`; NaN while an arm has too few samples.
+/// `nudge_guardrail_z_critical`; NaN while an arm has too few samples or no canary is in
+/// force.
 pub const GUARDRAIL_Z: &str = "nudge_guardrail_z";
 /// The z a guardrail breaches at (from `guardrails.confidence`).
 pub const GUARDRAIL_Z_CRITICAL: &str = "nudge_guardrail_z_critical";

@@ -54,6 +54,15 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Every guardrail.
+    pub const ALL: [Metric; 5] = [
+        Metric::OptOutRate,
+        Metric::D7Retention,
+        Metric::SendRate,
+        Metric::Roi,
+        Metric::CrashRate,
+    ];
+
     /// The metric's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,15 +76,7 @@ impl Metric {
 
     /// The metric named `name`.
     pub fn named(name: &str) -> Option<Self> {
-        [
-            Metric::OptOutRate,
-            Metric::D7Retention,
-            Metric::SendRate,
-            Metric::Roi,
-            Metric::CrashRate,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == name)
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
     }
 
     /// The metric's proportion in one arm.

@@ -327,12 +327,15 @@ impl ApiContext {
     /// Publishes the gauges of the latest stored guardrail checks, so that after a start
     /// an alert on them need not wait up to `guardrails.interval` for the next check.
     async fn publish_stored_guardrails(&self) -> Result<(), sqlx::Error> {
-        if let (Some(loaded), Some(latest)) = (
-            self.loaded.load_full(),
-            tick::latest_checks(&self.pool).await?,
-        ) {
-            publish_guardrails(&loaded.policy, &latest.checks);
-        }
+        let Some(loaded) = self.loaded.load_full() else {
+            return Ok(());
+        };
+        let checks = if self.in_force(&loaded.policy).mode == Mode::Canary {
+            tick::latest_checks(&self.pool).await?.map(|l| l.checks)
+        } else {
+            None
+        };
+        publish_guardrails(&loaded.policy, checks.as_deref());
         Ok(())
     }
 
@@ -376,10 +379,14 @@ impl ApiContext {
             } = run.as_ref();
             self.controller.store(Some(Arc::new(*state)));
             self.publish_threshold();
-            if let GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } =
-                guardrails
-            {
-                publish_guardrails(&loaded.policy, checks);
+            match guardrails {
+                GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } => {
+                    publish_guardrails(&loaded.policy, Some(checks));
+                }
+                GuardrailReport::NotCanary | GuardrailReport::Disabled => {
+                    publish_guardrails(&loaded.policy, None);
+                }
+                GuardrailReport::NotDue { .. } => {}
             }
             if let GuardrailReport::RolledBack { .. } = guardrails {
                 metrics::counter!(telemetry::GUARDRAIL_ROLLBACKS).increment(1);
@@ -782,14 +789,23 @@ pub async fn run_on(
     Ok(())
 }
 
-/// Sets each check's gauges (breached, z) and the z a breach needs under `policy`.
-fn publish_guardrails(policy: &Policy, checks: &[guardrail::Check]) {
+/// Sets each check's gauges (breached, z) and the z a breach needs under `policy`. `None`:
+/// no guardrail is in force (the rollout is not a canary, or guardrails are off), so no
+/// guardrail is breached and every z is NaN, and an alert on a z left from before a
+/// rollback does not linger.
+fn publish_guardrails(policy: &Policy, checks: Option<&[guardrail::Check]>) {
     metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(guardrail::critical_z(&policy.guardrails));
-    for c in checks {
-        let metric = c.metric.as_str();
+    let set = |metric: guardrail::Metric, breached: bool, z: Option<f64>| {
+        let metric = metric.as_str();
         metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
-            .set(f64::from(u8::from(c.breached)));
-        metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(c.z.unwrap_or(f64::NAN));
+            .set(f64::from(u8::from(breached)));
+        metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
+    };
+    match checks {
+        Some(checks) => checks.iter().for_each(|c| set(c.metric, c.breached, c.z)),
+        None => guardrail::Metric::ALL
+            .into_iter()
+            .for_each(|m| set(m, false, None)),
     }
 }
 
@@ -825,7 +841,9 @@ mod tests {
         // A recorder of this test's own: the process's is shared by every test.
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || super::publish_guardrails(&policy, &checks));
+        metrics::with_local_recorder(&recorder, || {
+            super::publish_guardrails(&policy, Some(&checks))
+        });
         let text = handle.render();
         for line in [
             "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
@@ -842,6 +860,43 @@ mod tests {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or_else(|| panic!("no critical z in {text}"));
         assert!((critical - 2.3263).abs() < 1e-4, "{critical}");
+    }
+
+    #[test]
+    fn without_a_guardrail_in_force_no_gauge_says_breached_and_every_z_is_nan() {
+        let policy =
+            Policy::parse(&std::fs::read_to_string("policy/policy.yaml").unwrap()).unwrap();
+        let breach = Check {
+            metric: Metric::OptOutRate,
+            canary: Proportion {
+                successes: 60,
+                trials: 400,
+            },
+            control: Proportion {
+                successes: 4,
+                trials: 400,
+            },
+            margin: 0.01,
+            z: Some(5.25),
+            breached: true,
+            weighed: None,
+        };
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // The breach that rolled the canary back, then a tick with no canary in force.
+        metrics::with_local_recorder(&recorder, || {
+            super::publish_guardrails(&policy, Some(&[breach]));
+            super::publish_guardrails(&policy, None);
+        });
+        let text = handle.render();
+        for metric in Metric::ALL.map(Metric::as_str) {
+            for line in [
+                format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
+                format!("nudge_guardrail_z{{metric=\"{metric}\"}} NaN"),
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+            }
+        }
     }
 
     #[test]
