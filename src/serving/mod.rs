@@ -815,11 +815,20 @@ mod tests {
     use crate::control::guardrail::{Check, Metric, Proportion};
     use crate::policy::Policy;
 
-    #[test]
-    fn guardrail_gauges_carry_each_checks_verdict_and_z_beside_the_critical_z() {
+    /// The gauges `publish` sets, rendered by a recorder of the test's own (the process's
+    /// is shared by every test).
+    fn published(publish: impl FnOnce(&Policy)) -> String {
         let policy =
             Policy::parse(&std::fs::read_to_string("policy/policy.yaml").unwrap()).unwrap();
-        let check = |metric, z: Option<f64>, breached| Check {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || publish(&policy));
+        handle.render()
+    }
+
+    /// A check of `metric` with 15 % against 1 % of 400.
+    fn check(metric: Metric, z: Option<f64>, breached: bool) -> Check {
+        Check {
             metric,
             canary: Proportion {
                 successes: 60,
@@ -833,18 +842,16 @@ mod tests {
             z,
             breached,
             weighed: None,
-        };
+        }
+    }
+
+    #[test]
+    fn guardrail_gauges_carry_each_checks_verdict_and_z_beside_the_critical_z() {
         let checks = [
             check(Metric::OptOutRate, Some(5.25), true),
             check(Metric::D7Retention, None, false),
         ];
-        // A recorder of this test's own: the process's is shared by every test.
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            super::publish_guardrails(&policy, Some(&checks))
-        });
-        let text = handle.render();
+        let text = published(|policy| super::publish_guardrails(policy, Some(&checks)));
         for line in [
             "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
             "nudge_guardrail_z{metric=\"opt_out_rate\"} 5.25",
@@ -864,31 +871,11 @@ mod tests {
 
     #[test]
     fn without_a_guardrail_in_force_no_gauge_says_breached_and_every_z_is_nan() {
-        let policy =
-            Policy::parse(&std::fs::read_to_string("policy/policy.yaml").unwrap()).unwrap();
-        let breach = Check {
-            metric: Metric::OptOutRate,
-            canary: Proportion {
-                successes: 60,
-                trials: 400,
-            },
-            control: Proportion {
-                successes: 4,
-                trials: 400,
-            },
-            margin: 0.01,
-            z: Some(5.25),
-            breached: true,
-            weighed: None,
-        };
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
         // The breach that rolled the canary back, then a tick with no canary in force.
-        metrics::with_local_recorder(&recorder, || {
-            super::publish_guardrails(&policy, Some(&[breach]));
-            super::publish_guardrails(&policy, None);
+        let text = published(|policy| {
+            super::publish_guardrails(policy, Some(&[check(Metric::OptOutRate, Some(5.25), true)]));
+            super::publish_guardrails(policy, None);
         });
-        let text = handle.render();
         for metric in Metric::ALL.map(Metric::as_str) {
             for line in [
                 format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
