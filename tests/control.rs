@@ -4,158 +4,18 @@
 
 mod common;
 
-use std::path::Path;
-
 use axum::Router;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use common::{TempDir, TestDb, admin, config, send, write_ranker};
+use common::control::{
+    T0, arm_sends, decision, event, instance, instance_with, setup, t0, tick_at,
+};
+use common::{TestDb, admin, send};
 use nudge::control::kpi;
 use nudge::control::pi::{self, Measurement, State};
 use nudge::control::tick;
-use nudge::features::catalog::FeatureCatalog;
-use nudge::ingest::catalog::Catalog;
 use nudge::policy::Policy;
-use nudge::serving::{ApiContext, router};
-use nudge::store::online::OnlineStore;
 use serde_json::{Value, json};
-
-const T0: &str = "2026-03-02T12:00:00Z";
-
-fn t0() -> DateTime<Utc> {
-    T0.parse().unwrap()
-}
-
-fn policy_text(extra: &str) -> String {
-    format!(
-        "rollout: {{ mode: canary, canary_percent: 50, salt: s }}\n\
-         threshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n{extra}"
-    )
-}
-
-struct Instance {
-    ctx: ApiContext,
-    app: Router,
-}
-
-/// An instance over `db` loaded from `dir`, with the controller state read as at start.
-async fn instance(db: &TestDb, dir: &Path) -> Instance {
-    instance_with(db, dir, |_| {}).await
-}
-
-/// [`instance`], with the test configuration changed by `configure`.
-async fn instance_with(
-    db: &TestDb,
-    dir: &Path,
-    configure: impl FnOnce(&mut nudge::config::ServeConfig),
-) -> Instance {
-    let mut cfg = config(&db.url);
-    configure(&mut cfg);
-    cfg.models_dir = dir.join("models");
-    cfg.policy_path = dir.join("policy.yaml");
-    let ctx = ApiContext::new(
-        &cfg,
-        Catalog::builtin().unwrap(),
-        FeatureCatalog::builtin().unwrap(),
-        db.pool.clone(),
-        OnlineStore::embedded(),
-    );
-    ctx.reload().expect("policy and model load");
-    ctx.refresh_flags().await.expect("flags");
-    ctx.refresh_controller().await.expect("controller state");
-    Instance {
-        app: router(ctx.clone()),
-        ctx,
-    }
-}
-
-async fn setup(controller: &str) -> (TestDb, TempDir, Instance) {
-    let db = TestDb::migrated().await;
-    let dir = TempDir::new();
-    write_ranker(&dir.0.join("models"), "v1");
-    std::fs::write(dir.0.join("policy.yaml"), policy_text(controller)).unwrap();
-    let one = instance(&db, &dir.0).await;
-    (db, dir, one)
-}
-
-/// A decision of `user` in `arm` at `at`; `sent` names the candidate sent, if any.
-async fn decision(db: &TestDb, user: &str, arm: &str, at: DateTime<Utc>, sent: Option<&str>) {
-    sqlx::query(
-        "INSERT INTO serving.decisions (request_id, decided_at, user_hash, arm, cold_start,
-           policy_version, threshold, sent, candidates)
-         VALUES (gen_random_uuid(), $1, $2, $3, false, 'p', 0.3, $4, '[]')",
-    )
-    .bind(at)
-    .bind(user)
-    .bind(arm)
-    .bind(sent)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-}
-
-/// A silver event of `user`.
-async fn event(db: &TestDb, user: &str, name: &str, at: DateTime<Utc>, properties: Value) {
-    sqlx::query(
-        "INSERT INTO silver.events (uuid, user_hash, distinct_hash, event, ts, day, in_app, properties)
-         VALUES (gen_random_uuid(), $1, $1, $2, $3, ($3 AT TIME ZONE 'UTC')::date, true, $4)",
-    )
-    .bind(user)
-    .bind(name)
-    .bind(at)
-    .bind(properties)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-}
-
-/// `n` decisions of distinct users in `arm` at `at`, each sending; the first `acted` of
-/// them followed by a push open an hour later, the first `opted_out` by a push opt-out.
-async fn arm_sends(
-    db: &TestDb,
-    arm: &str,
-    n: usize,
-    at: DateTime<Utc>,
-    acted: usize,
-    opted_out: usize,
-) {
-    for i in 0..n {
-        let user = format!("{arm}-{}-{i}", at.timestamp());
-        decision(db, &user, arm, at, Some(&format!("n-{user}"))).await;
-        if i < acted {
-            event(
-                db,
-                &user,
-                "app_opened",
-                at + Duration::hours(1),
-                json!({"source": "push"}),
-            )
-            .await;
-        }
-        if i < opted_out {
-            event(
-                db,
-                &user,
-                "push_opt_out",
-                at + Duration::hours(2),
-                json!({}),
-            )
-            .await;
-        }
-    }
-}
-
-async fn tick_at(app: &Router, at: DateTime<Utc>) -> Value {
-    let (status, body) = admin(
-        app,
-        "POST",
-        "/admin/controller/tick",
-        Some(json!({"at": at})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
 
 async fn score_threshold(app: &Router) -> f64 {
     let body = json!({"user_id": "someone", "now": T0, "timezone": "UTC",

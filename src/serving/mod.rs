@@ -324,8 +324,10 @@ impl ApiContext {
         }
     }
 
-    /// Publishes the gauges of the latest stored guardrail checks, so that after a start
-    /// an alert on them need not wait up to `guardrails.interval` for the next check.
+    /// Sets the guardrail gauges from the latest stored checks when a canary is in force
+    /// (else clears them): at start, so that an alert on them need not wait up to
+    /// `guardrails.interval` for the next check, and at a tick between checks, whose
+    /// latest may be another replica's.
     async fn publish_stored_guardrails(&self) -> Result<(), sqlx::Error> {
         let Some(loaded) = self.loaded.load_full() else {
             return Ok(());
@@ -386,7 +388,13 @@ impl ApiContext {
                 GuardrailReport::NotCanary | GuardrailReport::Disabled => {
                     publish_guardrails(&loaded.policy, None);
                 }
-                GuardrailReport::NotDue { .. } => {}
+                // The check in force may be another replica's: show it here too, so the
+                // replicas' gauges agree and none keeps an older check's z.
+                GuardrailReport::NotDue { .. } => {
+                    if let Err(e) = self.publish_stored_guardrails().await {
+                        tracing::warn!(error = %e, "guardrail checks unreadable; their gauges keep the last values");
+                    }
+                }
             }
             if let GuardrailReport::RolledBack { .. } = guardrails {
                 metrics::counter!(telemetry::GUARDRAIL_ROLLBACKS).increment(1);

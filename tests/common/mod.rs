@@ -1,6 +1,7 @@
 //! Shared test fixtures: a throw-away Postgres database per test and an in-process app.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod control;
 pub mod proxy;
 
 use std::time::Duration;
