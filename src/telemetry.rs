@@ -56,6 +56,9 @@ pub const GUARDRAIL_BREACHED: &str = "nudge_guardrail_breached";
 pub const GUARDRAIL_Z: &str = "nudge_guardrail_z";
 /// The z a guardrail breaches at (from `guardrails.confidence`).
 pub const GUARDRAIL_Z_CRITICAL: &str = "nudge_guardrail_z_critical";
+/// When the guardrail checks in force were made (Unix seconds): 0 while a canary is in
+/// force and none was ever made, NaN while no canary is in force.
+pub const GUARDRAIL_CHECKED_AT: &str = "nudge_guardrail_checked_at_seconds";
 /// Rollouts switched to shadow by a guardrail.
 pub const GUARDRAIL_ROLLBACKS: &str = "nudge_guardrail_rollbacks_total";
 /// Gauge set to 1 for the loaded model and policy versions.
@@ -75,7 +78,7 @@ pub const EMBEDDED_USERS: &str = "nudge_features_embedded_users";
 
 /// Every metric `nudge-serve` exports (each named only here), for what reads them from
 /// outside: the alert rules in `ops/alerts.yml` are checked against it.
-pub const EXPORTED: [&str; 30] = [
+pub const EXPORTED: [&str; 31] = [
     HTTP_LATENCY,
     REFUSED,
     DECISIONS,
@@ -98,6 +101,7 @@ pub const EXPORTED: [&str; 30] = [
     GUARDRAIL_BREACHED,
     GUARDRAIL_Z,
     GUARDRAIL_Z_CRITICAL,
+    GUARDRAIL_CHECKED_AT,
     GUARDRAIL_ROLLBACKS,
     LOADED_VERSION,
     INGEST_EVENTS,

@@ -55,9 +55,12 @@ async fn a_replica_between_checks_shows_the_latest_check_of_any_replica() {
     let report = tick_at(&one.app, at + Duration::days(1) + Duration::minutes(10)).await;
     assert_eq!(report["guardrails"]["status"], "not_due", "{report}");
     let first_z = stored_z().await;
+    let metrics = one.ctx.metrics.render();
+    assert_eq!(gauge(&metrics, opt_out_z), Some(first_z.clone()));
+    let checked_at = (at + Duration::days(1)).timestamp().to_string();
     assert_eq!(
-        gauge(&one.ctx.metrics.render(), opt_out_z),
-        Some(first_z.clone())
+        gauge(&metrics, "nudge_guardrail_checked_at_seconds"),
+        Some(checked_at)
     );
 
     // More canary users opt out; the other replica's next check sees it, and so does this

@@ -332,12 +332,17 @@ impl ApiContext {
         let Some(loaded) = self.loaded.load_full() else {
             return Ok(());
         };
-        let checks = if self.in_force(&loaded.policy).mode == Mode::Canary {
-            tick::latest_checks(&self.pool).await?.map(|l| l.checks)
-        } else {
-            None
-        };
-        publish_guardrails(&loaded.policy, checks.as_deref());
+        if self.in_force(&loaded.policy).mode != Mode::Canary {
+            publish_guardrails(&loaded.policy, Guardrails::NotInForce);
+            return Ok(());
+        }
+        match tick::latest_checks(&self.pool).await? {
+            Some(latest) => publish_guardrails(
+                &loaded.policy,
+                Guardrails::Checked(latest.at, &latest.checks),
+            ),
+            None => publish_guardrails(&loaded.policy, Guardrails::NeverChecked),
+        }
         Ok(())
     }
 
@@ -374,19 +379,19 @@ impl ApiContext {
         })?;
         if let TickReport::Ran(run) = &report {
             let TickRun {
+                at,
                 guardrails,
                 controller,
                 state,
-                ..
             } = run.as_ref();
             self.controller.store(Some(Arc::new(*state)));
             self.publish_threshold();
             match guardrails {
                 GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } => {
-                    publish_guardrails(&loaded.policy, Some(checks));
+                    publish_guardrails(&loaded.policy, Guardrails::Checked(*at, checks));
                 }
                 GuardrailReport::NotCanary | GuardrailReport::Disabled => {
-                    publish_guardrails(&loaded.policy, None);
+                    publish_guardrails(&loaded.policy, Guardrails::NotInForce);
                 }
                 // The check in force may be another replica's: show it here too, so the
                 // replicas' gauges agree and none keeps an older check's z.
@@ -797,11 +802,21 @@ pub async fn run_on(
     Ok(())
 }
 
-/// Sets each check's gauges (breached, z) and the z a breach needs under `policy`. `None`:
-/// no guardrail is in force (the rollout is not a canary, or guardrails are off), so no
-/// guardrail is breached and every z is NaN, and an alert on a z left from before a
-/// rollback does not linger.
-fn publish_guardrails(policy: &Policy, checks: Option<&[guardrail::Check]>) {
+/// What the guardrail gauges show.
+enum Guardrails<'a> {
+    /// The checks in force, made at a time.
+    Checked(chrono::DateTime<chrono::Utc>, &'a [guardrail::Check]),
+    /// A canary is in force and no check was ever made: an alert on the check's age fires.
+    NeverChecked,
+    /// No guardrail is in force (the rollout is not a canary, or guardrails are off): no
+    /// guardrail is breached and every z is NaN, so an alert on a z left from before a
+    /// rollback does not linger.
+    NotInForce,
+}
+
+/// Sets the guardrail gauges (each metric's breached and z, and when the checks were made)
+/// and the z a breach needs under `policy`.
+fn publish_guardrails(policy: &Policy, guardrails: Guardrails<'_>) {
     metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(guardrail::critical_z(&policy.guardrails));
     let set = |metric: guardrail::Metric, breached: bool, z: Option<f64>| {
         let metric = metric.as_str();
@@ -809,12 +824,20 @@ fn publish_guardrails(policy: &Policy, checks: Option<&[guardrail::Check]>) {
             .set(f64::from(u8::from(breached)));
         metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
     };
-    match checks {
-        Some(checks) => checks.iter().for_each(|c| set(c.metric, c.breached, c.z)),
-        None => guardrail::Metric::ALL
-            .into_iter()
-            .for_each(|m| set(m, false, None)),
-    }
+    let checked_at = match guardrails {
+        Guardrails::Checked(at, checks) => {
+            checks.iter().for_each(|c| set(c.metric, c.breached, c.z));
+            at.timestamp() as f64
+        }
+        Guardrails::NeverChecked => 0.0,
+        Guardrails::NotInForce => {
+            guardrail::Metric::ALL
+                .into_iter()
+                .for_each(|m| set(m, false, None));
+            f64::NAN
+        }
+    };
+    metrics::gauge!(telemetry::GUARDRAIL_CHECKED_AT).set(checked_at);
 }
 
 #[cfg(test)]
@@ -859,12 +882,16 @@ mod tests {
             check(Metric::OptOutRate, Some(5.25), true),
             check(Metric::D7Retention, None, false),
         ];
-        let text = published(|policy| super::publish_guardrails(policy, Some(&checks)));
+        let at = "2026-03-02T12:00:00Z".parse().unwrap();
+        let text = published(|policy| {
+            super::publish_guardrails(policy, super::Guardrails::Checked(at, &checks))
+        });
         for line in [
             "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
             "nudge_guardrail_z{metric=\"opt_out_rate\"} 5.25",
             "nudge_guardrail_breached{metric=\"d7_retention\"} 0",
             "nudge_guardrail_z{metric=\"d7_retention\"} NaN",
+            "nudge_guardrail_checked_at_seconds 1772452800",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in {text}");
         }
@@ -881,8 +908,10 @@ mod tests {
     fn without_a_guardrail_in_force_no_gauge_says_breached_and_every_z_is_nan() {
         // The breach that rolled the canary back, then a tick with no canary in force.
         let text = published(|policy| {
-            super::publish_guardrails(policy, Some(&[check(Metric::OptOutRate, Some(5.25), true)]));
-            super::publish_guardrails(policy, None);
+            let breach = [check(Metric::OptOutRate, Some(5.25), true)];
+            let at = "2026-03-02T12:00:00Z".parse().unwrap();
+            super::publish_guardrails(policy, super::Guardrails::Checked(at, &breach));
+            super::publish_guardrails(policy, super::Guardrails::NotInForce);
         });
         for metric in Metric::ALL.map(Metric::as_str) {
             for line in [
@@ -892,6 +921,16 @@ mod tests {
                 assert!(text.lines().any(|l| l == line), "{line} not in {text}");
             }
         }
+        let no_check = "nudge_guardrail_checked_at_seconds NaN";
+        assert!(text.lines().any(|l| l == no_check), "{text}");
+    }
+
+    #[test]
+    fn a_canary_never_checked_reads_as_checked_at_the_epoch() {
+        let text =
+            published(|policy| super::publish_guardrails(policy, super::Guardrails::NeverChecked));
+        let line = "nudge_guardrail_checked_at_seconds 0";
+        assert!(text.lines().any(|l| l == line), "{line} not in {text}");
     }
 
     #[test]
