@@ -324,15 +324,15 @@ impl ApiContext {
         }
     }
 
-    /// Sets the guardrail gauges from the latest stored checks when a canary is in force
-    /// (else clears them): at start, so that an alert on them need not wait up to
+    /// Sets the guardrail gauges from the latest stored checks when a canary and its
+    /// guardrails are in force (else clears them): at start, so that an alert on them need not wait up to
     /// `guardrails.interval` for the next check, and at a tick between checks, whose
     /// latest may be another replica's.
     async fn publish_stored_guardrails(&self) -> Result<(), sqlx::Error> {
         let Some(loaded) = self.loaded.load_full() else {
             return Ok(());
         };
-        if self.in_force(&loaded.policy).mode != Mode::Canary {
+        if self.in_force(&loaded.policy).mode != Mode::Canary || !loaded.policy.guardrails.enabled {
             publish_guardrails(&loaded.policy, Guardrails::NotInForce);
             return Ok(());
         }
