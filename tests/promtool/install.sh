@@ -13,7 +13,9 @@ if "$DIR/usr/bin/promtool" --version >/dev/null 2>&1; then
 fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-(cd "$WORK" && apt-get download prometheus >/dev/null)
+# A machine whose package lists were never fetched needs them first.
+(cd "$WORK" && { apt-get download prometheus >/dev/null 2>&1 ||
+  { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
 dpkg-deb -x "$WORK"/prometheus_*.deb "$WORK/root"
 rm -rf "$DIR"
 mv "$WORK/root" "$DIR"
