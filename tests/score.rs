@@ -10,8 +10,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{ADMIN_TOKEN, SCHEDULER_TOKEN, TempDir, TestDb, admin, config, send, write_ranker};
-use nudge::features::catalog::FeatureCatalog;
-use nudge::ingest::catalog::Catalog;
 use nudge::models::artifact::MODEL_FILE;
 use nudge::models::registry::Registry;
 use nudge::serving::decisions::{
@@ -52,15 +50,7 @@ async fn server_over(db: &TestDb, pool: sqlx::PgPool, online: OnlineStore, dir: 
     let mut cfg = config(&db.url);
     cfg.models_dir = dir.join("models");
     cfg.policy_path = dir.join("policy.yaml");
-    let ctx = ApiContext::new(
-        &cfg,
-        Catalog::builtin().unwrap(),
-        FeatureCatalog::builtin().unwrap(),
-        pool,
-        online,
-    );
-    ctx.reload().expect("policy and model load");
-    ctx.refresh_flags().await.expect("flags read");
+    let ctx = common::loaded_context(&cfg, pool, online).await;
     Server {
         app: router(ctx.clone()),
         ctx,

@@ -6,13 +6,11 @@ use std::path::Path;
 use axum::Router;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use nudge::features::catalog::FeatureCatalog;
-use nudge::ingest::catalog::Catalog;
 use nudge::serving::{ApiContext, router};
 use nudge::store::online::OnlineStore;
 use serde_json::{Value, json};
 
-use super::{TempDir, TestDb, admin, config, write_ranker};
+use super::{TempDir, TestDb, admin, config, loaded_context, write_ranker};
 
 pub const T0: &str = "2026-03-02T12:00:00Z";
 
@@ -47,15 +45,7 @@ pub async fn instance_with(
     configure(&mut cfg);
     cfg.models_dir = dir.join("models");
     cfg.policy_path = dir.join("policy.yaml");
-    let ctx = ApiContext::new(
-        &cfg,
-        Catalog::builtin().unwrap(),
-        FeatureCatalog::builtin().unwrap(),
-        db.pool.clone(),
-        OnlineStore::embedded(),
-    );
-    ctx.reload().expect("policy and model load");
-    ctx.refresh_flags().await.expect("flags");
+    let ctx = loaded_context(&cfg, db.pool.clone(), OnlineStore::embedded()).await;
     ctx.refresh_controller().await.expect("controller state");
     Instance {
         app: router(ctx.clone()),

@@ -193,16 +193,29 @@ pub fn config(url: &str) -> ServeConfig {
     }
 }
 
-/// An app over `pool` with the embedded online store.
-pub fn app_with_pool(pool: PgPool, config: &ServeConfig) -> Router {
-    let ctx = ApiContext::new(
+/// A context over `pool` and `online` with the built-in catalogs.
+pub fn context(config: &ServeConfig, pool: PgPool, online: OnlineStore) -> ApiContext {
+    ApiContext::new(
         config,
         Catalog::builtin().expect("catalog"),
         FeatureCatalog::builtin().expect("feature catalog"),
         pool,
-        OnlineStore::embedded(),
-    );
-    router(ctx)
+        online,
+    )
+}
+
+/// [`context`] with its policy and models loaded from `config`'s paths and its runtime
+/// flags read.
+pub async fn loaded_context(config: &ServeConfig, pool: PgPool, online: OnlineStore) -> ApiContext {
+    let ctx = context(config, pool, online);
+    ctx.reload().expect("policy and model load");
+    ctx.refresh_flags().await.expect("flags read");
+    ctx
+}
+
+/// An app over `pool` with the embedded online store.
+pub fn app_with_pool(pool: PgPool, config: &ServeConfig) -> Router {
+    router(context(config, pool, OnlineStore::embedded()))
 }
 
 /// A test database and an app over it.
