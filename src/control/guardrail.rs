@@ -74,6 +74,17 @@ impl Metric {
         }
     }
 
+    /// The metric's margin in `settings`; `None` when that guardrail is off.
+    fn margin(self, settings: &Guardrails) -> Option<f64> {
+        match self {
+            Metric::OptOutRate => settings.opt_out_rate,
+            Metric::D7Retention => settings.d7_retention,
+            Metric::SendRate => settings.send_rate,
+            Metric::Roi => settings.roi,
+            Metric::CrashRate => settings.crash_rate,
+        }
+    }
+
     /// The metric named `name`.
     pub fn named(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.as_str() == name)
@@ -247,30 +258,24 @@ pub fn check(
     control: &Evidence,
 ) -> Vec<Check> {
     let critical = critical_z(settings);
-    [
-        (Metric::OptOutRate, settings.opt_out_rate),
-        (Metric::D7Retention, settings.d7_retention),
-        (Metric::SendRate, settings.send_rate),
-        (Metric::Roi, settings.roi),
-        (Metric::CrashRate, settings.crash_rate),
-    ]
-    .into_iter()
-    .filter_map(|(metric, margin)| margin.map(|m| (metric, m)))
-    .map(|(metric, margin)| {
-        let (a, b) = (metric.of(canary), metric.of(control));
-        let enough = a.trials >= settings.min_samples && b.trials >= settings.min_samples;
-        let z = enough.then(|| harm_z(metric, a, b, margin)).flatten();
-        Check {
-            metric,
-            canary: a,
-            control: b,
-            margin,
-            z,
-            breached: z.is_some_and(|z| z >= critical),
-            weighed: weighed.of(metric),
-        }
-    })
-    .collect()
+    Metric::ALL
+        .into_iter()
+        .filter_map(|metric| metric.margin(settings).map(|m| (metric, m)))
+        .map(|(metric, margin)| {
+            let (a, b) = (metric.of(canary), metric.of(control));
+            let enough = a.trials >= settings.min_samples && b.trials >= settings.min_samples;
+            let z = enough.then(|| harm_z(metric, a, b, margin)).flatten();
+            Check {
+                metric,
+                canary: a,
+                control: b,
+                margin,
+                z,
+                breached: z.is_some_and(|z| z >= critical),
+                weighed: weighed.of(metric),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
