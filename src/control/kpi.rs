@@ -602,15 +602,10 @@ fn crash_free_lines(arms: &[ArmKpis]) -> String {
         })
         .collect();
     let lift = match (find(arms, "canary"), find(arms, "control")) {
-        (Some(c), Some(k)) => {
-            difference(crash_free(c), crash_free(k)).map_or_else(String::new, |(v, h)| {
-                format!(
-                    "; canary − control {:+.1} ± {:.1} points",
-                    100.0 * v,
-                    100.0 * h
-                )
-            })
-        }
+        (Some(c), Some(k)) => difference(crash_free(c), crash_free(k))
+            .map_or_else(String::new, |d| {
+                format!("; canary − control {}", points(Some(d)))
+            }),
         _ => String::new(),
     };
     format!("crash-free users: {}{lift}\n", per_arm.join(", "))
