@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use common::control::{
-    T0, arm_sends, decision, event, instance, instance_with, setup, t0, tick_at,
+    T0, arm_sends, decision, event, instance, instance_with, setup, setup_policy, t0, tick_at,
 };
 use common::{TestDb, admin, send};
 use nudge::control::kpi;
@@ -571,6 +571,91 @@ async fn a_breached_guardrail_switches_the_canary_to_shadow_until_a_human_turns_
         db.count("SELECT count(*) FROM serving.guardrail_checks WHERE breached")
             .await,
         1
+    );
+}
+
+#[tokio::test]
+async fn a_full_rollout_is_guarded_against_its_holdout_and_switched_to_shadow_on_harm() {
+    let (db, _dir, one) = setup_policy(
+        "rollout: { mode: full, holdout_percent: 10, salt: s }\n\
+         threshold: { initial: 0.3, min: 0.05, max: 0.9 }\n\
+         controller: { enabled: false }\n\
+         guardrails: { window: 7d, min_samples: 200, opt_out_rate: 0.01 }\n",
+    )
+    .await;
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(
+        (&rollout["holdout_percent"], &rollout["guardrails_compare"]),
+        (&json!(10.0), &json!("full")),
+        "{rollout}"
+    );
+    let at = t0();
+    arm_sends(&db, "full", 400, at, 40, 60).await; // 15 % opted out
+    arm_sends(&db, "control", 400, at, 40, 4).await; // 1 %: the holdout
+    let report = tick_at(&one.app, at + Duration::days(1)).await;
+    assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
+    let opt_out = &report["guardrails"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["metric"] == "opt_out_rate")
+        .unwrap();
+    assert_eq!(
+        (&opt_out["arm"], &opt_out["canary"]["successes"]),
+        (&json!("full"), &json!(60)),
+        "{opt_out}"
+    );
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(
+        (&rollout["mode"], &rollout["flag"]["set_by"]),
+        (&json!("shadow"), &json!("guardrail")),
+        "{rollout}"
+    );
+    let reason = rollout["flag"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("opt_out_rate full 15.00% of 400 vs control 1.00% of 400"),
+        "{reason}"
+    );
+    // The stored check keeps the arm it compared, for /admin/controller and the dashboard.
+    let (_, controller) = admin(&one.app, "GET", "/admin/controller", None).await;
+    let stored = controller["guardrails"]["checks"].as_array().unwrap();
+    assert!(stored.iter().all(|c| c["arm"] == "full"), "{controller}");
+}
+
+#[tokio::test]
+async fn a_rollout_that_leaves_no_control_is_shown_unguarded_and_left_in_force() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\nguardrails: { window: 7d, min_samples: 200, opt_out_rate: 0.01 }\n",
+    )
+    .await;
+    let (status, body) = admin(
+        &one.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "canary", "canary_percent": 100, "reason": "everyone"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["guardrails_compare"], "no_control", "{body}");
+    let at = t0();
+    arm_sends(&db, "canary", 400, at, 40, 60).await;
+    let report = tick_at(&one.app, at + Duration::days(1)).await;
+    assert_eq!(report["guardrails"]["status"], "no_control", "{report}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM serving.guardrail_checks")
+            .await,
+        0
+    );
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(
+        (&rollout["mode"], &rollout["flag"]["set_by"]),
+        (&json!("canary"), &json!("admin-api")),
+        "{rollout}"
+    );
+    let page = dashboard(&one.app).await;
+    assert!(
+        page.contains("NOT GUARDED: the model decides for every user"),
+        "{page}"
     );
 }
 

@@ -8,7 +8,8 @@ use chrono::Duration;
 use common::admin;
 use common::control::{arm_sends, policy_text, setup, t0, tick_at};
 use nudge::control::tick::{self, TickReport};
-use nudge::policy::{Mode, Policy};
+use nudge::policy::Policy;
+use nudge::rollout::{Flags, InForce};
 use serde_json::json;
 
 const GUARDRAILS: &str = "controller: { enabled: false }\nguardrails: { window: 7d, min_samples: 200, opt_out_rate: 0.05 }\n";
@@ -24,6 +25,7 @@ fn gauge(metrics: &str, series: &str) -> Option<String> {
 async fn a_replica_between_checks_shows_the_latest_check_of_any_replica() {
     let (db, _dir, one) = setup(GUARDRAILS).await;
     let policy = Policy::parse(&policy_text(GUARDRAILS)).unwrap();
+    let in_force = InForce::of(&policy, Some(&Flags::default()));
     let at = t0();
     arm_sends(&db, "canary", 400, at, 40, 8).await; // 2 % opted out
     arm_sends(&db, "control", 400, at, 40, 4).await; // 1 %
@@ -41,15 +43,7 @@ async fn a_replica_between_checks_shows_the_latest_check_of_any_replica() {
 
     // Another replica checks (the library's tick: no gauge of this process is set), then
     // this one ticks before the next check is due.
-    let other = |at| {
-        tick::tick(
-            &db.pool,
-            &one.ctx.flag_store,
-            &policy,
-            (Mode::Canary, 50.0),
-            at,
-        )
-    };
+    let other = |at| tick::tick(&db.pool, &one.ctx.flag_store, &policy, &in_force, at);
     let first = other(at + Duration::days(1)).await.unwrap();
     assert!(matches!(first, TickReport::Ran(_)), "{first:?}");
     let report = tick_at(&one.app, at + Duration::days(1) + Duration::minutes(10)).await;
@@ -89,7 +83,7 @@ async fn a_replica_between_checks_shows_the_latest_check_of_any_replica() {
     .await;
     assert_eq!(status, axum::http::StatusCode::OK, "{body}");
     let report = tick_at(&one.app, at + Duration::days(1) + Duration::hours(3)).await;
-    assert_eq!(report["guardrails"]["status"], "not_canary", "{report}");
+    assert_eq!(report["guardrails"]["status"], "no_model_arm", "{report}");
     let metrics = one.ctx.metrics.render();
     assert_eq!(gauge(&metrics, opt_out_z).as_deref(), Some("NaN"));
     assert_eq!(

@@ -198,6 +198,33 @@ async fn shadow_returns_the_baseline_and_logs_the_model_choice() {
 }
 
 #[tokio::test]
+async fn in_full_mode_the_holdout_is_served_by_the_baseline_as_control() {
+    let (_db, _dir, s) = setup("{ mode: full, holdout_percent: 50, salt: s }", "").await;
+    // The holdout is the top half of the buckets.
+    let held_out = |user: &str| nudge::rollout::bucket("s", user) >= 5_000;
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let (inside, outside) = (
+        users.iter().find(|u| held_out(u)).unwrap(),
+        users.iter().find(|u| !held_out(u)).unwrap(),
+    );
+    let now = "2026-11-22T12:00:00Z";
+    let types = ["weekly_digest", "contact_reminder"];
+    let (_, body) = score(&s.app, &request(inside, now, &types)).await;
+    assert_eq!(body["arm"], "control", "{body}");
+    // The baseline's choice (the first candidate), not the model's.
+    assert_eq!(
+        reasons(&body),
+        vec![(true, "ok".into()), (false, "not_selected".into())]
+    );
+    let (_, body) = score(&s.app, &request(outside, now, &types)).await;
+    assert_eq!(body["arm"], "full", "{body}");
+    assert_eq!(
+        reasons(&body),
+        vec![(false, "below_threshold".into()), (true, "ok".into())]
+    );
+}
+
+#[tokio::test]
 async fn full_mode_sends_the_best_candidate_above_the_threshold_only() {
     let (_db, _dir, s) = setup("{ mode: full, salt: s }", "").await;
 

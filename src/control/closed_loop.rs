@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use crate::features::refresh;
 use crate::features::{DayRange, FeatureError};
+use crate::rollout::Arm;
 use crate::sim::policy::{Decision, Opportunity};
 use crate::sim::population::app_id;
 use crate::sim::run::{SimDriver, SimRunError};
@@ -91,17 +92,6 @@ pub struct ServeClient {
     admin_token: String,
 }
 
-/// The arm names a response may carry, as the simulator records them.
-fn arm_name(arm: &str) -> &'static str {
-    match arm {
-        "canary" => "canary",
-        "control" => "control",
-        "shadow" => "shadow",
-        "full" => "full",
-        _ => "off",
-    }
-}
-
 impl ServeClient {
     /// A client of the nudge-serve at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, scheduler_token: &str, admin_token: &str) -> Self {
@@ -161,12 +151,16 @@ impl ServeClient {
                 .iter()
                 .position(|d| d["send"].as_bool() == Some(true))
         });
-        let arm = arm_name(answer["arm"].as_str().unwrap_or("off"));
-        let model_decides = matches!(arm, "canary" | "full");
+        // The arm as the simulator records it; an answer without a known arm is `off`.
+        let arm = answer["arm"]
+            .as_str()
+            .and_then(Arm::named)
+            .unwrap_or(Arm::Off);
+        let model_decides = arm.model_decides();
         Ok(Decision {
             send,
             propensity: None,
-            arm,
+            arm: arm.as_str(),
             model_version: answer["model"]["version"]
                 .as_str()
                 .filter(|_| model_decides)

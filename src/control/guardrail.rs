@@ -18,6 +18,7 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::kpi::{ArmD7, ArmKpis, Span};
 use crate::policy::Guardrails;
+use crate::rollout::Arm;
 
 /// A count of successes out of trials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -160,7 +161,10 @@ impl Weighed {
 pub struct Check {
     /// Which guardrail.
     pub metric: Metric,
-    /// The canary's proportion.
+    /// The model arm compared with control: `canary`, or `full` when the control is the
+    /// rollout's holdout.
+    pub arm: Arm,
+    /// The model arm's proportion (named for the canary, the usual model arm).
     pub canary: Proportion,
     /// The control's proportion.
     pub control: Proportion,
@@ -183,8 +187,9 @@ impl std::fmt::Display for Check {
         };
         write!(
             f,
-            "{} canary {} of {} vs control {} of {} (margin {:.2} points, z {})",
+            "{} {} {} of {} vs control {} of {} (margin {:.2} points, z {})",
             self.metric.as_str(),
+            self.arm.as_str(),
             percent(self.canary),
             self.canary.trials,
             percent(self.control),
@@ -249,12 +254,12 @@ pub fn critical_z(settings: &Guardrails) -> f64 {
     Normal::standard().inverse_cdf(settings.confidence)
 }
 
-/// Checks every configured guardrail of `canary` against `control`, both having weighed
-/// what `weighed` says.
+/// Checks every configured guardrail of the model arm `arm`'s evidence `canary` against
+/// `control`, both having weighed what `weighed` says.
 pub fn check(
     settings: &Guardrails,
     weighed: Weighed,
-    canary: &Evidence,
+    (arm, canary): (Arm, &Evidence),
     control: &Evidence,
 ) -> Vec<Check> {
     let critical = critical_z(settings);
@@ -267,6 +272,7 @@ pub fn check(
             let z = enough.then(|| harm_z(metric, a, b, margin)).flatten();
             Check {
                 metric,
+                arm,
                 canary: a,
                 control: b,
                 margin,
@@ -337,7 +343,7 @@ mod tests {
                 d7: control.1,
             },
         );
-        check(settings, weighed(), &canary, &control)
+        check(settings, weighed(), (Arm::Canary, &canary), &control)
     }
 
     /// A check at 2026-03-22: the week before, and the D7 cohort of the week that ended
@@ -411,6 +417,28 @@ mod tests {
     }
 
     #[test]
+    fn each_check_names_the_model_arm_it_compared_with_control() {
+        let (full, holdout) = (arm(5_000, 250, 5_000, 2_000), arm(5_000, 50, 5_000, 2_500));
+        let checks = check(
+            &settings(),
+            weighed(),
+            (Arm::Full, &Evidence::of(&full.0, &[])),
+            &Evidence::of(&holdout.0, &[]),
+        );
+        let opt_out = checks
+            .iter()
+            .find(|c| c.metric == Metric::OptOutRate)
+            .unwrap();
+        assert_eq!(opt_out.arm, Arm::Full);
+        assert!(
+            opt_out
+                .to_string()
+                .starts_with("opt_out_rate full 5.00% of 5000 vs control 1.00% of 5000"),
+            "{opt_out}"
+        );
+    }
+
+    #[test]
     fn each_check_names_what_it_weighed() {
         let checks = check_arms(
             &settings(),
@@ -441,7 +469,7 @@ mod tests {
                 d7_cohort: None,
                 ..weighed()
             },
-            &Evidence::of(&arm(5_000, 0, 0, 0).0, &[]),
+            (Arm::Canary, &Evidence::of(&arm(5_000, 0, 0, 0).0, &[])),
             &Evidence::of(&arm(5_000, 0, 0, 0).0, &[]),
         );
         let d7 = none

@@ -255,6 +255,13 @@ pub fn find<'a>(arms: &'a [ArmKpis], name: &str) -> Option<&'a ArmKpis> {
     arms.iter().find(|a| a.arm == name)
 }
 
+/// The arms a report compares: the model arm and control. The model arm is the canary,
+/// or without one a full rollout (whose control is the rollout's holdout).
+pub fn compared(arms: &[ArmKpis]) -> Option<(&ArmKpis, &ArmKpis)> {
+    let model = find(arms, "canary").or_else(|| find(arms, "full"))?;
+    Some((model, find(arms, "control")?))
+}
+
 /// The 95 % Wilson interval of a share of `successes` out of `trials`.
 pub fn wilson(successes: u64, trials: u64) -> Option<(f64, f64)> {
     if trials == 0 {
@@ -387,7 +394,8 @@ pub async fn d7_pre_period(
         .collect())
 }
 
-/// When the experiment started: the first decision in a canary or control arm.
+/// When the experiment started: the first decision in a canary or control arm (the
+/// control of a full rollout being its holdout).
 pub async fn experiment_start(
     db: impl sqlx::PgExecutor<'_>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
@@ -410,7 +418,8 @@ pub struct Report {
 }
 
 impl Report {
-    /// Canary minus control, the D7 lift also adjusted; `None` without both arms.
+    /// The model arm minus control ([`compared`]), the D7 lift also adjusted; `None`
+    /// without both arms.
     pub fn lifts(&self) -> Option<Lifts> {
         Lifts::of(&self.arms).map(|lifts| Lifts {
             d7_adjusted: self.adjusted.map(|a| (a.lift, a.half_width)),
@@ -422,11 +431,12 @@ impl Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&table(&self.arms))?;
-        if let Some(adjusted) = self.adjusted {
+        if let Some((adjusted, (model, _))) = self.adjusted.zip(compared(&self.arms)) {
+            let arm = &model.arm;
             writeln!(
                 f,
-                "canary − control: D7 retention adjusted for the {PRE_PERIOD_DAYS} days before \
-                 the experiment {:+.1} ± {:.1} points (active days then: canary {:.2}, control \
+                "{arm} − control: D7 retention adjusted for the {PRE_PERIOD_DAYS} days before \
+                 the experiment {:+.1} ± {:.1} points (active days then: {arm} {:.2}, control \
                  {:.2})",
                 100.0 * adjusted.lift,
                 100.0 * adjusted.half_width,
@@ -446,11 +456,16 @@ pub async fn report(
     observed: DateTime<Utc>,
 ) -> Result<Report, sqlx::Error> {
     let arms = arms(pool, from, to, observed).await?;
-    let start = match (find(&arms, "canary"), find(&arms, "control")) {
-        (Some(_), Some(_)) => experiment_start(pool).await?,
-        _ => None,
+    let model_arm = match compared(&arms) {
+        Some((model, _)) => model.arm.clone(),
+        None => {
+            return Ok(Report {
+                arms,
+                adjusted: None,
+            });
+        }
     };
-    let Some(start) = start else {
+    let Some(start) = experiment_start(pool).await? else {
         return Ok(Report {
             arms,
             adjusted: None,
@@ -459,9 +474,9 @@ pub async fn report(
     let pre = (start - TimeDelta::days(PRE_PERIOD_DAYS), start);
     let sums = d7_pre_period(pool, (from, to, observed), pre).await?;
     let of = |name: &str| sums.iter().find(|(arm, _)| arm == name).map(|(_, s)| s);
-    let adjusted = of("canary")
+    let adjusted = of(&model_arm)
         .zip(of("control"))
-        .and_then(|(canary, control)| adjusted_d7_lift(canary, control));
+        .and_then(|(model, control)| adjusted_d7_lift(model, control));
     Ok(Report { arms, adjusted })
 }
 
@@ -481,10 +496,15 @@ pub struct Lifts {
 }
 
 impl Lifts {
-    /// Canary minus control in `arms` (the D7 lift not adjusted); `None` without both.
+    /// The model arm minus control in `arms` ([`compared`]; the D7 lift not adjusted);
+    /// `None` without both.
     pub fn of(arms: &[ArmKpis]) -> Option<Self> {
-        let (c, k) = (find(arms, "canary")?, find(arms, "control")?);
-        Some(Self {
+        compared(arms).map(|(model, control)| Self::between(model, control))
+    }
+
+    /// `c` minus `k` (the D7 lift not adjusted).
+    fn between(c: &ArmKpis, k: &ArmKpis) -> Self {
+        Self {
             d7: difference((c.retained_d7, c.d7_users), (k.retained_d7, k.d7_users)),
             d7_adjusted: None,
             roi: difference(
@@ -495,7 +515,7 @@ impl Lifts {
             sends_per_user: sends_per_user(c)
                 .zip(sends_per_user(k))
                 .map(|((a, ha), (b, hb))| (a - b, ha.hypot(hb))),
-        })
+        }
     }
 
     /// The mean of independent runs' lifts (seeds), each with the half-width of a mean
@@ -577,8 +597,8 @@ pub fn percent_with_interval(successes: u64, trials: u64) -> String {
     }
 }
 
-/// Each arm's crash-free users (with 95 % intervals) and canary minus control, when any
-/// user crashed; else a line saying none did (or crashes are not reported).
+/// Each arm's crash-free users (with 95 % intervals) and the model arm minus control
+/// ([`compared`]), when any user crashed; else a line saying none did (or crashes are not reported).
 fn crash_free_lines(arms: &[ArmKpis]) -> String {
     let crash_free = |a: &ArmKpis| (a.users - a.crashed.min(a.users), a.users);
     if !arms.iter().any(|a| a.crashed > 0) {
@@ -601,13 +621,11 @@ fn crash_free_lines(arms: &[ArmKpis]) -> String {
             )
         })
         .collect();
-    let lift = match (find(arms, "canary"), find(arms, "control")) {
-        (Some(c), Some(k)) => difference(crash_free(c), crash_free(k))
-            .map_or_else(String::new, |d| {
-                format!("; canary − control {}", points(Some(d)))
-            }),
-        _ => String::new(),
-    };
+    let lift = compared(arms)
+        .and_then(|(c, k)| Some((&c.arm, difference(crash_free(c), crash_free(k))?)))
+        .map_or_else(String::new, |(arm, d)| {
+            format!("; {arm} − control {}", points(Some(d)))
+        });
     format!("crash-free users: {}{lift}\n", per_arm.join(", "))
 }
 
@@ -657,8 +675,8 @@ pub fn goal_verdict(d7: (f64, f64), sends_per_user: (f64, f64)) -> String {
     )
 }
 
-/// A per-arm table of the KPIs with 95 % intervals, canary minus control and whether it
-/// shows the rollout's goal ([`goal_verdict`]) once D7 is known.
+/// A per-arm table of the KPIs with 95 % intervals, the model arm minus control
+/// ([`compared`]) and whether it shows the rollout's goal ([`goal_verdict`]) once D7 is known.
 pub fn table(arms: &[ArmKpis]) -> String {
     let mut out = format!(
         "{:<8} {:>6} {:>16} {:>21} {:>21} {:>21} {:>21}\n",
@@ -678,9 +696,11 @@ pub fn table(arms: &[ArmKpis]) -> String {
             percent_with_interval(a.retained_d7, a.d7_users),
         ));
     }
-    if let Some(lifts) = Lifts::of(arms) {
+    if let Some((model, control)) = compared(arms) {
+        let lifts = Lifts::between(model, control);
         out.push_str(&format!(
-            "canary − control: D7 retention {}, ROI {}, opt-out {}, sends/user {}\n",
+            "{} − control: D7 retention {}, ROI {}, opt-out {}, sends/user {}\n",
+            model.arm,
             points(lifts.d7),
             points(lifts.roi),
             points(lifts.opt_out),
@@ -876,6 +896,30 @@ mod tests {
             met.lines().last().unwrap().contains(": met at 95 %"),
             "{met}"
         );
+    }
+
+    #[test]
+    fn a_full_rollout_is_compared_with_its_holdout_and_a_canary_first() {
+        let mut full = thousand_users("full");
+        full.opted_out = 30;
+        let arms = [full, thousand_users("control")];
+        assert_eq!(
+            compared(&arms).map(|(m, k)| (m.arm.as_str(), k.arm.as_str())),
+            Some(("full", "control"))
+        );
+        let text = table(&arms);
+        assert!(
+            text.contains(
+                "full − control: D7 retention n/a, ROI +0.0 ± 2.7 points, opt-out +2.0 ± 1.2 points"
+            ),
+            "{text}"
+        );
+        let with_canary = [thousand_users("canary"), arms[0].clone(), arms[1].clone()];
+        assert_eq!(
+            compared(&with_canary).map(|(m, _)| m.arm.as_str()),
+            Some("canary")
+        );
+        assert_eq!(compared(&arms[..1]), None);
     }
 
     #[test]

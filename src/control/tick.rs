@@ -15,7 +15,7 @@ use super::guardrail::{self, Check, Evidence, Weighed};
 use super::kpi::{self, ArmKpis, Span};
 use super::pi::{self, Measurement, Outcome, Settings, State, Step};
 use crate::policy::{Mode, Policy};
-use crate::rollout::RolloutFlag;
+use crate::rollout::{Arm, Comparison, InForce, RolloutFlag};
 use crate::store::StoreError;
 use crate::store::flags::FlagStore;
 
@@ -231,6 +231,7 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
     type Row = (
         DateTime<Utc>,
         String,
+        String,
         i64,
         i64,
         i64,
@@ -242,8 +243,8 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
         Option<DateTime<Utc>>,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT at, metric, canary_successes, canary_trials, control_successes, control_trials,
-                margin, z, breached, weighed_from, weighed_to
+        "SELECT at, metric, arm, canary_successes, canary_trials, control_successes,
+                control_trials, margin, z, breached, weighed_from, weighed_to
          FROM serving.guardrail_checks
          WHERE at = (SELECT max(at) FROM serving.guardrail_checks) ORDER BY metric",
     )
@@ -257,18 +258,19 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
         .filter_map(|r| {
             Some(Check {
                 metric: guardrail::Metric::named(&r.1)?,
+                arm: Arm::named(&r.2)?,
                 canary: guardrail::Proportion {
-                    successes: kpi::count(r.2),
-                    trials: kpi::count(r.3),
+                    successes: kpi::count(r.3),
+                    trials: kpi::count(r.4),
                 },
                 control: guardrail::Proportion {
-                    successes: kpi::count(r.4),
-                    trials: kpi::count(r.5),
+                    successes: kpi::count(r.5),
+                    trials: kpi::count(r.6),
                 },
-                margin: r.6,
-                z: r.7,
-                breached: r.8,
-                weighed: r.9.zip(r.10).map(|(from, to)| Span { from, to }),
+                margin: r.7,
+                z: r.8,
+                breached: r.9,
+                weighed: r.10.zip(r.11).map(|(from, to)| Span { from, to }),
             })
         })
         .collect();
@@ -302,8 +304,11 @@ pub async fn recent_z(
 pub enum GuardrailReport {
     /// Disabled in the policy.
     Disabled,
-    /// Nothing to compare: the rollout in force is not a canary.
-    NotCanary,
+    /// Nothing to check: the rollout in force has the model decide for nobody.
+    NoModelArm,
+    /// Nothing to compare with: the model decides for every user (a canary of 100 % or
+    /// full mode, without a holdout), so the guardrails cannot run.
+    NoControl,
     /// Checked less than `guardrails.interval` ago.
     NotDue {
         /// When the next check is.
@@ -363,14 +368,14 @@ pub struct TickRun {
     pub state: Stored,
 }
 
-/// Ticks at `at` under `policy` with `mode` in force (the runtime flag over the policy):
+/// Ticks at `at` under `policy` with `in_force` (the runtime flag over the policy):
 /// guardrails first (a breach writes a shadow rollout flag to `flags`, set by
 /// `guardrail`), then the controller if its interval has passed.
 pub async fn tick(
     pool: &PgPool,
     flags: &FlagStore,
     policy: &Policy,
-    in_force: (Mode, f64),
+    in_force: &InForce,
     at: DateTime<Utc>,
 ) -> Result<TickReport, ControlError> {
     let mut tx = pool.begin().await?;
@@ -420,7 +425,7 @@ async fn check_guardrails(
     tx: &mut PgConnection,
     flags: &FlagStore,
     policy: &Policy,
-    (mode, canary_percent): (Mode, f64),
+    in_force: &InForce,
     at: DateTime<Utc>,
     stored: &mut Stored,
 ) -> Result<GuardrailReport, ControlError> {
@@ -428,9 +433,11 @@ async fn check_guardrails(
     if !settings.enabled {
         return Ok(GuardrailReport::Disabled);
     }
-    if mode != Mode::Canary {
-        return Ok(GuardrailReport::NotCanary);
-    }
+    let model_arm = match in_force.comparison() {
+        Comparison::NoModelArm => return Ok(GuardrailReport::NoModelArm),
+        Comparison::NoControl => return Ok(GuardrailReport::NoControl),
+        Comparison::ModelArm(arm) => arm,
+    };
     if let Some(next_check_at) = stored
         .next_guardrail_check_at(settings.interval)
         .filter(|&next| at < next)
@@ -443,8 +450,10 @@ async fn check_guardrails(
         .guardrails_since
         .map_or(window_start, |t| t.max(window_start));
     let arms = kpi::arms(&mut *tx, from, at, at).await?;
-    let (Some(canary), Some(control)) = (kpi::find(&arms, "canary"), kpi::find(&arms, "control"))
-    else {
+    let (Some(model), Some(control)) = (
+        kpi::find(&arms, model_arm.as_str()),
+        kpi::find(&arms, "control"),
+    ) else {
         return Ok(GuardrailReport::Passed { checks: Vec::new() });
     };
     // D7 is read only when its guardrail is set, and from the users whose 7th day has
@@ -464,17 +473,19 @@ async fn check_guardrails(
     let checks = guardrail::check(
         settings,
         weighed,
-        &Evidence::of(canary, &d7),
+        (model_arm, &Evidence::of(model, &d7)),
         &Evidence::of(control, &d7),
     );
     for c in &checks {
         sqlx::query(
-            "INSERT INTO serving.guardrail_checks (at, metric, canary_successes, canary_trials,
-               control_successes, control_trials, margin, z, breached, weighed_from, weighed_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO serving.guardrail_checks (at, metric, arm, canary_successes,
+               canary_trials, control_successes, control_trials, margin, z, breached,
+               weighed_from, weighed_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(at)
         .bind(c.metric.as_str())
+        .bind(c.arm.as_str())
         .bind(c.canary.successes as i64)
         .bind(c.canary.trials as i64)
         .bind(c.control.successes as i64)
@@ -503,7 +514,7 @@ async fn check_guardrails(
     );
     let flag = RolloutFlag {
         mode: Mode::Shadow,
-        canary_percent,
+        canary_percent: in_force.canary_percent,
         reason: reason.clone(),
         set_by: "guardrail".into(),
         set_at: Utc::now(),

@@ -72,14 +72,17 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Rollout settings: the mode and canary percent a runtime flag may override, and the
-/// bucketing salt.
+/// Rollout settings: the mode and canary percent a runtime flag may override, the holdout
+/// and the bucketing salt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {
     /// Mode at start.
     pub mode: Mode,
     /// Share of users in the canary, in percent (0..=100, two decimals count).
     pub canary_percent: f64,
+    /// Share of users the model never decides for, in percent (0..=100): in canary and
+    /// full modes they are the control, so a full rollout keeps an arm to compare with.
+    pub holdout_percent: f64,
     /// Salt of the bucketing hash: a new salt reshuffles users.
     pub salt: String,
 }
@@ -354,6 +357,8 @@ struct RawRollout {
     mode: Mode,
     #[serde(default)]
     canary_percent: f64,
+    #[serde(default)]
+    holdout_percent: f64,
     salt: String,
 }
 
@@ -445,6 +450,9 @@ impl Policy {
         };
         if let Err(e) = crate::rollout::checked_percent(raw.rollout.canary_percent) {
             return Err(invalid("rollout.canary_percent", e.to_string()));
+        }
+        if let Err(e) = crate::rollout::checked_percent(raw.rollout.holdout_percent) {
+            return Err(invalid("rollout.holdout_percent", e.to_string()));
         }
         if raw.rollout.salt.is_empty() {
             return Err(invalid("rollout.salt", "must not be empty"));
@@ -555,6 +563,7 @@ impl Policy {
             rollout: Rollout {
                 mode: raw.rollout.mode,
                 canary_percent: raw.rollout.canary_percent,
+                holdout_percent: raw.rollout.holdout_percent,
                 salt: raw.rollout.salt,
             },
             threshold: Threshold {
@@ -645,14 +654,19 @@ mod tests {
                 ..
             })
         ));
-        let bad_percent = "rollout: { mode: canary, canary_percent: 101, salt: s }\nthreshold: { initial: 0.3, min: 0.05, max: 0.9 }\n";
-        assert!(matches!(
-            Policy::parse(bad_percent),
-            Err(PolicyError::Invalid {
-                key: "rollout.canary_percent",
-                ..
-            })
-        ));
+        for (rollout, key) in [
+            ("canary_percent: 101", "rollout.canary_percent"),
+            ("holdout_percent: -5", "rollout.holdout_percent"),
+            ("holdout_percent: .nan", "rollout.holdout_percent"),
+        ] {
+            let text = format!(
+                "rollout: {{ mode: canary, {rollout}, salt: s }}\nthreshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n"
+            );
+            match Policy::parse(&text) {
+                Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{rollout}: {other:?}"),
+            }
+        }
     }
 
     #[test]

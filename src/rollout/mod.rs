@@ -2,7 +2,9 @@
 //!
 //! A user's bucket is the first 8 bytes of SHA-256(salt ":" user id), big-endian, mod
 //! 10,000 (the Statsig scheme). In canary mode a bucket under percent × 100 is in the
-//! canary, so raising the percent only adds users.
+//! canary, so raising the percent only adds users. The top holdout percent × 100 buckets
+//! are the holdout: in canary and full modes they are always control, so the guardrails
+//! keep an arm to compare the model with however far it is rolled out.
 //!
 //! The runtime [`Flags`] (shared by every replica through the flag store) override the
 //! policy file's mode, percent and kill switch; the salt stays the policy's, so a flag
@@ -34,6 +36,14 @@ pub enum Arm {
 }
 
 impl Arm {
+    /// Every arm.
+    pub const ALL: [Arm; 5] = [Arm::Off, Arm::Shadow, Arm::Canary, Arm::Control, Arm::Full];
+
+    /// The arm named `name` (as [`Arm::as_str`] writes it).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     /// The arm's name in responses, the decision log and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,21 +73,28 @@ pub fn bucket(salt: &str, user_id: &str) -> u64 {
     u64::from_be_bytes(first) % BUCKETS
 }
 
-/// The arm of a user in `bucket` under `mode` with `canary_percent` (0..=100).
-pub fn assign(mode: Mode, canary_percent: f64, bucket: u64) -> Arm {
+/// The first bucket of the holdout: the top `holdout_percent` × 100 buckets (rounded).
+fn holdout_start(holdout_percent: f64) -> u64 {
+    BUCKETS - percent_buckets(holdout_percent)
+}
+
+/// `percent` × 100 buckets, rounded to the nearest bucket (two decimals count).
+fn percent_buckets(percent: f64) -> u64 {
+    (percent * 100.0).round() as u64
+}
+
+/// The arm of a user in `bucket` under `mode` with `canary_percent` and
+/// `holdout_percent` (each 0..=100): a user in the holdout is control whenever the model
+/// decides for anyone.
+pub fn assign(mode: Mode, canary_percent: f64, holdout_percent: f64, bucket: u64) -> Arm {
+    let held_out = bucket >= holdout_start(holdout_percent);
     match mode {
         Mode::Off => Arm::Off,
         Mode::Shadow => Arm::Shadow,
+        Mode::Full if held_out => Arm::Control,
         Mode::Full => Arm::Full,
-        Mode::Canary => {
-            // Percent × 100 buckets, rounded to the nearest bucket (two decimals count).
-            let cutoff = (canary_percent * 100.0).round() as u64;
-            if bucket < cutoff {
-                Arm::Canary
-            } else {
-                Arm::Control
-            }
-        }
+        Mode::Canary if held_out || bucket >= percent_buckets(canary_percent) => Arm::Control,
+        Mode::Canary => Arm::Canary,
     }
 }
 
@@ -87,10 +104,40 @@ pub fn arm(in_force: &InForce, salt: &str, user_id: &str, model_loaded: bool) ->
         assign(
             in_force.mode,
             in_force.canary_percent,
+            in_force.holdout_percent,
             bucket(salt, user_id),
         )
     } else {
         Arm::Off
+    }
+}
+
+/// What the guardrails can compare under a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// The model decides for nobody (off, shadow, or a canary of no bucket).
+    NoModelArm,
+    /// The model decides for everyone: no control to compare with (a canary of every
+    /// bucket, or full mode without a holdout).
+    NoControl,
+    /// The model arm (canary or full) against control.
+    ModelArm(Arm),
+}
+
+impl Comparison {
+    /// The model arm's name, or `no_model_arm` or `no_control`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::NoModelArm => "no_model_arm",
+            Comparison::NoControl => "no_control",
+            Comparison::ModelArm(arm) => arm.as_str(),
+        }
+    }
+}
+
+impl Serialize for Comparison {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -199,6 +246,8 @@ pub struct InForce {
     pub canary_percent: f64,
     /// Where mode and percent come from.
     pub source: Source,
+    /// The holdout's share in percent (always the policy's).
+    pub holdout_percent: f64,
     /// Whether sends are stopped (the policy's or the flag's switch).
     pub kill_switch: bool,
 }
@@ -227,7 +276,26 @@ impl InForce {
             mode,
             canary_percent,
             source,
+            holdout_percent: rollout.holdout_percent,
             kill_switch: policy.kill_switch || flag_kill,
+        }
+    }
+
+    /// The arms this rollout gives the guardrails to compare.
+    pub fn comparison(&self) -> Comparison {
+        let holdout_start = holdout_start(self.holdout_percent);
+        let (arm, model_buckets) = match self.mode {
+            Mode::Off | Mode::Shadow => return Comparison::NoModelArm,
+            Mode::Canary => (
+                Arm::Canary,
+                percent_buckets(self.canary_percent).min(holdout_start),
+            ),
+            Mode::Full => (Arm::Full, holdout_start),
+        };
+        match model_buckets {
+            0 => Comparison::NoModelArm,
+            BUCKETS => Comparison::NoControl,
+            _ => Comparison::ModelArm(arm),
         }
     }
 }
@@ -254,6 +322,7 @@ mod tests {
                     assign(
                         Mode::Canary,
                         percent,
+                        0.0,
                         bucket("salt-1", &format!("user-{i}")),
                     ) == Arm::Canary
                 })
@@ -264,12 +333,56 @@ mod tests {
     }
 
     #[test]
-    fn modes_other_than_canary_ignore_the_bucket() {
-        assert_eq!(assign(Mode::Shadow, 100.0, 0), Arm::Shadow);
-        assert_eq!(assign(Mode::Full, 0.0, 9_999), Arm::Full);
-        assert_eq!(assign(Mode::Off, 50.0, 0), Arm::Off);
-        assert_eq!(assign(Mode::Canary, 0.0, 0), Arm::Control);
-        assert_eq!(assign(Mode::Canary, 100.0, 9_999), Arm::Canary);
+    fn without_a_holdout_modes_other_than_canary_ignore_the_bucket() {
+        assert_eq!(assign(Mode::Shadow, 100.0, 0.0, 0), Arm::Shadow);
+        assert_eq!(assign(Mode::Full, 0.0, 0.0, 9_999), Arm::Full);
+        assert_eq!(assign(Mode::Off, 50.0, 0.0, 0), Arm::Off);
+        assert_eq!(assign(Mode::Canary, 0.0, 0.0, 0), Arm::Control);
+        assert_eq!(assign(Mode::Canary, 100.0, 0.0, 9_999), Arm::Canary);
+    }
+
+    #[test]
+    fn the_holdout_is_the_top_buckets_and_control_whenever_the_model_decides() {
+        // A 5 % holdout: buckets 9,500..10,000.
+        for mode in [Mode::Canary, Mode::Full] {
+            assert_eq!(assign(mode, 100.0, 5.0, 9_500), Arm::Control, "{mode:?}");
+            assert_eq!(assign(mode, 100.0, 5.0, 9_999), Arm::Control, "{mode:?}");
+        }
+        assert_eq!(assign(Mode::Canary, 100.0, 5.0, 9_499), Arm::Canary);
+        assert_eq!(assign(Mode::Full, 0.0, 5.0, 9_499), Arm::Full);
+        assert_eq!(assign(Mode::Shadow, 100.0, 5.0, 9_999), Arm::Shadow);
+        assert_eq!(assign(Mode::Off, 100.0, 5.0, 9_999), Arm::Off);
+    }
+
+    fn in_force(mode: Mode, canary_percent: f64, holdout_percent: f64) -> InForce {
+        InForce {
+            mode,
+            canary_percent,
+            source: Source::Policy,
+            holdout_percent,
+            kill_switch: false,
+        }
+    }
+
+    #[test]
+    fn a_full_rollout_is_compared_with_its_holdout_and_without_one_with_nothing() {
+        let cases = [
+            (Mode::Shadow, 50.0, 5.0, Comparison::NoModelArm),
+            (Mode::Canary, 0.0, 5.0, Comparison::NoModelArm),
+            (Mode::Canary, 50.0, 0.0, Comparison::ModelArm(Arm::Canary)),
+            (Mode::Canary, 100.0, 5.0, Comparison::ModelArm(Arm::Canary)),
+            (Mode::Canary, 100.0, 0.0, Comparison::NoControl),
+            (Mode::Full, 0.0, 5.0, Comparison::ModelArm(Arm::Full)),
+            (Mode::Full, 0.0, 0.0, Comparison::NoControl),
+            (Mode::Full, 0.0, 100.0, Comparison::NoModelArm),
+        ];
+        for (mode, canary, holdout, expected) in cases {
+            assert_eq!(
+                in_force(mode, canary, holdout).comparison(),
+                expected,
+                "{mode:?} {canary} {holdout}"
+            );
+        }
     }
 
     #[test]
@@ -343,15 +456,49 @@ mod tests {
         assert!(with("{ mode: shadow, salt: s }", true).kill_switch);
     }
 
+    fn mode() -> impl Strategy<Value = Mode> {
+        prop_oneof![
+            Just(Mode::Off),
+            Just(Mode::Shadow),
+            Just(Mode::Canary),
+            Just(Mode::Full)
+        ]
+    }
+
     proptest! {
         /// Raising the percent only adds users to the canary.
         #[test]
-        fn raising_the_percent_only_adds_users(user in "[a-z0-9_]{1,20}", low in 0.0f64..100.0, raise in 0.0f64..100.0) {
+        fn raising_the_percent_only_adds_users(user in "[a-z0-9_]{1,20}", low in 0.0f64..100.0, raise in 0.0f64..100.0, holdout in 0.0f64..=100.0) {
             let high = (low + raise).min(100.0);
             let b = bucket("salt", &user);
-            if assign(Mode::Canary, low, b) == Arm::Canary {
-                prop_assert_eq!(assign(Mode::Canary, high, b), Arm::Canary);
+            if assign(Mode::Canary, low, holdout, b) == Arm::Canary {
+                prop_assert_eq!(assign(Mode::Canary, high, holdout, b), Arm::Canary);
             }
+        }
+
+        /// A user in the holdout is never in the model arm, whatever the mode and percent.
+        #[test]
+        fn the_holdout_never_gets_the_model(user in "[a-z0-9_]{1,20}", mode in mode(), canary in 0.0f64..=100.0, holdout in 0.0f64..=100.0) {
+            let b = bucket("salt", &user);
+            if b >= holdout_start(holdout) {
+                prop_assert!(!assign(mode, canary, holdout, b).model_decides());
+            }
+        }
+
+        /// The comparison says what the buckets hold: no model arm when no bucket is in
+        /// it, no control when every bucket is, else the model arm every model bucket has.
+        #[test]
+        fn the_comparison_agrees_with_the_buckets(mode in mode(), canary in prop_oneof![Just(0.0), Just(100.0), 0.0f64..=100.0], holdout in prop_oneof![Just(0.0), Just(100.0), 0.0f64..=100.0]) {
+            let arms: std::collections::HashSet<Arm> =
+                (0..BUCKETS).map(|b| assign(mode, canary, holdout, b)).collect();
+            let model: Vec<Arm> = arms.iter().copied().filter(|a| a.model_decides()).collect();
+            let expected = match (model.as_slice(), arms.contains(&Arm::Control)) {
+                ([], _) => Comparison::NoModelArm,
+                (_, false) => Comparison::NoControl,
+                ([arm], true) => Comparison::ModelArm(*arm),
+                (several, true) => panic!("several model arms: {several:?}"),
+            };
+            prop_assert_eq!(in_force(mode, canary, holdout).comparison(), expected);
         }
     }
 }

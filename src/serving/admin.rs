@@ -18,7 +18,7 @@ use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object};
 use super::error::{ApiError, ErrorBody};
 use crate::ingest::wire::ExpectedToken;
 use crate::policy::Mode;
-use crate::rollout::{InForce, KillSwitchFlag, RolloutFlag, Source};
+use crate::rollout::{Comparison, InForce, KillSwitchFlag, RolloutFlag, Source};
 
 /// Whether the request carries `Authorization: Bearer <expected>` (the scheme's name in
 /// any case, as RFC 7235 has it).
@@ -105,6 +105,14 @@ pub struct RolloutView {
     pub mode: Mode,
     /// Canary percent in force.
     pub canary_percent: f64,
+    /// The holdout's percent (the policy file's): users the model never decides for, the
+    /// control of a full rollout.
+    pub holdout_percent: f64,
+    /// What the guardrails compare with control: the model arm (`canary` or `full`), or
+    /// `no_model_arm` (the model decides for nobody) or `no_control` (it decides for
+    /// everyone, and nothing guards it: a canary of 100 % or full mode without a holdout).
+    #[schema(value_type = String, example = "canary")]
+    pub guardrails_compare: Comparison,
     /// Whether mode and percent come from the runtime flag or the policy file, or the
     /// flags are unread (`unread`: their store has been down since start).
     pub source: Source,
@@ -143,6 +151,8 @@ pub(super) fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
     Ok(RolloutView {
         mode: in_force.mode,
         canary_percent: in_force.canary_percent,
+        holdout_percent: in_force.holdout_percent,
+        guardrails_compare: in_force.comparison(),
         source: in_force.source,
         salt: policy.rollout.salt.clone(),
         kill_switch: in_force.kill_switch,

@@ -24,6 +24,7 @@ use super::ApiContext;
 use super::admin::rollout_view;
 use super::error::ApiError;
 use crate::control::{guardrail, kpi, tick};
+use crate::rollout::Comparison;
 
 /// Controller steps shown.
 const STEPS: i64 = 14;
@@ -224,7 +225,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
     );
 
     let mut text = format!(
-        "mode {} at {}% (from the {}), kill switch {}\npolicy {}, salt {}\n",
+        "mode {} at {}% (from the {}), holdout {}%, kill switch {}\npolicy {}, salt {}\n",
         rollout.mode.as_str(),
         rollout.canary_percent,
         match rollout.source {
@@ -232,6 +233,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
             crate::rollout::Source::Policy => "policy file",
             crate::rollout::Source::Unread => "policy file, held at shadow: flags unreadable",
         },
+        rollout.holdout_percent,
         if rollout.kill_switch { "ON" } else { "off" },
         rollout.policy.version,
         rollout.salt,
@@ -277,10 +279,18 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
     }
     section(&mut out, "Controller (latest steps first)", &text);
 
+    let compared = match rollout.guardrails_compare {
+        Comparison::NoModelArm => "nothing to check: the model decides for nobody".to_owned(),
+        Comparison::NoControl => "NOT GUARDED: the model decides for every user and no \
+                                  control is left to compare with (set \
+                                  rollout.holdout_percent to keep one)"
+            .to_owned(),
+        Comparison::ModelArm(arm) => format!("{} compared with control", arm.as_str()),
+    };
     let mut text = match &checks {
-        None => "no guardrail check yet".to_owned(),
+        None => format!("{compared}\nno guardrail check yet\n"),
         Some(tick::LatestChecks { at, checks }) => format!(
-            "checked at {}\n{}",
+            "{compared}\nlatest check at {}\n{}",
             at.to_rfc3339(),
             guardrail::lines(checks)
         ),

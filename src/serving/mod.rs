@@ -45,7 +45,7 @@ use crate::control::tick::{
     self, ControlError, ControllerReport, GuardrailReport, Stored, TickReport, TickRun,
 };
 use crate::policy::{Mode, Policy};
-use crate::rollout::{Flags, InForce};
+use crate::rollout::{Comparison, Flags, InForce};
 use crate::store::flags::FlagStore;
 use crate::store::quota::{self, QuotaStore};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -324,24 +324,28 @@ impl ApiContext {
         }
     }
 
-    /// Sets the guardrail gauges from the latest stored checks when a canary and its
-    /// guardrails are in force (else clears them): at start, so that an alert on them need not wait up to
-    /// `guardrails.interval` for the next check, and at a tick between checks, whose
-    /// latest may be another replica's.
+    /// Sets the guardrail gauges from the latest stored checks when a model arm, its
+    /// control and its guardrails are in force (else clears them): at start, so that an
+    /// alert on them need not wait up to `guardrails.interval` for the next check, and at
+    /// a tick between checks, whose latest may be another replica's.
     async fn publish_stored_guardrails(&self) -> Result<(), sqlx::Error> {
         let Some(loaded) = self.loaded.load_full() else {
             return Ok(());
         };
-        if self.in_force(&loaded.policy).mode != Mode::Canary || !loaded.policy.guardrails.enabled {
-            publish_guardrails(&loaded.policy, Guardrails::NotInForce);
+        let policy = &loaded.policy;
+        if !policy.guardrails.enabled {
+            publish_guardrails(policy, Guardrails::NotInForce);
             return Ok(());
         }
-        match tick::latest_checks(&self.pool).await? {
-            Some(latest) => publish_guardrails(
-                &loaded.policy,
-                Guardrails::Checked(latest.at, &latest.checks),
-            ),
-            None => publish_guardrails(&loaded.policy, Guardrails::NeverChecked),
+        match self.in_force(policy).comparison() {
+            Comparison::NoModelArm => publish_guardrails(policy, Guardrails::NotInForce),
+            Comparison::NoControl => publish_guardrails(policy, Guardrails::Unchecked),
+            Comparison::ModelArm(_) => match tick::latest_checks(&self.pool).await? {
+                Some(latest) => {
+                    publish_guardrails(policy, Guardrails::Checked(latest.at, &latest.checks));
+                }
+                None => publish_guardrails(policy, Guardrails::Unchecked),
+            },
         }
         Ok(())
     }
@@ -365,18 +369,12 @@ impl ApiContext {
     ) -> Result<TickReport, ApiError> {
         let loaded = self.current()?;
         let in_force = self.in_force(&loaded.policy);
-        let report = tick::tick(
-            &self.pool,
-            &self.flag_store,
-            &loaded.policy,
-            (in_force.mode, in_force.canary_percent),
-            at,
-        )
-        .await
-        .map_err(|e: ControlError| {
-            metrics::counter!(telemetry::CONTROL_ERRORS).increment(1);
-            ApiError::Unavailable(e.to_string())
-        })?;
+        let report = tick::tick(&self.pool, &self.flag_store, &loaded.policy, &in_force, at)
+            .await
+            .map_err(|e: ControlError| {
+                metrics::counter!(telemetry::CONTROL_ERRORS).increment(1);
+                ApiError::Unavailable(e.to_string())
+            })?;
         if let TickReport::Ran(run) = &report {
             let TickRun {
                 at,
@@ -390,8 +388,11 @@ impl ApiContext {
                 GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } => {
                     publish_guardrails(&loaded.policy, Guardrails::Checked(*at, checks));
                 }
-                GuardrailReport::NotCanary | GuardrailReport::Disabled => {
+                GuardrailReport::NoModelArm | GuardrailReport::Disabled => {
                     publish_guardrails(&loaded.policy, Guardrails::NotInForce);
+                }
+                GuardrailReport::NoControl => {
+                    publish_guardrails(&loaded.policy, Guardrails::Unchecked);
                 }
                 // The check in force may be another replica's: show it here too, so the
                 // replicas' gauges agree and none keeps an older check's z.
@@ -806,9 +807,11 @@ pub async fn run_on(
 enum Guardrails<'a> {
     /// The checks in force, made at a time.
     Checked(chrono::DateTime<chrono::Utc>, &'a [guardrail::Check]),
-    /// A canary is in force and no check was ever made: an alert on the check's age fires.
-    NeverChecked,
-    /// No guardrail is in force (the rollout is not a canary, or guardrails are off): no
+    /// A model arm is in force with its guardrails on, and no check is: none was ever
+    /// made, or there is no control to check against (the model decides for everyone).
+    /// Every z is NaN and the check time 0, so an alert on the check's age fires.
+    Unchecked,
+    /// No guardrail is in force (the model decides for nobody, or guardrails are off): no
     /// guardrail is breached and every z is NaN, so an alert on a z left from before a
     /// rollback does not linger.
     NotInForce,
@@ -824,16 +827,22 @@ fn publish_guardrails(policy: &Policy, guardrails: Guardrails<'_>) {
             .set(f64::from(u8::from(breached)));
         metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
     };
+    let clear = || {
+        guardrail::Metric::ALL
+            .into_iter()
+            .for_each(|m| set(m, false, None));
+    };
     let checked_at = match guardrails {
         Guardrails::Checked(at, checks) => {
             checks.iter().for_each(|c| set(c.metric, c.breached, c.z));
             at.timestamp() as f64
         }
-        Guardrails::NeverChecked => 0.0,
+        Guardrails::Unchecked => {
+            clear();
+            0.0
+        }
         Guardrails::NotInForce => {
-            guardrail::Metric::ALL
-                .into_iter()
-                .for_each(|m| set(m, false, None));
+            clear();
             f64::NAN
         }
     };
@@ -861,6 +870,7 @@ mod tests {
     fn check(metric: Metric, z: Option<f64>, breached: bool) -> Check {
         Check {
             metric,
+            arm: crate::rollout::Arm::Canary,
             canary: Proportion {
                 successes: 60,
                 trials: 400,
@@ -905,32 +915,31 @@ mod tests {
     }
 
     #[test]
-    fn without_a_guardrail_in_force_no_gauge_says_breached_and_every_z_is_nan() {
-        // The breach that rolled the canary back, then a tick with no canary in force.
-        let text = published(|policy| {
-            let breach = [check(Metric::OptOutRate, Some(5.25), true)];
-            let at = "2026-03-02T12:00:00Z".parse().unwrap();
-            super::publish_guardrails(policy, super::Guardrails::Checked(at, &breach));
-            super::publish_guardrails(policy, super::Guardrails::NotInForce);
-        });
-        for metric in Metric::ALL.map(Metric::as_str) {
-            for line in [
-                format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
-                format!("nudge_guardrail_z{{metric=\"{metric}\"}} NaN"),
-            ] {
-                assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+    fn without_a_check_in_force_no_gauge_says_breached_and_every_z_is_nan() {
+        // The breach that rolled the canary back, then a tick with no model arm in force
+        // (no check time), or with one and no check (checked at the epoch, so the alert on
+        // the check's age fires).
+        for (then, checked_at) in [
+            (super::Guardrails::NotInForce, "NaN"),
+            (super::Guardrails::Unchecked, "0"),
+        ] {
+            let text = published(|policy| {
+                let breach = [check(Metric::OptOutRate, Some(5.25), true)];
+                let at = "2026-03-02T12:00:00Z".parse().unwrap();
+                super::publish_guardrails(policy, super::Guardrails::Checked(at, &breach));
+                super::publish_guardrails(policy, then);
+            });
+            for metric in Metric::ALL.map(Metric::as_str) {
+                for line in [
+                    format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
+                    format!("nudge_guardrail_z{{metric=\"{metric}\"}} NaN"),
+                ] {
+                    assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+                }
             }
+            let line = format!("nudge_guardrail_checked_at_seconds {checked_at}");
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
         }
-        let no_check = "nudge_guardrail_checked_at_seconds NaN";
-        assert!(text.lines().any(|l| l == no_check), "{text}");
-    }
-
-    #[test]
-    fn a_canary_never_checked_reads_as_checked_at_the_epoch() {
-        let text =
-            published(|policy| super::publish_guardrails(policy, super::Guardrails::NeverChecked));
-        let line = "nudge_guardrail_checked_at_seconds 0";
-        assert!(text.lines().any(|l| l == line), "{line} not in {text}");
     }
 
     #[test]

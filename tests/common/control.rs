@@ -54,10 +54,15 @@ pub async fn instance_with(
 }
 
 pub async fn setup(controller: &str) -> (TestDb, TempDir, Instance) {
+    setup_policy(&policy_text(controller)).await
+}
+
+/// A migrated database, a ranker and `policy`, and an instance over them.
+pub async fn setup_policy(policy: &str) -> (TestDb, TempDir, Instance) {
     let db = TestDb::migrated().await;
     let dir = TempDir::new();
     write_ranker(&dir.0.join("models"), "v1");
-    std::fs::write(dir.0.join("policy.yaml"), policy_text(controller)).unwrap();
+    std::fs::write(dir.0.join("policy.yaml"), policy).unwrap();
     let one = instance(&db, &dir.0).await;
     (db, dir, one)
 }
