@@ -76,7 +76,7 @@ impl Metric {
     }
 
     /// The metric's margin in `settings`; `None` when that guardrail is off.
-    fn margin(self, settings: &Guardrails) -> Option<f64> {
+    pub fn margin(self, settings: &Guardrails) -> Option<f64> {
         match self {
             Metric::OptOutRate => settings.opt_out_rate,
             Metric::D7Retention => settings.d7_retention,
@@ -252,6 +252,55 @@ pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f
 /// `settings.confidence`.
 pub fn critical_z(settings: &Guardrails) -> f64 {
     Normal::standard().inverse_cdf(settings.confidence)
+}
+
+/// Two arms of a simulated check: the control's rate, the canary's harm (how much worse
+/// its rate is, in the metric's bad direction) and each arm's trials.
+#[derive(Debug, Clone, Copy)]
+pub struct Arms {
+    /// The control's rate.
+    pub control_rate: f64,
+    /// How much worse the canary's rate is (0: equal arms).
+    pub harm: f64,
+    /// Trials per arm.
+    pub trials: u64,
+}
+
+/// The share of `draws` simulated checks of `metric` (margin `margin`, breaching at
+/// `critical`) that breach, each arm's successes drawn from its binomial, seeded by
+/// `seed`: the test's operating characteristic. Its size is the rate at a harm of exactly
+/// the margin, its false alarms the rate between equal arms, its power any larger harm's.
+pub fn breach_rate(
+    metric: Metric,
+    margin: f64,
+    critical: f64,
+    arms: Arms,
+    draws: u32,
+    seed: u64,
+) -> f64 {
+    use rand::SeedableRng;
+    use rand_distr::{Binomial, Distribution};
+    let canary_rate = if metric.higher_is_worse() {
+        arms.control_rate + arms.harm
+    } else {
+        arms.control_rate - arms.harm
+    };
+    let binomial = |rate: f64| Binomial::new(arms.trials, rate.clamp(0.0, 1.0));
+    let (Ok(canary), Ok(control)) = (binomial(canary_rate), binomial(arms.control_rate)) else {
+        return f64::NAN;
+    };
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let breaches = (0..draws)
+        .filter(|_| {
+            let mut draw = |arm: &Binomial| Proportion {
+                successes: arm.sample(&mut rng),
+                trials: arms.trials,
+            };
+            let (a, b) = (draw(&canary), draw(&control));
+            harm_z(metric, a, b, margin).is_some_and(|z| z >= critical)
+        })
+        .count();
+    breaches as f64 / f64::from(draws)
 }
 
 /// Checks every configured guardrail of the model arm `arm`'s evidence `canary` against
@@ -531,6 +580,52 @@ mod tests {
             &check_arms(&settings, &canary, &control),
             Metric::Roi
         ));
+    }
+
+    /// The shipped policy's margins, every guardrail on.
+    fn settings_of_every_metric() -> Guardrails {
+        Guardrails {
+            send_rate: Some(0.10),
+            roi: Some(0.05),
+            ..settings()
+        }
+    }
+
+    /// `breach_rate` under the test settings' confidence and the metric's margin.
+    fn breach_rate_at(metric: Metric, control_rate: f64, harm: f64, n: u64) -> f64 {
+        let margin = metric.margin(&settings_of_every_metric()).unwrap();
+        let arms = Arms {
+            control_rate,
+            harm,
+            trials: n,
+        };
+        breach_rate(metric, margin, critical_z(&settings()), arms, 20_000, 7)
+    }
+
+    #[test]
+    fn a_harm_of_exactly_the_margin_breaches_about_one_check_in_a_hundred_and_none_rarely() {
+        // The policy asks 99 % confidence: a canary exactly at the margin should breach at
+        // most about 1 % of checks (the z-test is approximate at these sizes: allow half a
+        // point), and equal arms far less, so a healthy canary is not rolled back by chance.
+        // Rates and sizes as in the demo's checks; rare events at 200 users and more.
+        let cases = [
+            (Metric::OptOutRate, 0.03, 1_000),
+            (Metric::OptOutRate, 0.01, 200),
+            (Metric::CrashRate, 0.003, 1_000),
+            (Metric::D7Retention, 0.20, 200),
+            (Metric::Roi, 0.15, 200),
+            (Metric::SendRate, 0.50, 200),
+        ];
+        for (metric, rate, n) in cases {
+            let margin = metric.margin(&settings_of_every_metric()).unwrap();
+            let at_margin = breach_rate_at(metric, rate, margin, n);
+            assert!(at_margin <= 0.015, "{metric:?} {rate} {n}: {at_margin}");
+            let equal = breach_rate_at(metric, rate, 0.0, n);
+            assert!(equal <= 0.0025, "{metric:?} {rate} {n}: {equal}");
+        }
+        // A clear harm, opt-outs from 3 % to 8 % at 1,000 users, is caught almost always.
+        let clear = breach_rate_at(Metric::OptOutRate, 0.03, 0.05, 1_000);
+        assert!(clear >= 0.9, "{clear}");
     }
 
     proptest! {

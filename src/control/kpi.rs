@@ -578,7 +578,7 @@ pub fn seeds_table(runs: &[(u64, Lifts)]) -> String {
     if let Some(mean) = Lifts::mean(&all) {
         out.push_str(&row("mean", &mean));
         if let Some((d7, spu)) = mean.d7.zip(mean.sends_per_user) {
-            out.push_str(&goal_verdict(d7, spu));
+            out.push_str(&goal_verdict("canary", d7, spu));
         }
     }
     out
@@ -633,11 +633,11 @@ fn crash_free_lines(arms: &[ArmKpis]) -> String {
 /// share), at no more sends per user.
 pub const GOAL_D7_LIFT: f64 = 0.03;
 
-/// Whether canary − control shows the rollout's goal met, given its D7 retention and its
-/// sends per user, each with its 95 % half-width. Met only when both hold at 95 %: the D7
-/// lift's interval above [`GOAL_D7_LIFT`] and the sends' below zero. Otherwise the line
-/// says where each part stands.
-pub fn goal_verdict(d7: (f64, f64), sends_per_user: (f64, f64)) -> String {
+/// Whether the model arm `arm` − control shows the rollout's goal met, given its D7
+/// retention and its sends per user, each with its 95 % half-width. Met only when both
+/// hold at 95 %: the D7 lift's interval above [`GOAL_D7_LIFT`] and the sends' below zero.
+/// Otherwise the line says where each part stands.
+pub fn goal_verdict(arm: &str, d7: (f64, f64), sends_per_user: (f64, f64)) -> String {
     let goal = 100.0 * GOAL_D7_LIFT;
     let (lift, half) = d7;
     let (d7_shown, d7_text) = if lift - half >= GOAL_D7_LIFT {
@@ -670,7 +670,7 @@ pub fn goal_verdict(d7: (f64, f64), sends_per_user: (f64, f64)) -> String {
         "not shown"
     };
     format!(
-        "goal (canary D7 ≥ control + {goal:.0} points at no more sends/user): {verdict} at 95 % — \
+        "goal ({arm} D7 ≥ control + {goal:.0} points at no more sends/user): {verdict} at 95 % — \
          {d7_text}; {sends_text}\n"
     )
 }
@@ -707,7 +707,7 @@ pub fn table(arms: &[ArmKpis]) -> String {
             sends(lifts.sends_per_user),
         ));
         if let Some((d7, spu)) = lifts.d7.zip(lifts.sends_per_user) {
-            out.push_str(&goal_verdict(d7, spu));
+            out.push_str(&goal_verdict(&model.arm, d7, spu));
         }
     }
     out.push_str(&crash_free_lines(arms));
@@ -764,10 +764,10 @@ mod tests {
     #[test]
     fn the_goal_is_met_only_when_both_parts_hold_at_95_percent() {
         let fewer = (-11.15, 0.27);
-        let met = goal_verdict((0.05, 0.015), fewer);
+        let met = goal_verdict("canary", (0.05, 0.015), fewer);
         assert!(met.contains(": met at 95 %"), "{met}");
         // The demo's seed 7: +2.8 ± 3.6 points.
-        let short = goal_verdict((0.028, 0.036), fewer);
+        let short = goal_verdict("canary", (0.028, 0.036), fewer);
         assert!(short.contains(": not shown at 95 %"), "{short}");
         assert!(
             short.contains("D7 lift below +3 points at its estimate"),
@@ -777,17 +777,17 @@ mod tests {
             short.contains("; no more sends/user than control\n"),
             "{short}"
         );
-        let noisy = goal_verdict((0.04, 0.02), fewer);
+        let noisy = goal_verdict("canary", (0.04, 0.02), fewer);
         assert!(noisy.contains("not shown"), "{noisy}");
         assert!(noisy.contains("not beyond its interval"), "{noisy}");
         // Retention bought with more sends is not the goal.
-        let more = goal_verdict((0.05, 0.015), (0.5, 0.2));
+        let more = goal_verdict("canary", (0.05, 0.015), (0.5, 0.2));
         assert!(more.contains("not shown"), "{more}");
         assert!(
             more.contains("more sends/user than control at its estimate"),
             "{more}"
         );
-        let within = goal_verdict((0.05, 0.015), (-0.1, 0.2));
+        let within = goal_verdict("canary", (0.05, 0.015), (-0.1, 0.2));
         assert!(within.contains("not shown"), "{within}");
     }
 
@@ -900,9 +900,14 @@ mod tests {
 
     #[test]
     fn a_full_rollout_is_compared_with_its_holdout_and_a_canary_first() {
-        let mut full = thousand_users("full");
+        let d7_known = |arm| ArmKpis {
+            d7_users: 1_000,
+            retained_d7: 200,
+            ..thousand_users(arm)
+        };
+        let mut full = d7_known("full");
         full.opted_out = 30;
-        let arms = [full, thousand_users("control")];
+        let arms = [full, d7_known("control")];
         assert_eq!(
             compared(&arms).map(|(m, k)| (m.arm.as_str(), k.arm.as_str())),
             Some(("full", "control"))
@@ -910,10 +915,11 @@ mod tests {
         let text = table(&arms);
         assert!(
             text.contains(
-                "full − control: D7 retention n/a, ROI +0.0 ± 2.7 points, opt-out +2.0 ± 1.2 points"
+                "full − control: D7 retention +0.0 ± 3.5 points, ROI +0.0 ± 2.7 points, opt-out +2.0 ± 1.2 points"
             ),
             "{text}"
         );
+        assert!(text.contains("goal (full D7 ≥ control"), "{text}");
         let with_canary = [thousand_users("canary"), arms[0].clone(), arms[1].clone()];
         assert_eq!(
             compared(&with_canary).map(|(m, _)| m.arm.as_str()),
