@@ -3,13 +3,18 @@
 //! breach (`guardrail::breach_rate`, 200,000 draws each): between equal arms (a false
 //! alarm: a healthy canary rolled back), at a harm of exactly the margin (the test's
 //! size, at most 1 − confidence by design) and at twice and four times the margin (its
-//! power: how soon a harmful canary is caught).
+//! power: how soon a harmful canary is caught); then the harm such a check catches with
+//! 80 % power (`guardrail::detectable_harm`, as the dashboard shows it) and the simulated
+//! share of checks that breach at it.
 //!
 //!   cargo run --release --example guardrail_size -- [--policy policy/policy.yaml]
 
 use clap::Parser;
-use nudge::control::guardrail::{Arms, Metric, breach_rate, critical_z};
+use nudge::control::guardrail::{
+    Arms, Check, Metric, Proportion, breach_rate, critical_z, detectable_harm,
+};
 use nudge::policy::Policy;
+use nudge::rollout::Arm;
 
 /// The rate each guardrail's control arm has in the demo's last checks (seed 7).
 fn demo_rate(metric: Metric) -> f64 {
@@ -42,8 +47,17 @@ fn main() -> anyhow::Result<()> {
         settings.confidence
     );
     println!(
-        "{:<13} {:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "guardrail", "rate", "margin", "n/arm", "equal", "margin", "2×", "4×"
+        "{:<13} {:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>12} {:>9}",
+        "guardrail",
+        "rate",
+        "margin",
+        "n/arm",
+        "equal",
+        "margin",
+        "2×",
+        "4×",
+        "80 % power",
+        "at it"
     );
     for metric in Metric::ALL {
         let Some(margin) = metric.margin(settings) else {
@@ -59,8 +73,24 @@ fn main() -> anyhow::Result<()> {
                 };
                 100.0 * breach_rate(metric, margin, critical, arms, args.draws, 7)
             };
+            // A check that saw the control's rate in both arms.
+            let seen = Proportion {
+                successes: (control_rate * trials as f64).round() as u64,
+                trials,
+            };
+            let check = Check {
+                metric,
+                arm: Arm::Canary,
+                canary: seen,
+                control: seen,
+                margin,
+                z: None,
+                breached: false,
+                weighed: None,
+            };
+            let detectable = detectable_harm(&check, critical).unwrap_or(f64::NAN);
             println!(
-                "{:<13} {:>6.3} {:>6.3} {:>7} {:>8.3}% {:>8.3}% {:>8.1}% {:>8.1}%",
+                "{:<13} {:>6.3} {:>6.3} {:>7} {:>8.3}% {:>8.3}% {:>8.1}% {:>8.1}% {:>9.2} pt {:>8.1}%",
                 metric.as_str(),
                 control_rate,
                 margin,
@@ -69,6 +99,8 @@ fn main() -> anyhow::Result<()> {
                 rate(margin),
                 rate(2.0 * margin),
                 rate(4.0 * margin),
+                100.0 * detectable,
+                rate(detectable),
             );
         }
     }

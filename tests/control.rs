@@ -911,6 +911,16 @@ async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_k
         page.contains("BREACHED opt_out_rate canary 15.00% of 400 vs control 1.00% of 400"),
         "{page}"
     );
+    // And what a check of 400 users per arm can see at all: with 1 % of control opting
+    // out, a margin of 1 point plus 3.17 standard errors at the harm itself.
+    let breach_line = page
+        .lines()
+        .find(|l| l.starts_with("BREACHED opt_out_rate"))
+        .unwrap();
+    assert!(
+        breach_line.ends_with("; 80 % power at a harm of 5.29 points"),
+        "{breach_line}"
+    );
     assert!(
         page.contains("held_small_sample") || page.contains("stepped"),
         "{page}"

@@ -215,13 +215,49 @@ impl std::fmt::Display for Check {
     }
 }
 
-/// One line per check, `BREACHED` or `ok` before it.
-pub fn lines(checks: &[Check]) -> String {
+/// One line per check, `BREACHED` or `ok` before it and, after it, the harm a check of
+/// its sizes catches with 80 % power when breaching at `critical` ([`detectable_harm`]).
+pub fn lines(checks: &[Check], critical: f64) -> String {
     checks.iter().fold(String::new(), |mut out, c| {
         let verdict = if c.breached { "BREACHED" } else { "ok      " };
-        out.push_str(&format!("{verdict} {c}\n"));
+        let power = detectable_harm(c, critical).map_or_else(String::new, |h| {
+            format!("; 80 % power at a harm of {:.2} points", 100.0 * h)
+        });
+        out.push_str(&format!("{verdict} {c}{power}\n"));
         out
     })
+}
+
+/// The standard normal quantile of 80 %: the z a harm must clear beyond the critical one
+/// to be caught four times in five.
+const Z_POWER_80: f64 = 0.841_621_233_572_914_3;
+
+/// The harm (how much worse the canary's rate is than the control's, a share) that a
+/// check with `check`'s trials catches with 80 % power when breaching at `critical`: the
+/// margin plus (critical + z₀.₈) standard errors of the difference, each arm's variance at
+/// its rate under that harm. `None` without trials in both arms. An ok check with a large
+/// detectable harm says the arms are too small to see a smaller one.
+pub fn detectable_harm(check: &Check, critical: f64) -> Option<f64> {
+    let (n1, n2) = (check.canary.trials as f64, check.control.trials as f64);
+    if n1 == 0.0 || n2 == 0.0 {
+        return None;
+    }
+    // The control's rate kept off 0 and 1 (Agresti–Caffo), so a rare event has a spread.
+    let control = (check.control.successes as f64 + 1.0) / (n2 + 2.0);
+    let sign = if check.metric.higher_is_worse() {
+        1.0
+    } else {
+        -1.0
+    };
+    let variance = |p: f64| p * (1.0 - p);
+    // The canary's rate depends on the harm sought: a few fixed-point steps settle it.
+    let mut harm = check.margin;
+    for _ in 0..8 {
+        let canary = (control + sign * harm).clamp(0.0, 1.0);
+        let se = (variance(canary) / n1 + variance(control) / n2).sqrt();
+        harm = check.margin + (critical + Z_POWER_80) * se;
+    }
+    Some(harm)
 }
 
 /// The z statistic of "the canary's harm exceeds `margin`" (one-sided, unpooled SE).
@@ -626,6 +662,44 @@ mod tests {
         // A clear harm, opt-outs from 3 % to 8 % at 1,000 users, is caught almost always.
         let clear = breach_rate_at(Metric::OptOutRate, 0.03, 0.05, 1_000);
         assert!(clear >= 0.9, "{clear}");
+    }
+
+    #[test]
+    fn a_check_catches_its_detectable_harm_about_four_times_in_five() {
+        let critical = critical_z(&settings());
+        for (metric, rate, n) in [
+            (Metric::OptOutRate, 0.03, 1_000),
+            (Metric::CrashRate, 0.003, 1_000),
+            (Metric::D7Retention, 0.20, 200),
+            (Metric::Roi, 0.15, 1_000),
+            (Metric::SendRate, 0.50, 200),
+        ] {
+            let margin = metric.margin(&settings_of_every_metric()).unwrap();
+            let observed = (rate * n as f64).round() as u64;
+            let check = Check {
+                metric,
+                arm: Arm::Canary,
+                canary: Proportion {
+                    successes: observed,
+                    trials: n,
+                },
+                control: Proportion {
+                    successes: observed,
+                    trials: n,
+                },
+                margin,
+                z: None,
+                breached: false,
+                weighed: None,
+            };
+            let harm = detectable_harm(&check, critical).unwrap();
+            assert!(harm > margin, "{metric:?}: {harm}");
+            let power = breach_rate_at(metric, rate, harm, n);
+            assert!(
+                (0.72..=0.88).contains(&power),
+                "{metric:?} at {harm}: {power}"
+            );
+        }
     }
 
     proptest! {

@@ -292,7 +292,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
         Some(tick::LatestChecks { at, checks }) => format!(
             "{compared}\nlatest check at {}\n{}",
             at.to_rfc3339(),
-            guardrail::lines(checks)
+            guardrail::lines(checks, guardrail::critical_z(&policy.guardrails))
         ),
     };
     if !recent_z.is_empty() {
