@@ -5,16 +5,20 @@
 //! size, at most 1 − confidence by design) and at twice and four times the margin (its
 //! power: how soon a harmful canary is caught); then the harm such a check catches with
 //! 80 % power (`guardrail::detectable_harm`, as the dashboard shows it) and the simulated
-//! share of checks that breach at it.
+//! share of checks that breach at it. Last, a healthy canary's whole life: new users
+//! every day in both arms alike, a check each day of the last `window` days, and the share
+//! of canaries rolled back by chance within four weeks.
 //!
 //!   cargo run --release --example guardrail_size -- [--policy policy/policy.yaml]
 
 use clap::Parser;
 use nudge::control::guardrail::{
-    Arms, Check, Metric, Proportion, breach_rate, critical_z, detectable_harm,
+    Arms, Check, Metric, Proportion, breach_rate, critical_z, detectable_harm, harm_z,
 };
 use nudge::policy::Policy;
 use nudge::rollout::Arm;
+use rand::SeedableRng;
+use rand_distr::{Binomial, Distribution};
 
 /// The rate each guardrail's control arm has in the demo's last checks (seed 7).
 fn demo_rate(metric: Metric) -> f64 {
@@ -104,5 +108,74 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    println!(
+        "\nequal arms for {LIFE_DAYS} days, each day's new trials Binomial at the rate, a check a \
+         day of the last {WINDOW_DAYS} days' trials: share of canaries ever rolled back"
+    );
+    println!(
+        "{:<13} {:>6} {:>10} {:>12}",
+        "guardrail", "rate", "n/window", "rolled back"
+    );
+    for metric in Metric::ALL {
+        let Some(margin) = metric.margin(settings) else {
+            continue;
+        };
+        for per_window in [200, 1_000, 5_000] {
+            let share = lifetime_false_rollbacks(
+                metric,
+                (margin, critical, settings.min_samples),
+                demo_rate(metric),
+                per_window,
+                args.draws / 10,
+            );
+            println!(
+                "{:<13} {:>6.3} {:>10} {:>11.3}%",
+                metric.as_str(),
+                demo_rate(metric),
+                per_window,
+                100.0 * share
+            );
+        }
+    }
     Ok(())
+}
+
+/// Days a canary runs in the lifetime simulation.
+const LIFE_DAYS: usize = 28;
+/// Days a check reads, as `guardrails.window`'s default.
+const WINDOW_DAYS: usize = 7;
+
+/// The share of `runs` healthy canaries (both arms at `rate`, `per_window` trials per arm
+/// in any `WINDOW_DAYS` days) that a daily check breaches at least once within
+/// `LIFE_DAYS`, a check testing only once both arms have `min_samples` trials. Checks an
+/// hour apart read nearly the same window, so a check a day is the independent part of
+/// the hourly ones.
+fn lifetime_false_rollbacks(
+    metric: Metric,
+    (margin, critical, min_samples): (f64, f64, u64),
+    rate: f64,
+    per_window: u64,
+    runs: u32,
+) -> f64 {
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+    let per_day = per_window.div_ceil(WINDOW_DAYS as u64);
+    let Ok(day) = Binomial::new(per_day, rate) else {
+        return f64::NAN;
+    };
+    let rolled_back = (0..runs)
+        .filter(|_| {
+            let mut days: Vec<(u64, u64)> = Vec::with_capacity(LIFE_DAYS);
+            (0..LIFE_DAYS).any(|d| {
+                days.push((day.sample(&mut rng), day.sample(&mut rng)));
+                let window = &days[(d + 1).saturating_sub(WINDOW_DAYS)..];
+                let trials = per_day * window.len() as u64;
+                let (canary, control) = window.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+                let arm = |successes| Proportion { successes, trials };
+                trials >= min_samples
+                    && harm_z(metric, arm(canary), arm(control), margin)
+                        .is_some_and(|z| z >= critical)
+            })
+        })
+        .count();
+    rolled_back as f64 / f64::from(runs)
 }
