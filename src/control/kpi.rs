@@ -456,28 +456,29 @@ pub async fn report(
     observed: DateTime<Utc>,
 ) -> Result<Report, sqlx::Error> {
     let arms = arms(pool, from, to, observed).await?;
-    let model_arm = match compared(&arms) {
-        Some((model, _)) => model.arm.clone(),
-        None => {
-            return Ok(Report {
-                arms,
-                adjusted: None,
-            });
-        }
+    let adjusted = match compared(&arms) {
+        Some((model, _)) => adjusted_lift(pool, (from, to, observed), &model.arm).await?,
+        None => None,
     };
+    Ok(Report { arms, adjusted })
+}
+
+/// `model_arm` minus control's D7 lift, adjusted for the users' activity in the
+/// [`PRE_PERIOD_DAYS`] before the experiment started; `None` before any experiment.
+async fn adjusted_lift(
+    pool: &PgPool,
+    window: (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
+    model_arm: &str,
+) -> Result<Option<AdjustedLift>, sqlx::Error> {
     let Some(start) = experiment_start(pool).await? else {
-        return Ok(Report {
-            arms,
-            adjusted: None,
-        });
+        return Ok(None);
     };
     let pre = (start - TimeDelta::days(PRE_PERIOD_DAYS), start);
-    let sums = d7_pre_period(pool, (from, to, observed), pre).await?;
+    let sums = d7_pre_period(pool, window, pre).await?;
     let of = |name: &str| sums.iter().find(|(arm, _)| arm == name).map(|(_, s)| s);
-    let adjusted = of(&model_arm)
+    Ok(of(model_arm)
         .zip(of("control"))
-        .and_then(|(model, control)| adjusted_d7_lift(model, control));
-    Ok(Report { arms, adjusted })
+        .and_then(|(model, control)| adjusted_d7_lift(model, control)))
 }
 
 /// Canary minus control, each as an estimate with its 95 % half-width.

@@ -90,10 +90,10 @@ pub(crate) enum Command {
         models: ModelsDirArgs,
     },
     /// KPIs of nudge-serve's decisions per arm (sends per user, ROI, open rate, opt-out
-    /// rate, D7 retention, with 95 % intervals, and canary minus control, D7 also
-    /// adjusted for the users' activity in the 14 days before the experiment; whether
-    /// canary minus control shows the goal, D7 + 3 points at no more sends per user;
-    /// crash-free users once a crash is reported), from the
+    /// rate, D7 retention, with 95 % intervals, and canary minus control (or a full
+    /// rollout minus its holdout), D7 also adjusted for the users' activity in the 14 days
+    /// before the experiment; whether that difference shows the goal, D7 + 3 points at no
+    /// more sends per user; crash-free users once a crash is reported), from the
     /// decision log and the silver events; outcomes count once observed (up to the
     /// newest silver event). Decisions in [--from, --to), by default all of them. Then
     /// the logged /v1/churn scores of snapshots as of the same days (by default all)
