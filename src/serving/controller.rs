@@ -1,6 +1,9 @@
-//! `GET /admin/controller` (state, settings and history of the PI controller, and the
-//! last guardrail checks) and `POST /admin/controller/tick` (one tick of the control
-//! loop now, or at a given time when a simulation drives it).
+//! The control loop in the server: `GET /admin/controller` (state, settings and history
+//! of the PI controller, and the last guardrail checks), `POST /admin/controller/tick`
+//! (one tick of the control loop now, or at a given time when a simulation drives it),
+//! the ticks on the wall clock, the threshold in force and the guardrail gauges.
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -9,7 +12,15 @@ use serde::{Deserialize, Serialize};
 use super::ApiContext;
 use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object, rfc3339};
 use super::error::{ApiError, ErrorBody};
-use crate::control::tick::{self, LatestChecks, StepRecord, Stored, TickReport};
+use super::spawn_every;
+use crate::control::guardrail;
+use crate::control::tick::{
+    self, ControlError, ControllerReport, GuardrailReport, LatestChecks, StepRecord, Stored,
+    TickReport, TickRun,
+};
+use crate::policy::Policy;
+use crate::rollout::Comparison;
+use crate::telemetry;
 
 /// Steps shown by `GET /admin/controller`.
 const HISTORY: i64 = 100;
@@ -138,9 +149,267 @@ pub async fn post_tick(
     ctx.control_tick(at).await.map(Json)
 }
 
+impl ApiContext {
+    /// Reads the controller's state from Postgres and puts its threshold in force. On
+    /// failure the state last read stays (counted in `nudge_control_errors_total`).
+    pub async fn refresh_controller(&self) -> Result<(), sqlx::Error> {
+        match tick::load(&self.pool).await {
+            Ok(stored) => {
+                self.controller.store(stored.map(Arc::new));
+                self.publish_threshold();
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::CONTROL_ERRORS).increment(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the guardrail gauges from the latest stored checks when a model arm, its
+    /// control and its guardrails are in force (else clears them): at start, so that an
+    /// alert on them need not wait up to `guardrails.interval` for the next check, and at
+    /// a tick between checks, whose latest may be another replica's.
+    pub(super) async fn publish_stored_guardrails(&self) -> Result<(), sqlx::Error> {
+        let Some(loaded) = self.loaded.load_full() else {
+            return Ok(());
+        };
+        let policy = &loaded.policy;
+        if !policy.guardrails.enabled {
+            publish_guardrails(policy, Guardrails::NotInForce);
+            return Ok(());
+        }
+        match self.in_force(policy).comparison() {
+            Comparison::NoModelArm => publish_guardrails(policy, Guardrails::NotInForce),
+            Comparison::NoControl => publish_guardrails(policy, Guardrails::Unchecked),
+            Comparison::ModelArm(_) => match tick::latest_checks(&self.pool).await? {
+                Some(latest) => {
+                    publish_guardrails(policy, Guardrails::Checked(latest.at, &latest.checks));
+                }
+                None => publish_guardrails(policy, Guardrails::Unchecked),
+            },
+        }
+        Ok(())
+    }
+
+    /// The model arm's threshold in force under `policy`.
+    pub fn threshold(&self, policy: &Policy) -> f64 {
+        tick::threshold_in_force(policy, self.controller.load().as_deref())
+    }
+
+    fn publish_threshold(&self) {
+        if let Some(loaded) = self.loaded.load_full() {
+            metrics::gauge!(telemetry::CONTROLLER_THRESHOLD).set(self.threshold(&loaded.policy));
+        }
+    }
+
+    /// One tick of the control loop at `at` (guardrails, then the controller if due),
+    /// under the policy and rollout in force; puts its results in force here at once.
+    pub async fn control_tick(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<TickReport, ApiError> {
+        let loaded = self.current()?;
+        let in_force = self.in_force(&loaded.policy);
+        let report = tick::tick(&self.pool, &self.flag_store, &loaded.policy, &in_force, at)
+            .await
+            .map_err(|e: ControlError| {
+                metrics::counter!(telemetry::CONTROL_ERRORS).increment(1);
+                ApiError::Unavailable(e.to_string())
+            })?;
+        if let TickReport::Ran(run) = &report {
+            let TickRun {
+                at,
+                guardrails,
+                controller,
+                state,
+            } = run.as_ref();
+            self.controller.store(Some(Arc::new(*state)));
+            self.publish_threshold();
+            match guardrails {
+                GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } => {
+                    publish_guardrails(&loaded.policy, Guardrails::Checked(*at, checks));
+                }
+                GuardrailReport::NoModelArm | GuardrailReport::Disabled => {
+                    publish_guardrails(&loaded.policy, Guardrails::NotInForce);
+                }
+                GuardrailReport::NoControl => {
+                    publish_guardrails(&loaded.policy, Guardrails::Unchecked);
+                }
+                // The check in force may be another replica's: show it here too, so the
+                // replicas' gauges agree and none keeps an older check's z.
+                GuardrailReport::NotDue { .. } => {
+                    if let Err(e) = self.publish_stored_guardrails().await {
+                        tracing::warn!(error = %e, "guardrail checks unreadable; their gauges keep the last values");
+                    }
+                }
+            }
+            if let GuardrailReport::RolledBack { .. } = guardrails {
+                metrics::counter!(telemetry::GUARDRAIL_ROLLBACKS).increment(1);
+                // Best effort: the watch loop reads the flag again within its interval.
+                let _ = self.refresh_flags().await;
+            }
+            if let ControllerReport::Stepped(record) = controller {
+                metrics::counter!(telemetry::CONTROLLER_STEPS, "outcome" => record.step.outcome.as_str(),
+                                  "dry_run" => record.dry_run.to_string())
+                .increment(1);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ticks the control loop on the wall clock every `interval`.
+    pub fn tick_controller(&self, interval: std::time::Duration) {
+        let ctx = self.clone();
+        spawn_every(interval, move || {
+            let ctx = ctx.clone();
+            async move {
+                if let Err(e) = ctx.control_tick(chrono::Utc::now()).await {
+                    tracing::warn!(error = %e, "control tick failed; the next one retries");
+                }
+            }
+        });
+    }
+}
+
+/// What the guardrail gauges show.
+enum Guardrails<'a> {
+    /// The checks in force, made at a time.
+    Checked(chrono::DateTime<chrono::Utc>, &'a [guardrail::Check]),
+    /// A model arm is in force with its guardrails on, and no check is: none was ever
+    /// made, or there is no control to check against (the model decides for everyone).
+    /// Every z is NaN and the check time 0, so an alert on the check's age fires.
+    Unchecked,
+    /// No guardrail is in force (the model decides for nobody, or guardrails are off): no
+    /// guardrail is breached and every z is NaN, so an alert on a z left from before a
+    /// rollback does not linger.
+    NotInForce,
+}
+
+/// Sets the guardrail gauges (each metric's breached and z, and when the checks were made)
+/// and the z a breach needs under `policy`.
+fn publish_guardrails(policy: &Policy, guardrails: Guardrails<'_>) {
+    metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(guardrail::critical_z(&policy.guardrails));
+    let set = |metric: guardrail::Metric, breached: bool, z: Option<f64>| {
+        let metric = metric.as_str();
+        metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
+            .set(f64::from(u8::from(breached)));
+        metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
+    };
+    let clear = || {
+        guardrail::Metric::ALL
+            .into_iter()
+            .for_each(|m| set(m, false, None));
+    };
+    let checked_at = match guardrails {
+        Guardrails::Checked(at, checks) => {
+            checks.iter().for_each(|c| set(c.metric, c.breached, c.z));
+            at.timestamp() as f64
+        }
+        Guardrails::Unchecked => {
+            clear();
+            0.0
+        }
+        Guardrails::NotInForce => {
+            clear();
+            f64::NAN
+        }
+    };
+    metrics::gauge!(telemetry::GUARDRAIL_CHECKED_AT).set(checked_at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::guardrail::{Check, Metric, Proportion};
+    use crate::policy::Policy;
+
+    /// The gauges `publish` sets, rendered by a recorder of the test's own (the process's
+    /// is shared by every test).
+    fn published(publish: impl FnOnce(&Policy)) -> String {
+        let policy =
+            Policy::parse(&std::fs::read_to_string("policy/policy.yaml").unwrap()).unwrap();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || publish(&policy));
+        handle.render()
+    }
+
+    /// A check of `metric` with 15 % against 1 % of 400.
+    fn check(metric: Metric, z: Option<f64>, breached: bool) -> Check {
+        Check {
+            metric,
+            arm: crate::rollout::Arm::Canary,
+            canary: Proportion {
+                successes: 60,
+                trials: 400,
+            },
+            control: Proportion {
+                successes: 4,
+                trials: 400,
+            },
+            margin: 0.01,
+            z,
+            breached,
+            weighed: None,
+        }
+    }
+
+    #[test]
+    fn guardrail_gauges_carry_each_checks_verdict_and_z_beside_the_critical_z() {
+        let checks = [
+            check(Metric::OptOutRate, Some(5.25), true),
+            check(Metric::D7Retention, None, false),
+        ];
+        let at = "2026-03-02T12:00:00Z".parse().unwrap();
+        let text = published(|policy| {
+            super::publish_guardrails(policy, super::Guardrails::Checked(at, &checks))
+        });
+        for line in [
+            "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
+            "nudge_guardrail_z{metric=\"opt_out_rate\"} 5.25",
+            "nudge_guardrail_breached{metric=\"d7_retention\"} 0",
+            "nudge_guardrail_z{metric=\"d7_retention\"} NaN",
+            "nudge_guardrail_checked_at_seconds 1772452800",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+        }
+        // policy.yaml asks 0.99 confidence: z₀.₉₉ = 2.326.
+        let critical = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nudge_guardrail_z_critical "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no critical z in {text}"));
+        assert!((critical - 2.3263).abs() < 1e-4, "{critical}");
+    }
+
+    #[test]
+    fn without_a_check_in_force_no_gauge_says_breached_and_every_z_is_nan() {
+        // The breach that rolled the canary back, then a tick with no model arm in force
+        // (no check time), or with one and no check (checked at the epoch, so the alert on
+        // the check's age fires).
+        for (then, checked_at) in [
+            (super::Guardrails::NotInForce, "NaN"),
+            (super::Guardrails::Unchecked, "0"),
+        ] {
+            let text = published(|policy| {
+                let breach = [check(Metric::OptOutRate, Some(5.25), true)];
+                let at = "2026-03-02T12:00:00Z".parse().unwrap();
+                super::publish_guardrails(policy, super::Guardrails::Checked(at, &breach));
+                super::publish_guardrails(policy, then);
+            });
+            for metric in Metric::ALL.map(Metric::as_str) {
+                for line in [
+                    format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
+                    format!("nudge_guardrail_z{{metric=\"{metric}\"}} NaN"),
+                ] {
+                    assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+                }
+            }
+            let line = format!("nudge_guardrail_checked_at_seconds {checked_at}");
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+        }
+    }
 
     #[test]
     fn a_tick_body_is_optional_and_its_time_checked() {
