@@ -47,17 +47,21 @@ pub const CONTROLLER_THRESHOLD: &str = "nudge_controller_threshold";
 pub const CONTROLLER_STEPS: &str = "nudge_controller_steps_total";
 /// Control ticks that failed (Postgres or the flag store).
 pub const CONTROL_ERRORS: &str = "nudge_control_errors_total";
-/// 1 while a guardrail's last check of the canary in force found a breach, by metric (0
-/// once no canary is in force).
+/// 1 while a guardrail's last check of the model arm in force found a breach, by metric
+/// (0 once no model arm is in force).
 pub const GUARDRAIL_BREACHED: &str = "nudge_guardrail_breached";
 /// A guardrail's last z statistic, by metric: it breaches at
-/// `nudge_guardrail_z_critical`; NaN while an arm has too few samples or no canary is in
-/// force.
+/// `nudge_guardrail_z_critical`; NaN while an arm has too few samples or no model arm is
+/// in force.
 pub const GUARDRAIL_Z: &str = "nudge_guardrail_z";
+/// The harm (a share) a guardrail's last check could catch with 80 % power, by metric
+/// (`guardrail::detectable_harm`): what an `ok` leaves unseen. NaN when no check is in
+/// force.
+pub const GUARDRAIL_DETECTABLE_HARM: &str = "nudge_guardrail_detectable_harm";
 /// The z a guardrail breaches at (from `guardrails.confidence`).
 pub const GUARDRAIL_Z_CRITICAL: &str = "nudge_guardrail_z_critical";
-/// When the guardrail checks in force were made (Unix seconds): 0 while a canary is in
-/// force and none was ever made, NaN while no canary is in force.
+/// When the guardrail checks in force were made (Unix seconds): 0 while a model arm is in
+/// force and none was ever made (or it has no control), NaN while none is in force.
 pub const GUARDRAIL_CHECKED_AT: &str = "nudge_guardrail_checked_at_seconds";
 /// Rollouts switched to shadow by a guardrail.
 pub const GUARDRAIL_ROLLBACKS: &str = "nudge_guardrail_rollbacks_total";
@@ -78,7 +82,7 @@ pub const EMBEDDED_USERS: &str = "nudge_features_embedded_users";
 
 /// Every metric `nudge-serve` exports (each named only here), for what reads them from
 /// outside: the alert rules in `ops/alerts.yml` are checked against it.
-pub const EXPORTED: [&str; 31] = [
+pub const EXPORTED: [&str; 32] = [
     HTTP_LATENCY,
     REFUSED,
     DECISIONS,
@@ -100,6 +104,7 @@ pub const EXPORTED: [&str; 31] = [
     CONTROL_ERRORS,
     GUARDRAIL_BREACHED,
     GUARDRAIL_Z,
+    GUARDRAIL_DETECTABLE_HARM,
     GUARDRAIL_Z_CRITICAL,
     GUARDRAIL_CHECKED_AT,
     GUARDRAIL_ROLLBACKS,

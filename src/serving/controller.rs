@@ -289,21 +289,32 @@ enum Guardrails<'a> {
 /// Sets the guardrail gauges (each metric's breached and z, and when the checks were made)
 /// and the z a breach needs under `policy`.
 fn publish_guardrails(policy: &Policy, guardrails: Guardrails<'_>) {
-    metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(guardrail::critical_z(&policy.guardrails));
-    let set = |metric: guardrail::Metric, breached: bool, z: Option<f64>| {
-        let metric = metric.as_str();
-        metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
-            .set(f64::from(u8::from(breached)));
-        metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
-    };
+    let critical = guardrail::critical_z(&policy.guardrails);
+    metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(critical);
+    let set =
+        |metric: guardrail::Metric, breached: bool, z: Option<f64>, detectable: Option<f64>| {
+            let metric = metric.as_str();
+            metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
+                .set(f64::from(u8::from(breached)));
+            metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
+            metrics::gauge!(telemetry::GUARDRAIL_DETECTABLE_HARM, "metric" => metric)
+                .set(detectable.unwrap_or(f64::NAN));
+        };
     let clear = || {
         guardrail::Metric::ALL
             .into_iter()
-            .for_each(|m| set(m, false, None));
+            .for_each(|m| set(m, false, None, None));
     };
     let checked_at = match guardrails {
         Guardrails::Checked(at, checks) => {
-            checks.iter().for_each(|c| set(c.metric, c.breached, c.z));
+            for c in checks {
+                set(
+                    c.metric,
+                    c.breached,
+                    c.z,
+                    guardrail::detectable_harm(c, critical),
+                );
+            }
             at.timestamp() as f64
         }
         Guardrails::Unchecked => {
@@ -362,9 +373,19 @@ mod tests {
             check(Metric::D7Retention, None, false),
         ];
         let at = "2026-03-02T12:00:00Z".parse().unwrap();
+        let mut critical = f64::NAN;
         let text = published(|policy| {
+            critical = guardrail::critical_z(&policy.guardrails);
             super::publish_guardrails(policy, super::Guardrails::Checked(at, &checks))
         });
+        // The harm the opt-out check could catch, beside its verdict.
+        let opt_out = guardrail::detectable_harm(&checks[0], critical).unwrap();
+        let opt_out =
+            format!("nudge_guardrail_detectable_harm{{metric=\"opt_out_rate\"}} {opt_out}");
+        assert!(
+            text.lines().any(|l| l == opt_out),
+            "{opt_out} not in {text}"
+        );
         for line in [
             "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
             "nudge_guardrail_z{metric=\"opt_out_rate\"} 5.25",
@@ -402,6 +423,7 @@ mod tests {
                 for line in [
                     format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
                     format!("nudge_guardrail_z{{metric=\"{metric}\"}} NaN"),
+                    format!("nudge_guardrail_detectable_harm{{metric=\"{metric}\"}} NaN"),
                 ] {
                     assert!(text.lines().any(|l| l == line), "{line} not in {text}");
                 }
