@@ -556,9 +556,9 @@ fn sends(estimate: Option<(f64, f64)>) -> String {
     estimate.map_or_else(|| "n/a".into(), |(v, h)| format!("{v:+.2} ± {h:.2}"))
 }
 
-/// Canary minus control in runs with several seeds, one line a seed, then their mean and
-/// whether the mean shows the rollout's goal ([`goal_verdict`]).
-pub fn seeds_table(runs: &[(u64, Lifts)]) -> String {
+/// The model arm `arm` minus control in runs with several seeds, one line a seed, then
+/// their mean and whether the mean shows the rollout's goal ([`goal_verdict`]).
+pub fn seeds_table(arm: &str, runs: &[(u64, Lifts)]) -> String {
     let row = |name: &str, l: &Lifts| {
         format!(
             "{name:<6} {:>21} {:>21} {:>21} {:>15}\n",
@@ -579,7 +579,7 @@ pub fn seeds_table(runs: &[(u64, Lifts)]) -> String {
     if let Some(mean) = Lifts::mean(&all) {
         out.push_str(&row("mean", &mean));
         if let Some((d7, spu)) = mean.d7.zip(mean.sends_per_user) {
-            out.push_str(&goal_verdict("canary", d7, spu));
+            out.push_str(&goal_verdict(arm, d7, spu));
         }
     }
     out
@@ -872,7 +872,10 @@ mod tests {
             opt_out: Some((-0.1, 0.02)),
             sends_per_user: Some((-11.0, 0.3)),
         };
-        let short = seeds_table(&[(7, run((0.028, 0.036))), (8, run((0.008, 0.035)))]);
+        let short = seeds_table(
+            "canary",
+            &[(7, run((0.028, 0.036))), (8, run((0.008, 0.035)))],
+        );
         let lines: Vec<&str> = short.lines().collect();
         assert_eq!(lines.len(), 5, "{short}");
         assert!(lines[0].starts_with("seed"), "{short}");
@@ -892,7 +895,9 @@ mod tests {
         );
         assert!(lines[3].contains("-11.00 ± 0.21"), "{short}");
         assert!(lines[4].contains("not shown at 95 %"), "{short}");
-        let met = seeds_table(&[(7, run((0.06, 0.01))), (8, run((0.05, 0.01)))]);
+        assert!(lines[4].starts_with("goal (canary D7"), "{short}");
+        let met = seeds_table("full", &[(7, run((0.06, 0.01))), (8, run((0.05, 0.01)))]);
+        assert!(met.contains("goal (full D7"), "{met}");
         assert!(
             met.lines().last().unwrap().contains(": met at 95 %"),
             "{met}"

@@ -91,12 +91,17 @@ impl Demo<'_> {
                     .filter_map(|(seed, lifts)| Some((*seed, pick(lifts)?)))
                     .collect()
             };
-            outln!("\ncanary − control by seed, the whole closed loop (95 % intervals):");
-            out!("{}", kpi::seeds_table(&by_seed(|l| l.whole)));
+            // Every seed plays the same policy, so the first names the model arm.
+            let arm = runs
+                .iter()
+                .find_map(|(_, lifts)| lifts.arm.as_deref())
+                .unwrap_or("canary");
+            outln!("\n{arm} − control by seed, the whole closed loop (95 % intervals):");
+            out!("{}", kpi::seeds_table(arm, &by_seed(|l| l.whole)));
             let settled = by_seed(|l| l.settled);
             if !settled.is_empty() {
-                outln!("\ncanary − control by seed, after {STEADY_AFTER_DAYS} days in the loop:");
-                out!("{}", kpi::seeds_table(&settled));
+                outln!("\n{arm} − control by seed, after {STEADY_AFTER_DAYS} days in the loop:");
+                out!("{}", kpi::seeds_table(arm, &settled));
             }
         }
         Ok(())
@@ -118,9 +123,11 @@ struct DemoRun<'a> {
     guardrail_critical_z: f64,
 }
 
-/// Canary minus control in a demo's closed loop: over all of it, and after
+/// The model arm minus control in a demo's closed loop: over all of it, and after
 /// [`STEADY_AFTER_DAYS`] in it (each `None` without both arms).
 struct LoopLifts {
+    /// The model arm compared (`canary`, or `full` against its holdout).
+    arm: Option<String>,
     whole: Option<kpi::Lifts>,
     settled: Option<kpi::Lifts>,
 }
@@ -363,6 +370,7 @@ async fn closed_loop_report(
         }
     }
     let lifts = LoopLifts {
+        arm: kpi::compared(&whole.arms).map(|(model, _)| model.arm.clone()),
         whole: whole.lifts(),
         settled: settled_lifts,
     };
