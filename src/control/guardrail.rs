@@ -108,6 +108,16 @@ impl Metric {
     fn higher_is_worse(self) -> bool {
         !matches!(self, Metric::D7Retention | Metric::Roi)
     }
+
+    /// The rate `harm` worse than `rate` in this metric's bad direction, within 0..=1.
+    fn harmed(self, rate: f64, harm: f64) -> f64 {
+        let worse = if self.higher_is_worse() {
+            rate + harm
+        } else {
+            rate - harm
+        };
+        worse.clamp(0.0, 1.0)
+    }
 }
 
 /// What the guardrails weigh of one arm.
@@ -240,18 +250,13 @@ pub fn detectable_harm(check: &Check, critical: f64) -> Option<f64> {
     }
     // The control's rate kept off 0 and 1 (Agresti–Caffo), so a rare event has a spread.
     let control = (check.control.successes as f64 + 1.0) / (n2 + 2.0);
-    let sign = if check.metric.higher_is_worse() {
-        1.0
-    } else {
-        -1.0
-    };
     let variance = |p: f64| p * (1.0 - p);
     // Caught four times in five: the z at the harm clears the critical one by z₀.₈.
     let z_power = Normal::standard().inverse_cdf(0.8);
     // The canary's rate depends on the harm sought: a few fixed-point steps settle it.
     let mut harm = check.margin;
     for _ in 0..8 {
-        let canary = (control + sign * harm).clamp(0.0, 1.0);
+        let canary = check.metric.harmed(control, harm);
         let se = (variance(canary) / n1 + variance(control) / n2).sqrt();
         harm = check.margin + (critical + z_power) * se;
     }
@@ -314,11 +319,7 @@ pub fn breach_rate(
 ) -> f64 {
     use rand::SeedableRng;
     use rand_distr::{Binomial, Distribution};
-    let canary_rate = if metric.higher_is_worse() {
-        arms.control_rate + arms.harm
-    } else {
-        arms.control_rate - arms.harm
-    };
+    let canary_rate = metric.harmed(arms.control_rate, arms.harm);
     let binomial = |rate: f64| Binomial::new(arms.trials, rate.clamp(0.0, 1.0));
     let (Ok(canary), Ok(control)) = (binomial(canary_rate), binomial(arms.control_rate)) else {
         return f64::NAN;
