@@ -58,7 +58,9 @@ pub const GUARDRAIL_Z: &str = "nudge_guardrail_z";
 /// (`guardrail::detectable_harm`): what an `ok` leaves unseen. NaN when no check is in
 /// force.
 pub const GUARDRAIL_DETECTABLE_HARM: &str = "nudge_guardrail_detectable_harm";
-/// The z a guardrail breaches at (from `guardrails.confidence`).
+/// The z a guardrail's last check breached at, by metric (`guardrail::critical_z`: the
+/// same for every check under a fixed test, rising slowly with the evidence under a
+/// sequential one); NaN when its z is.
 pub const GUARDRAIL_Z_CRITICAL: &str = "nudge_guardrail_z_critical";
 /// When the guardrail checks in force were made (Unix seconds): 0 while a model arm is in
 /// force and none was ever made (or it has no control), NaN while none is in force.

@@ -746,8 +746,9 @@ async fn the_d7_guardrail_weighs_the_users_whose_seventh_day_has_ended_and_rolls
         reason.contains("d7_retention canary 20.00% of 300"),
         "{reason}"
     );
-    // It names the users it weighed: first decided in the week that ended 8 days before.
-    let (from, to) = (first - Duration::days(6), first + Duration::days(1));
+    // It names the users it weighed: first decided in the week that ended 8 days before,
+    // from the canary's first decision on.
+    let (from, to) = (first, first + Duration::days(1));
     let minute = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
     let cohort = format!("users first decided {} → {} UTC", minute(from), minute(to));
     assert!(reason.contains(&cohort), "{reason}");
@@ -834,6 +835,94 @@ async fn guardrails_are_checked_at_most_once_per_interval_and_a_later_check_sees
     );
 }
 
+/// The opt-out check of a tick's report.
+fn opt_out_check(report: &Value) -> &Value {
+    report["guardrails"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["metric"] == "opt_out_rate"))
+        .unwrap_or_else(|| panic!("no opt_out_rate check in {report}"))
+}
+
+#[tokio::test]
+async fn a_sequential_guardrail_weighs_all_since_the_rollout_began_and_starts_again_on_a_change() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\n\
+         guardrails: { test: sequential, window: 7d, min_samples: 200, opt_out_rate: 0.01, \
+         d7_retention: null, send_rate: null, roi: null, crash_rate: null }\n",
+    )
+    .await;
+    // Two healthy cohorts ten days apart: a 7-day window would see only the second.
+    let first = t0();
+    for at in [first, first + Duration::days(10)] {
+        arm_sends(&db, "canary", 300, at, 30, 3).await;
+        arm_sends(&db, "control", 300, at, 30, 3).await;
+    }
+    let at = first + Duration::days(12);
+    let report = tick_at(&one.app, at).await;
+    assert_eq!(report["guardrails"]["status"], "passed", "{report}");
+    let check = opt_out_check(&report);
+    assert_eq!(check["canary"]["trials"], 600, "{report}");
+    assert_eq!(
+        check["weighed"],
+        json!({ "from": first, "to": at }),
+        "from the canary's first decision: {report}"
+    );
+    // Its bar is above a fixed test's z₀.₉₉ = 2.33, and kept with the check.
+    let critical = check["critical"].as_f64().unwrap();
+    assert!(critical > 2.33, "{report}");
+    let (_, controller) = admin(&one.app, "GET", "/admin/controller", None).await;
+    assert_eq!(
+        opt_out_check(&controller)["critical"].as_f64(),
+        Some(critical),
+        "{controller}"
+    );
+    assert_eq!(
+        controller["state"]["guardrails_rollout"], "canary 50% holdout 0% salt s",
+        "{controller}"
+    );
+
+    // The growth lead widens the canary: users move between arms, so the evidence
+    // starts again at the first tick that sees the change.
+    let (status, body) = admin(
+        &one.app,
+        "PUT",
+        "/admin/rollout",
+        Some(json!({"mode": "canary", "canary_percent": 70, "reason": "widen"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changed = at + Duration::hours(1);
+    let report = tick_at(&one.app, changed).await;
+    assert_eq!(
+        report["guardrails"]["checks"],
+        json!([]),
+        "nothing since: {report}"
+    );
+    assert_eq!(
+        report["state"]["guardrails_since"],
+        json!(changed),
+        "{report}"
+    );
+    assert_eq!(
+        report["state"]["guardrails_rollout"],
+        "canary 70% holdout 0% salt s"
+    );
+
+    // Harm after the change is weighed on its own, and rolls the canary back.
+    arm_sends(&db, "canary", 400, changed + Duration::hours(1), 40, 60).await;
+    arm_sends(&db, "control", 400, changed + Duration::hours(1), 40, 4).await;
+    let later = changed + Duration::days(1);
+    let report = tick_at(&one.app, later).await;
+    assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
+    let check = opt_out_check(&report);
+    assert_eq!(check["canary"]["trials"], 400, "{report}");
+    assert_eq!(check["weighed"], json!({ "from": changed, "to": later }));
+    assert!(
+        check["z"].as_f64() >= check["critical"].as_f64(),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn a_tick_with_a_bad_time_is_refused_naming_the_field() {
     let (_db, _dir, one) = setup("").await;
@@ -912,13 +1001,15 @@ async fn the_dashboard_shows_the_rollout_the_controller_the_guardrails_and_the_k
         "{page}"
     );
     // And what a check of 400 users per arm can see at all: with 1 % of control opting
-    // out, a margin of 1 point plus 3.17 standard errors at the harm itself.
+    // out (1.24 % kept off 0), the harm whose excess over the bar (1 point plus 2.33
+    // standard errors, rising with the canary's rate) is 0.84 times that excess's spread:
+    // 5.13 points, solved by hand.
     let breach_line = page
         .lines()
         .find(|l| l.starts_with("BREACHED opt_out_rate"))
         .unwrap();
     assert!(
-        breach_line.ends_with("; 80 % power at a harm of 5.29 points"),
+        breach_line.ends_with("; 80 % power at a harm of 5.13 points"),
         "{breach_line}"
     );
     assert!(
@@ -950,7 +1041,10 @@ async fn the_dashboard_shows_each_guardrails_z_over_the_latest_checks() {
 
     let page = dashboard(&one.app).await;
     assert!(
-        page.contains("z at the latest 12 checks, newest first (a breach at z ≥ 2.33):"),
+        page.contains(
+            "z at the latest 12 checks, newest first; a fixed test of the last 7 days: each \
+             check breaches at z ≥ 2.33, at 99 % confidence per check:"
+        ),
         "{page}"
     );
     let trend = format!("  opt_out_rate  {:.2}  {:.2}\n", z(&second), z(&first));

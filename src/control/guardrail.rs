@@ -13,11 +13,13 @@
 //! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it
 //! sees harm about eight days after it begins.
 
+use rand::SeedableRng;
+use rand_distr::{Binomial, Distribution};
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::kpi::{ArmD7, ArmKpis, Span};
-use crate::policy::Guardrails;
+use crate::policy::{GuardrailTest, Guardrails};
 use crate::rollout::Arm;
 
 /// A count of successes out of trials.
@@ -182,6 +184,9 @@ pub struct Check {
     pub margin: f64,
     /// The test statistic; `None` when an arm has fewer than `min_samples` trials.
     pub z: Option<f64>,
+    /// The z at and above which it breaches ([`critical_z`]); `None` when `z` is (and for
+    /// checks stored before it was kept).
+    pub critical: Option<f64>,
     /// Whether the canary is worse than the margin allows, with the confidence required.
     pub breached: bool,
     /// What it weighed; `None` for D7 before any user's 7th day has ended (and for checks
@@ -205,8 +210,11 @@ impl std::fmt::Display for Check {
             percent(self.control),
             self.control.trials,
             100.0 * self.margin,
-            self.z
-                .map_or_else(|| "n/a: too few samples".into(), |z| format!("{z:.2}")),
+            match (self.z, self.critical) {
+                (None, _) => "n/a: too few samples".into(),
+                (Some(z), None) => format!("{z:.2}"),
+                (Some(z), Some(critical)) => format!("{z:.2}, breach at {critical:.2}"),
+            },
         )?;
         let Some(Span { from, to }) = self.weighed else {
             return Ok(());
@@ -226,11 +234,11 @@ impl std::fmt::Display for Check {
 }
 
 /// One line per check, `BREACHED` or `ok` before it and, after it, the harm a check of
-/// its sizes catches with 80 % power when breaching at `critical` ([`detectable_harm`]).
-pub fn lines(checks: &[Check], critical: f64) -> String {
+/// its sizes catches with 80 % power under `settings` ([`detectable_harm`]).
+pub fn lines(checks: &[Check], settings: &Guardrails) -> String {
     checks.iter().fold(String::new(), |mut out, c| {
         let verdict = if c.breached { "BREACHED" } else { "ok      " };
-        let power = detectable_harm(c, critical).map_or_else(String::new, |h| {
+        let power = detectable_harm(c, settings).map_or_else(String::new, |h| {
             format!("; 80 % power at a harm of {:.2} points", 100.0 * h)
         });
         out.push_str(&format!("{verdict} {c}{power}\n"));
@@ -238,42 +246,102 @@ pub fn lines(checks: &[Check], critical: f64) -> String {
     })
 }
 
+/// The variance of one trial at `rate`.
+fn variance(rate: f64) -> f64 {
+    rate * (1.0 - rate)
+}
+
 /// The harm (how much worse the canary's rate is than the control's, a share) that a
-/// check with `check`'s trials catches with 80 % power when breaching at `critical`: the
-/// margin plus (critical + z₀.₈) standard errors of the difference, each arm's variance at
-/// its rate under that harm. `None` without trials in both arms. An ok check with a large
-/// detectable harm says the arms are too small to see a smaller one.
-pub fn detectable_harm(check: &Check, critical: f64) -> Option<f64> {
+/// check with `check`'s trials catches with 80 % power under `settings`: the least harm
+/// whose expected excess over the breach bar (the margin plus the critical z times the
+/// standard error) is z₀.₈ times that excess's spread. Both arms' rates move the bar (a
+/// higher rate has a larger standard error, and under a sequential test a higher critical
+/// z), so the spread is taken by the delta method, each arm's variance at its rate under
+/// that harm. `None` without trials in both arms, or when no harm would be caught so
+/// often. An ok check with a large detectable harm says the arms are too small to see a
+/// smaller one.
+pub fn detectable_harm(check: &Check, settings: &Guardrails) -> Option<f64> {
     let (n1, n2) = (check.canary.trials as f64, check.control.trials as f64);
     if n1 == 0.0 || n2 == 0.0 {
         return None;
     }
+    let margin = check.margin;
     // The control's rate kept off 0 and 1 (Agresti–Caffo), so a rare event has a spread.
     let control = (check.control.successes as f64 + 1.0) / (n2 + 2.0);
-    let variance = |p: f64| p * (1.0 - p);
-    // Caught four times in five: the z at the harm clears the critical one by z₀.₈.
-    let z_power = Normal::standard().inverse_cdf(0.8);
-    // The canary's rate depends on the harm sought: a few fixed-point steps settle it.
-    let mut harm = check.margin;
-    for _ in 0..8 {
-        let canary = check.metric.harmed(control, harm);
+    // The harm a check must see to breach, at these rates.
+    let bar = |canary: f64, control: f64| {
         let se = (variance(canary) / n1 + variance(control) / n2).sqrt();
-        harm = check.margin + (critical + z_power) * se;
+        margin + critical_z(settings, se, margin) * se
+    };
+    // The harm rises with the canary's rate when a higher rate is worse, else falls.
+    let sign = if check.metric.higher_is_worse() {
+        1.0
+    } else {
+        -1.0
+    };
+    // The spread of (harm seen − bar) at a canary rate: its slopes in each arm's rate
+    // (numerical), each times that arm's standard error.
+    let spread = |canary: f64| {
+        const STEP: f64 = 1e-6;
+        let slope = |f: &dyn Fn(f64) -> f64, at: f64| {
+            let (lo, hi) = ((at - STEP).max(1e-9), (at + STEP).min(1.0 - 1e-9));
+            (f(hi) - f(lo)) / (hi - lo)
+        };
+        let in_canary = sign - slope(&|c| bar(c, control), canary);
+        let in_control = -sign - slope(&|c| bar(canary, c), control);
+        (in_canary.powi(2) * variance(canary) / n1 + in_control.powi(2) * variance(control) / n2)
+            .sqrt()
+    };
+    // Caught four times in five: the expected excess is z₀.₈ spreads.
+    let z_power = Normal::standard().inverse_cdf(0.8);
+    let shortfall = |harm: f64| {
+        let canary = check.metric.harmed(control, harm);
+        bar(canary, control) + z_power * spread(canary) - harm
+    };
+    let mut high = if check.metric.higher_is_worse() {
+        1.0 - control
+    } else {
+        control
+    };
+    if shortfall(high) > 0.0 {
+        return None;
     }
-    Some(harm)
+    let mut low = margin;
+    for _ in 0..60 {
+        let mid = 0.5 * (low + high);
+        if shortfall(mid) > 0.0 {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    Some(high)
 }
 
-/// The z statistic of "the canary's harm exceeds `margin`" (one-sided, unpooled SE).
-pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f64) -> Option<f64> {
+/// How far a check's harm stands above its margin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Excess {
+    /// The harm less the margin, in standard errors.
+    pub z: f64,
+    /// The standard error of the harm (unpooled).
+    pub se: f64,
+}
+
+/// The excess of the canary's harm over `margin` (one-sided, unpooled SE).
+pub fn excess(
+    metric: Metric,
+    canary: Proportion,
+    control: Proportion,
+    margin: f64,
+) -> Option<Excess> {
     let (p1, p2) = (canary.rate()?, control.rate()?);
     let harm = if metric.higher_is_worse() {
         p1 - p2
     } else {
         p2 - p1
     };
-    let variance = |p: f64, n: f64| p * (1.0 - p) / n;
     let (n1, n2) = (canary.trials as f64, control.trials as f64);
-    let mut se = (variance(p1, n1) + variance(p2, n2)).sqrt();
+    let mut se = (variance(p1) / n1 + variance(p2) / n2).sqrt();
     if se == 0.0 {
         // Every trial alike in both arms (no crash reported anywhere, say): the rates with
         // one success and one failure added per arm (Agresti–Caffo) give the standard
@@ -282,15 +350,82 @@ pub fn harm_z(metric: Metric, canary: Proportion, control: Proportion, margin: f
             (canary.successes as f64 + 1.0) / (n1 + 2.0),
             (control.successes as f64 + 1.0) / (n2 + 2.0),
         );
-        se = (variance(q1, n1 + 2.0) + variance(q2, n2 + 2.0)).sqrt();
+        se = (variance(q1) / (n1 + 2.0) + variance(q2) / (n2 + 2.0)).sqrt();
     }
-    Some((harm - margin) / se)
+    Some(Excess {
+        z: (harm - margin) / se,
+        se,
+    })
 }
 
-/// The z at and above which a guardrail breaches: the one-sided critical value of
-/// `settings.confidence`.
-pub fn critical_z(settings: &Guardrails) -> f64 {
-    Normal::standard().inverse_cdf(settings.confidence)
+/// The z at and above which a check breaches under `settings`, for a harm estimated with
+/// standard error `se` against `margin`.
+///
+/// A fixed test breaches at the one-sided critical value of `confidence`, whatever the
+/// sizes. A sequential test breaches when its mixture likelihood ratio reaches
+/// 1 / (1 − confidence): the likelihood of the harms above the margin, weighted by a
+/// half-normal of scale `margin` (harms about a margin beyond it are the ones it is
+/// tuned to), over the likelihood at the margin, the estimate taken as normal with
+/// standard error `se`. Under any harm up to the margin that ratio is a nonnegative
+/// supermartingale of mean at most 1, so by Ville's inequality it ever reaches
+/// 1 / (1 − confidence) with a chance of at most 1 − confidence, however often it is
+/// looked at. The price is a higher bar at each look, rising slowly as evidence grows.
+pub fn critical_z(settings: &Guardrails, se: f64, margin: f64) -> f64 {
+    let normal = Normal::standard();
+    match settings.test {
+        GuardrailTest::Fixed => normal.inverse_cdf(settings.confidence),
+        GuardrailTest::Sequential => {
+            let (v, tau2) = (se * se, margin * margin);
+            let spread = (v + tau2).sqrt();
+            let bar = (1.0 / (1.0 - settings.confidence)).ln();
+            // ln Λ(z) = ln 2 + ½ ln(v / (v + τ²)) + z²τ² / (2 (v + τ²)) + ln Φ(z τ / √(v + τ²)),
+            // rising in z ≥ 0 from ½ ln(v / (v + τ²)) < 0.
+            let log_ratio = |z: f64| {
+                std::f64::consts::LN_2
+                    + 0.5 * (v / (v + tau2)).ln()
+                    + z * z * tau2 / (2.0 * (v + tau2))
+                    + normal.cdf(z * margin / spread).ln()
+            };
+            let (mut low, mut high) = (0.0, 1.0);
+            while log_ratio(high) < bar {
+                if high > 1e3 {
+                    // No margin to mix over (or no spread): nothing can breach.
+                    return f64::INFINITY;
+                }
+                low = high;
+                high *= 2.0;
+            }
+            for _ in 0..60 {
+                let mid = 0.5 * (low + high);
+                if log_ratio(mid) < bar {
+                    low = mid;
+                } else {
+                    high = mid;
+                }
+            }
+            high
+        }
+    }
+}
+
+/// What a breach takes under `settings`, in a line: the fixed test's z, or the sequential
+/// test's confidence over the rollout's life.
+pub fn test_summary(settings: &Guardrails) -> String {
+    let percent = format!("{:.2}", 100.0 * settings.confidence);
+    let confidence = percent.trim_end_matches('0').trim_end_matches('.');
+    match settings.test {
+        GuardrailTest::Fixed => format!(
+            "a fixed test of the last {} days: each check breaches at z ≥ {:.2}, at \
+             {confidence} % confidence per check",
+            settings.window.num_days(),
+            Normal::standard().inverse_cdf(settings.confidence)
+        ),
+        GuardrailTest::Sequential => format!(
+            "a sequential test of all since the rollout began, at {confidence} % \
+             confidence over its whole life: the z a breach needs rises slowly with the \
+             evidence"
+        ),
+    }
 }
 
 /// Two arms of a simulated check: the control's rate, the canary's harm (how much worse
@@ -305,37 +440,100 @@ pub struct Arms {
     pub trials: u64,
 }
 
-/// The share of `draws` simulated checks of `metric` (margin `margin`, breaching at
-/// `critical`) that breach, each arm's successes drawn from its binomial, seeded by
-/// `seed`: the test's operating characteristic. Its size is the rate at a harm of exactly
-/// the margin, its false alarms the rate between equal arms, its power any larger harm's.
-pub fn breach_rate(
+/// Both arms' binomials at `arms`' rates, for `trials` trials each.
+fn binomials(metric: Metric, arms: Arms, trials: u64) -> Option<(Binomial, Binomial)> {
+    let canary_rate = metric.harmed(arms.control_rate, arms.harm);
+    let binomial = |rate: f64| Binomial::new(trials, rate.clamp(0.0, 1.0)).ok();
+    Some((binomial(canary_rate)?, binomial(arms.control_rate)?))
+}
+
+/// Whether a check of `metric` under `settings` breaches on these counts (trials as
+/// counted, `min_samples` aside).
+fn breaches(
+    settings: &Guardrails,
     metric: Metric,
     margin: f64,
-    critical: f64,
+    canary: Proportion,
+    control: Proportion,
+) -> bool {
+    excess(metric, canary, control, margin)
+        .is_some_and(|e| e.z >= critical_z(settings, e.se, margin))
+}
+
+/// The share of `draws` simulated single checks of `metric` under `settings` that breach,
+/// each arm's successes drawn from its binomial, seeded by `seed`: the test's operating
+/// characteristic. Its size is the rate at a harm of exactly the margin, its false alarms
+/// the rate between equal arms, its power any larger harm's. `None` when the metric's
+/// guardrail is off.
+pub fn breach_rate(
+    settings: &Guardrails,
+    metric: Metric,
     arms: Arms,
     draws: u32,
     seed: u64,
-) -> f64 {
-    use rand::SeedableRng;
-    use rand_distr::{Binomial, Distribution};
-    let canary_rate = metric.harmed(arms.control_rate, arms.harm);
-    let binomial = |rate: f64| Binomial::new(arms.trials, rate.clamp(0.0, 1.0));
-    let (Ok(canary), Ok(control)) = (binomial(canary_rate), binomial(arms.control_rate)) else {
-        return f64::NAN;
-    };
+) -> Option<f64> {
+    let margin = metric.margin(settings)?;
+    let (canary, control) = binomials(metric, arms, arms.trials)?;
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    let breaches = (0..draws)
+    let breached = (0..draws)
         .filter(|_| {
             let mut draw = |arm: &Binomial| Proportion {
                 successes: arm.sample(&mut rng),
                 trials: arms.trials,
             };
             let (a, b) = (draw(&canary), draw(&control));
-            harm_z(metric, a, b, margin).is_some_and(|z| z >= critical)
+            breaches(settings, metric, margin, a, b)
         })
         .count();
-    breaches as f64 / f64::from(draws)
+    Some(breached as f64 / f64::from(draws))
+}
+
+/// A model arm's simulated life: `days` days, each bringing `arms.trials` new trials per
+/// arm at `arms`' rates, and a check at the end of each.
+#[derive(Debug, Clone, Copy)]
+pub struct Life {
+    /// Rates and each day's new trials per arm.
+    pub arms: Arms,
+    /// Days it runs.
+    pub days: usize,
+}
+
+/// The share of `runs` simulated lives that a check under `settings` breaches at least
+/// once, seeded by `seed`: over its whole life, the chance a model arm is rolled back.
+/// Each day's check weighs what `settings.test` weighs: under a fixed test the days of the
+/// trailing `window`, under a sequential one every day so far; it tests only once both
+/// arms have `min_samples` trials. Checks an hour apart read nearly the same evidence, so
+/// a check a day is the independent part of the hourly ones. `None` when the metric's
+/// guardrail is off.
+pub fn lifetime_breach_rate(
+    settings: &Guardrails,
+    metric: Metric,
+    life: Life,
+    runs: u32,
+    seed: u64,
+) -> Option<f64> {
+    let margin = metric.margin(settings)?;
+    let per_day = life.arms.trials;
+    let (canary, control) = binomials(metric, life.arms, per_day)?;
+    let window_days = match settings.test {
+        GuardrailTest::Fixed => usize::try_from(settings.window.num_days().max(1)).ok()?,
+        GuardrailTest::Sequential => life.days,
+    };
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let rolled_back = (0..runs)
+        .filter(|_| {
+            let mut days: Vec<(u64, u64)> = Vec::with_capacity(life.days);
+            (0..life.days).any(|d| {
+                days.push((canary.sample(&mut rng), control.sample(&mut rng)));
+                let weighed = &days[(d + 1).saturating_sub(window_days)..];
+                let trials = per_day * weighed.len() as u64;
+                let (a, b) = weighed.iter().fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+                let arm = |successes| Proportion { successes, trials };
+                trials >= settings.min_samples && breaches(settings, metric, margin, arm(a), arm(b))
+            })
+        })
+        .count();
+    Some(rolled_back as f64 / f64::from(runs))
 }
 
 /// Checks every configured guardrail of the model arm `arm`'s evidence `canary` against
@@ -346,22 +544,25 @@ pub fn check(
     (arm, canary): (Arm, &Evidence),
     control: &Evidence,
 ) -> Vec<Check> {
-    let critical = critical_z(settings);
     Metric::ALL
         .into_iter()
         .filter_map(|metric| metric.margin(settings).map(|m| (metric, m)))
         .map(|(metric, margin)| {
             let (a, b) = (metric.of(canary), metric.of(control));
             let enough = a.trials >= settings.min_samples && b.trials >= settings.min_samples;
-            let z = enough.then(|| harm_z(metric, a, b, margin)).flatten();
+            let tested = enough
+                .then(|| excess(metric, a, b, margin))
+                .flatten()
+                .map(|e| (e.z, critical_z(settings, e.se, margin)));
             Check {
                 metric,
                 arm,
                 canary: a,
                 control: b,
                 margin,
-                z,
-                breached: z.is_some_and(|z| z >= critical),
+                z: tested.map(|t| t.0),
+                critical: tested.map(|t| t.1),
+                breached: tested.is_some_and(|(z, critical)| z >= critical),
                 weighed: weighed.of(metric),
             }
         })
@@ -376,6 +577,7 @@ mod tests {
     fn settings() -> Guardrails {
         Guardrails {
             enabled: true,
+            test: GuardrailTest::Fixed,
             window: chrono::Duration::days(7),
             interval: chrono::Duration::hours(1),
             min_samples: 200,
@@ -626,15 +828,33 @@ mod tests {
         }
     }
 
-    /// `breach_rate` under the test settings' confidence and the metric's margin.
+    /// Every guardrail on, under `test`.
+    fn settings_under(test: GuardrailTest) -> Guardrails {
+        Guardrails {
+            test,
+            ..settings_of_every_metric()
+        }
+    }
+
+    /// `breach_rate` of one check under a fixed test of every guardrail.
     fn breach_rate_at(metric: Metric, control_rate: f64, harm: f64, n: u64) -> f64 {
-        let margin = metric.margin(&settings_of_every_metric()).unwrap();
+        breach_rate_under(GuardrailTest::Fixed, metric, control_rate, harm, n)
+    }
+
+    /// `breach_rate` of one check under `test`, every guardrail on.
+    fn breach_rate_under(
+        test: GuardrailTest,
+        metric: Metric,
+        control_rate: f64,
+        harm: f64,
+        n: u64,
+    ) -> f64 {
         let arms = Arms {
             control_rate,
             harm,
             trials: n,
         };
-        breach_rate(metric, margin, critical_z(&settings()), arms, 20_000, 7)
+        breach_rate(&settings_under(test), metric, arms, 20_000, 7).unwrap()
     }
 
     #[test]
@@ -665,7 +885,12 @@ mod tests {
 
     #[test]
     fn a_check_catches_its_detectable_harm_about_four_times_in_five() {
-        let critical = critical_z(&settings());
+        for test in [GuardrailTest::Fixed, GuardrailTest::Sequential] {
+            catches_its_detectable_harm_about_four_times_in_five(test);
+        }
+    }
+
+    fn catches_its_detectable_harm_about_four_times_in_five(test: GuardrailTest) {
         for (metric, rate, n) in [
             (Metric::OptOutRate, 0.03, 1_000),
             (Metric::CrashRate, 0.003, 1_000),
@@ -688,17 +913,84 @@ mod tests {
                 },
                 margin,
                 z: None,
+                critical: None,
                 breached: false,
                 weighed: None,
             };
-            let harm = detectable_harm(&check, critical).unwrap();
-            assert!(harm > margin, "{metric:?}: {harm}");
-            let power = breach_rate_at(metric, rate, harm, n);
+            let harm = detectable_harm(&check, &settings_under(test)).unwrap();
+            assert!(harm > margin, "{test:?} {metric:?}: {harm}");
+            let power = breach_rate_under(test, metric, rate, harm, n);
             assert!(
                 (0.72..=0.88).contains(&power),
-                "{metric:?} at {harm}: {power}"
+                "{test:?} {metric:?} at {harm}: {power}"
             );
         }
+    }
+
+    /// The share of 2,000 lives of 56 days, `per_day` new trials per arm a day, that a
+    /// daily check under `test` rolls back, the canary's harm exactly the margin.
+    fn lifetime_at_margin(test: GuardrailTest, metric: Metric, rate: f64, per_day: u64) -> f64 {
+        let settings = settings_under(test);
+        let life = Life {
+            arms: Arms {
+                control_rate: rate,
+                harm: metric.margin(&settings).unwrap(),
+                trials: per_day,
+            },
+            days: 56,
+        };
+        lifetime_breach_rate(&settings, metric, life, 2_000, 11).unwrap()
+    }
+
+    #[test]
+    fn a_sequential_test_bounds_a_lifes_false_rollbacks_where_a_fixed_one_lets_them_add_up() {
+        // A harm of exactly the margin is the worst a healthy arm can be. Checked every
+        // day for eight weeks, a fixed test at 99 % rolls back several times 1 % of such
+        // arms; a sequential one at most about 1 % (sampling error of 2,000 lives: ±0.45).
+        for (metric, rate, per_day) in [
+            (Metric::OptOutRate, 0.03, 150),
+            (Metric::D7Retention, 0.20, 100),
+            (Metric::Roi, 0.15, 400),
+        ] {
+            let fixed = lifetime_at_margin(GuardrailTest::Fixed, metric, rate, per_day);
+            assert!(fixed >= 0.03, "{metric:?} fixed: {fixed}");
+            let sequential = lifetime_at_margin(GuardrailTest::Sequential, metric, rate, per_day);
+            assert!(sequential <= 0.015, "{metric:?} sequential: {sequential}");
+        }
+    }
+
+    #[test]
+    fn the_sequential_bar_is_the_mixture_ratios_and_rises_slowly_with_evidence() {
+        let sequential = settings_under(GuardrailTest::Sequential);
+        let fixed = critical_z(&settings(), 0.01, 0.01);
+        // At a standard error equal to the margin (v = τ²), Λ = 2 √½ e^{z²/4} Φ(z/√2)
+        // reaches 100 at z = 4.1281 (solved by hand: ln 100 = ln √2 + z²/4 + ln Φ(z/√2)).
+        let at_margin = critical_z(&sequential, 0.01, 0.01);
+        assert!((at_margin - 4.1281).abs() < 1e-3, "{at_margin}");
+        // Above the fixed test's bar at every size, and rising only like √ln n.
+        let bars: Vec<f64> = [0.04, 0.01, 0.0025, 0.000625]
+            .iter()
+            .map(|&se| critical_z(&sequential, se, 0.01))
+            .collect();
+        assert!(bars.iter().all(|&b| b > fixed), "{bars:?} vs {fixed}");
+        assert!(bars[2] < bars[3] && bars[3] < bars[2] + 0.5, "{bars:?}");
+        // No margin to mix over: nothing can breach.
+        assert_eq!(critical_z(&sequential, 0.01, 0.0), f64::INFINITY);
+    }
+
+    #[test]
+    fn a_sequential_test_still_breaches_on_a_clear_harm_and_not_on_noise() {
+        let sequential = settings_under(GuardrailTest::Sequential);
+        let clear = check_arms(&sequential, &arm(5_000, 250, 0, 0), &arm(5_000, 50, 0, 0));
+        assert!(breached(&clear, Metric::OptOutRate), "{clear:?}");
+        let opt_out = &clear[0];
+        assert!(
+            opt_out.critical.unwrap() > critical_z(&settings(), 0.01, 0.01),
+            "{opt_out:?}"
+        );
+        assert!(opt_out.to_string().contains(", breach at "), "{opt_out}");
+        let noise = check_arms(&sequential, &arm(5_000, 60, 0, 0), &arm(5_000, 50, 0, 0));
+        assert!(!breached(&noise, Metric::OptOutRate), "{noise:?}");
     }
 
     proptest! {

@@ -406,6 +406,22 @@ pub async fn experiment_start(
     .await
 }
 
+/// The first decision for `arm` before `before`: when that arm began, for evidence that
+/// must not reach further back.
+pub async fn first_decision(
+    db: impl sqlx::PgExecutor<'_>,
+    arm: &str,
+    before: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(decided_at) FROM serving.decisions WHERE arm = $1 AND decided_at < $2",
+    )
+    .bind(arm)
+    .bind(before)
+    .fetch_one(db)
+    .await
+}
+
 /// The KPIs of decisions in a window: each arm's, and the D7 lift adjusted for the users'
 /// activity in the [`PRE_PERIOD_DAYS`] before the experiment started, when the window has
 /// a canary and a control. Displayed as the per-arm [`table`] and the adjusted lift.

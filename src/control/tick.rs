@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 use super::guardrail::{self, Check, Evidence, Weighed};
 use super::kpi::{self, ArmKpis, Span};
 use super::pi::{self, Measurement, Outcome, Settings, State, Step};
-use crate::policy::{Mode, Policy};
+use crate::policy::{GuardrailTest, Mode, Policy};
 use crate::rollout::{Arm, Comparison, InForce, RolloutFlag};
 use crate::store::StoreError;
 use crate::store::flags::FlagStore;
@@ -52,7 +52,7 @@ pub fn settings(policy: &Policy) -> Settings {
 }
 
 /// The stored state with its bookkeeping.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stored {
     /// The PI state.
     #[serde(flatten)]
@@ -61,8 +61,12 @@ pub struct Stored {
     pub measured_until: Option<DateTime<Utc>>,
     /// The last step (moved, held or dry run).
     pub last_step_at: Option<DateTime<Utc>>,
-    /// Guardrail evidence older than this (the last trip) is ignored.
+    /// Guardrail evidence older than this is ignored: when the rollout in force began (or
+    /// the last trip).
     pub guardrails_since: Option<DateTime<Utc>>,
+    /// The rollout whose evidence the guardrails weigh ([`guarded_rollout`]): when it
+    /// changes, `guardrails_since` moves to the tick that saw it.
+    pub guardrails_rollout: Option<String>,
     /// The last guardrail check (passed or breached).
     pub guardrails_checked_at: Option<DateTime<Utc>>,
 }
@@ -74,6 +78,7 @@ impl Stored {
             measured_until: None,
             last_step_at: None,
             guardrails_since: None,
+            guardrails_rollout: None,
             guardrails_checked_at: None,
         }
     }
@@ -108,14 +113,16 @@ type StoredRow = (
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
+    Option<String>,
     Option<DateTime<Utc>>,
 );
 
 const SELECT_STORED: &str = "SELECT integral, output, last_measurement, measured_until, \
-     last_step_at, guardrails_since, guardrails_checked_at FROM serving.controller";
+     last_step_at, guardrails_since, guardrails_rollout, guardrails_checked_at \
+     FROM serving.controller";
 const SELECT_STORED_FOR_UPDATE: &str = "SELECT integral, output, last_measurement, \
-     measured_until, last_step_at, guardrails_since, guardrails_checked_at \
-     FROM serving.controller FOR UPDATE";
+     measured_until, last_step_at, guardrails_since, guardrails_rollout, \
+     guardrails_checked_at FROM serving.controller FOR UPDATE";
 
 fn stored_of(row: StoredRow) -> Stored {
     Stored {
@@ -127,7 +134,8 @@ fn stored_of(row: StoredRow) -> Stored {
         measured_until: row.3,
         last_step_at: row.4,
         guardrails_since: row.5,
-        guardrails_checked_at: row.6,
+        guardrails_rollout: row.6,
+        guardrails_checked_at: row.7,
     }
 }
 
@@ -238,13 +246,14 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
         i64,
         f64,
         Option<f64>,
+        Option<f64>,
         bool,
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT at, metric, arm, canary_successes, canary_trials, control_successes,
-                control_trials, margin, z, breached, weighed_from, weighed_to
+                control_trials, margin, z, critical, breached, weighed_from, weighed_to
          FROM serving.guardrail_checks
          WHERE at = (SELECT max(at) FROM serving.guardrail_checks) ORDER BY metric",
     )
@@ -269,8 +278,9 @@ pub async fn latest_checks(pool: &PgPool) -> Result<Option<LatestChecks>, sqlx::
                 },
                 margin: r.7,
                 z: r.8,
-                breached: r.9,
-                weighed: r.10.zip(r.11).map(|(from, to)| Span { from, to }),
+                critical: r.9,
+                breached: r.10,
+                weighed: r.11.zip(r.12).map(|(from, to)| Span { from, to }),
             })
         })
         .collect();
@@ -397,11 +407,11 @@ pub async fn tick(
     sqlx::query(
         "INSERT INTO serving.controller
            (id, integral, output, last_measurement, measured_until, last_step_at, guardrails_since,
-            guardrails_checked_at)
-         VALUES (true, $1, $2, $3, $4, $5, $6, $7)
+            guardrails_rollout, guardrails_checked_at)
+         VALUES (true, $1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET integral = $1, output = $2, last_measurement = $3,
            measured_until = $4, last_step_at = $5, guardrails_since = $6,
-           guardrails_checked_at = $7, updated_at = now()",
+           guardrails_rollout = $7, guardrails_checked_at = $8, updated_at = now()",
     )
     .bind(stored.state.integral)
     .bind(stored.state.output)
@@ -409,6 +419,7 @@ pub async fn tick(
     .bind(stored.measured_until)
     .bind(stored.last_step_at)
     .bind(stored.guardrails_since)
+    .bind(&stored.guardrails_rollout)
     .bind(stored.guardrails_checked_at)
     .execute(&mut *tx)
     .await?;
@@ -419,6 +430,20 @@ pub async fn tick(
         controller,
         state: stored,
     })))
+}
+
+/// The rollout whose evidence the guardrails weigh: what they compare, and for a model
+/// arm its percent (a canary's), the holdout and the bucketing salt.
+fn guarded_rollout(policy: &Policy, in_force: &InForce) -> String {
+    let (holdout, salt) = (in_force.holdout_percent, &policy.rollout.salt);
+    match in_force.comparison() {
+        Comparison::ModelArm(Arm::Canary) => format!(
+            "canary {}% holdout {holdout}% salt {salt}",
+            in_force.canary_percent
+        ),
+        Comparison::ModelArm(arm) => format!("{} holdout {holdout}% salt {salt}", arm.as_str()),
+        other => other.as_str().to_owned(),
+    }
 }
 
 async fn check_guardrails(
@@ -433,6 +458,19 @@ async fn check_guardrails(
     if !settings.enabled {
         return Ok(GuardrailReport::Disabled);
     }
+    // Evidence belongs to one rollout: a new arm, percent, holdout or salt moves users
+    // between arms, so what came before is not evidence about what is in force now. A
+    // change is seen by the first tick after it, which starts the evidence again.
+    let rollout = guarded_rollout(policy, in_force);
+    match stored.guardrails_rollout.as_deref() {
+        Some(seen) if seen == rollout => {}
+        Some(_) => {
+            stored.guardrails_since = Some(stored.guardrails_since.map_or(at, |t| t.max(at)))
+        }
+        // The first tick to keep the rollout: its evidence starts where it did.
+        None => {}
+    }
+    stored.guardrails_rollout = Some(rollout);
     let model_arm = match in_force.comparison() {
         Comparison::NoModelArm => return Ok(GuardrailReport::NoModelArm),
         Comparison::NoControl => return Ok(GuardrailReport::NoControl),
@@ -445,10 +483,21 @@ async fn check_guardrails(
         return Ok(GuardrailReport::NotDue { next_check_at });
     }
     stored.guardrails_checked_at = Some(at);
-    let window_start = at - settings.window;
-    let from = stored
-        .guardrails_since
-        .map_or(window_start, |t| t.max(window_start));
+    // With no change seen yet, the evidence starts with the model arm's first decision.
+    let since = match stored.guardrails_since {
+        Some(since) => since,
+        None => match kpi::first_decision(&mut *tx, model_arm.as_str(), at).await? {
+            Some(first) => first,
+            None => return Ok(GuardrailReport::Passed { checks: Vec::new() }),
+        },
+    };
+    stored.guardrails_since = Some(since);
+    // A fixed test weighs the trailing window, a sequential one everything since.
+    let lookback = match settings.test {
+        GuardrailTest::Fixed => settings.window.min(at - since),
+        GuardrailTest::Sequential => at - since,
+    };
+    let from = at - lookback;
     let arms = kpi::arms(&mut *tx, from, at, at).await?;
     let (Some(model), Some(control)) = (
         kpi::find(&arms, model_arm.as_str()),
@@ -458,10 +507,9 @@ async fn check_guardrails(
     };
     // D7 is read only when its guardrail is set, and from the users whose 7th day has
     // ended, not from the window's (see `guardrail`).
-    let cohort =
-        settings
-            .d7_retention
-            .and(kpi::d7_cohort(at, settings.window, stored.guardrails_since));
+    let cohort = settings
+        .d7_retention
+        .and(kpi::d7_cohort(at, lookback, Some(since)));
     let d7 = match cohort {
         Some(cohort) => kpi::d7_by_arm(&mut *tx, cohort, at).await?,
         None => Vec::new(),
@@ -479,9 +527,9 @@ async fn check_guardrails(
     for c in &checks {
         sqlx::query(
             "INSERT INTO serving.guardrail_checks (at, metric, arm, canary_successes,
-               canary_trials, control_successes, control_trials, margin, z, breached,
+               canary_trials, control_successes, control_trials, margin, z, critical, breached,
                weighed_from, weighed_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(at)
         .bind(c.metric.as_str())
@@ -492,6 +540,7 @@ async fn check_guardrails(
         .bind(c.control.trials as i64)
         .bind(c.margin)
         .bind(c.z)
+        .bind(c.critical)
         .bind(c.breached)
         .bind(c.weighed.map(|s| s.from))
         .bind(c.weighed.map(|s| s.to))

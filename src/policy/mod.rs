@@ -164,19 +164,47 @@ pub struct Controller {
     pub min_sends: u64,
 }
 
+/// How a guardrail weighs its evidence, and what `confidence` bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailTest {
+    /// Each check tests the trailing `window` at the confidence asked. Checks repeat, so a
+    /// healthy model arm's chance of a false rollback grows with its life.
+    Fixed,
+    /// Each check tests everything since the rollout in force began with an always-valid
+    /// test (a mixture sequential probability ratio test): however often it is checked and
+    /// however long it runs, a healthy model arm is rolled back with a chance of at most
+    /// 1 − confidence.
+    Sequential,
+}
+
+impl GuardrailTest {
+    /// The test's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardrailTest::Fixed => "fixed",
+            GuardrailTest::Sequential => "sequential",
+        }
+    }
+}
+
 /// Guardrails of the canary against its control: a breach switches the rollout to shadow.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Guardrails {
     /// Whether guardrails are checked at all.
     pub enabled: bool,
-    /// Decisions considered: the last `window` before the check.
+    /// How checks weigh their evidence.
+    pub test: GuardrailTest,
+    /// Decisions a fixed test considers: the last `window` before the check (never before
+    /// the rollout in force began).
     pub window: chrono::Duration,
     /// Shortest time between two checks: each check reads the whole window of the decision
     /// log, so ticks in between (every minute by default) skip it.
     pub interval: chrono::Duration,
     /// Fewest users (or decisions) per arm before a proportion is tested.
     pub min_samples: u64,
-    /// One-sided confidence a breach must reach (a two-proportion z-test).
+    /// One-sided confidence a breach must reach (a two-proportion z-test): of each check
+    /// under a fixed test, of the rollout's whole life under a sequential one.
     pub confidence: f64,
     /// Most the canary's opt-out rate may exceed control's.
     pub opt_out_rate: Option<f64>,
@@ -269,6 +297,7 @@ impl Default for RawController {
 #[serde(deny_unknown_fields, default)]
 struct RawGuardrails {
     enabled: bool,
+    test: GuardrailTest,
     window: String,
     interval: String,
     min_samples: u64,
@@ -284,6 +313,8 @@ impl Default for RawGuardrails {
     fn default() -> Self {
         Self {
             enabled: true,
+            // What a policy without the key always had.
+            test: GuardrailTest::Fixed,
             window: "7d".into(),
             interval: "1h".into(),
             min_samples: 200,
@@ -404,9 +435,18 @@ fn hours(h: f64) -> chrono::Duration {
 }
 
 /// A margin of a guardrail: a share in 0..1, or absent.
-fn margin(key: &'static str, value: Option<f64>) -> Result<Option<f64>, PolicyError> {
+fn margin(
+    key: &'static str,
+    value: Option<f64>,
+    test: GuardrailTest,
+) -> Result<Option<f64>, PolicyError> {
     match value {
         Some(m) if !(0.0..1.0).contains(&m) => Err(invalid(key, "must be within 0..1")),
+        // The sequential test mixes over harms on the margin's scale: it needs one.
+        Some(m) if m == 0.0 && test == GuardrailTest::Sequential => Err(invalid(
+            key,
+            "must be above 0 under a sequential test (its harms are on the margin's scale)",
+        )),
         other => Ok(other),
     }
 }
@@ -542,15 +582,16 @@ impl Policy {
         };
         let guardrails = Guardrails {
             enabled: g.enabled,
+            test: g.test,
             window: duration("guardrails.window", &g.window)?,
             interval: duration("guardrails.interval", &g.interval)?,
             min_samples: g.min_samples,
             confidence: g.confidence,
-            opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate)?,
-            d7_retention: margin("guardrails.d7_retention", g.d7_retention)?,
-            send_rate: margin("guardrails.send_rate", g.send_rate)?,
-            roi: margin("guardrails.roi", g.roi)?,
-            crash_rate: margin("guardrails.crash_rate", g.crash_rate)?,
+            opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate, g.test)?,
+            d7_retention: margin("guardrails.d7_retention", g.d7_retention, g.test)?,
+            send_rate: margin("guardrails.send_rate", g.send_rate, g.test)?,
+            roi: margin("guardrails.roi", g.roi, g.test)?,
+            crash_rate: margin("guardrails.crash_rate", g.crash_rate, g.test)?,
         };
         let digest = Sha256::digest(yaml.as_bytes());
         Ok(Self {
@@ -688,6 +729,25 @@ mod tests {
         assert_eq!(custom.guardrails.window, chrono::Duration::hours(36));
         assert_eq!(custom.guardrails.interval, chrono::Duration::minutes(15));
         assert_eq!(custom.guardrails.send_rate, None);
+        // A policy that does not name a test keeps the fixed one it always had.
+        assert_eq!(policy.guardrails.test, GuardrailTest::Fixed);
+        let sequential = Policy::parse(&format!(
+            "{MINIMAL}guardrails: {{ test: sequential, roi: 0.05 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(sequential.guardrails.test, GuardrailTest::Sequential);
+        let fixed_zero = Policy::parse(&format!("{MINIMAL}guardrails: {{ roi: 0 }}\n")).unwrap();
+        assert_eq!(fixed_zero.guardrails.roi, Some(0.0));
+        match Policy::parse(&format!("{MINIMAL}guardrails: {{ test: bayesian }}\n")) {
+            // The parser points at the line and column, and names the choices.
+            Err(PolicyError::Schema(m)) => {
+                assert!(
+                    m.contains("line 3") && m.contains("fixed, sequential"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         for (extra, key) in [
             ("controller: { interval: soon }", "controller.interval"),
             ("controller: { interval: 0s }", "controller.interval"),
@@ -698,6 +758,7 @@ mod tests {
             ("guardrails: { confidence: 1 }", "guardrails.confidence"),
             ("guardrails: { opt_out_rate: 2 }", "guardrails.opt_out_rate"),
             ("guardrails: { crash_rate: -0.1 }", "guardrails.crash_rate"),
+            ("guardrails: { test: sequential, roi: 0 }", "guardrails.roi"),
         ] {
             match Policy::parse(&format!("{MINIMAL}{extra}\n")) {
                 Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key, "{extra}"),

@@ -105,8 +105,9 @@ pub async fn get_controller(
             interval_secs: c.interval.num_seconds(),
             min_sends: c.min_sends,
         },
-        next_step_at: state.and_then(|s| s.next_step_at(c.interval)),
+        next_step_at: state.as_ref().and_then(|s| s.next_step_at(c.interval)),
         next_guardrail_check_at: state
+            .as_ref()
             .and_then(|s| s.next_guardrail_check_at(policy.guardrails.interval)),
         state,
         history,
@@ -224,7 +225,7 @@ impl ApiContext {
                 controller,
                 state,
             } = run.as_ref();
-            self.controller.store(Some(Arc::new(*state)));
+            self.controller.store(Some(Arc::new(state.clone())));
             self.publish_threshold();
             match guardrails {
                 GuardrailReport::Passed { checks } | GuardrailReport::RolledBack { checks, .. } => {
@@ -286,34 +287,28 @@ enum Guardrails<'a> {
     NotInForce,
 }
 
-/// Sets the guardrail gauges (each metric's breached and z, and when the checks were made)
-/// and the z a breach needs under `policy`.
+/// Sets the guardrail gauges (each metric's breached, z and the z a breach needs, and
+/// when the checks were made).
 fn publish_guardrails(policy: &Policy, guardrails: Guardrails<'_>) {
-    let critical = guardrail::critical_z(&policy.guardrails);
-    metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL).set(critical);
-    let set =
-        |metric: guardrail::Metric, breached: bool, z: Option<f64>, detectable: Option<f64>| {
-            let metric = metric.as_str();
-            metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
-                .set(f64::from(u8::from(breached)));
-            metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z.unwrap_or(f64::NAN));
-            metrics::gauge!(telemetry::GUARDRAIL_DETECTABLE_HARM, "metric" => metric)
-                .set(detectable.unwrap_or(f64::NAN));
-        };
+    let set = |metric: guardrail::Metric, breached: bool, z: [Option<f64>; 3]| {
+        let metric = metric.as_str();
+        let [z, critical, detectable] = z.map(|v| v.unwrap_or(f64::NAN));
+        metrics::gauge!(telemetry::GUARDRAIL_BREACHED, "metric" => metric)
+            .set(f64::from(u8::from(breached)));
+        metrics::gauge!(telemetry::GUARDRAIL_Z, "metric" => metric).set(z);
+        metrics::gauge!(telemetry::GUARDRAIL_Z_CRITICAL, "metric" => metric).set(critical);
+        metrics::gauge!(telemetry::GUARDRAIL_DETECTABLE_HARM, "metric" => metric).set(detectable);
+    };
     let clear = || {
         guardrail::Metric::ALL
             .into_iter()
-            .for_each(|m| set(m, false, None, None));
+            .for_each(|m| set(m, false, [None; 3]));
     };
     let checked_at = match guardrails {
         Guardrails::Checked(at, checks) => {
             for c in checks {
-                set(
-                    c.metric,
-                    c.breached,
-                    c.z,
-                    guardrail::detectable_harm(c, critical),
-                );
+                let detectable = guardrail::detectable_harm(c, &policy.guardrails);
+                set(c.metric, c.breached, [c.z, c.critical, detectable]);
             }
             at.timestamp() as f64
         }
@@ -346,8 +341,8 @@ mod tests {
         handle.render()
     }
 
-    /// A check of `metric` with 15 % against 1 % of 400.
-    fn check(metric: Metric, z: Option<f64>, breached: bool) -> Check {
+    /// A check of `metric` with 15 % against 1 % of 400, its z and the z it breaches at.
+    fn check(metric: Metric, tested: Option<(f64, f64)>, breached: bool) -> Check {
         Check {
             metric,
             arm: crate::rollout::Arm::Canary,
@@ -360,7 +355,8 @@ mod tests {
                 trials: 400,
             },
             margin: 0.01,
-            z,
+            z: tested.map(|t| t.0),
+            critical: tested.map(|t| t.1),
             breached,
             weighed: None,
         }
@@ -369,17 +365,17 @@ mod tests {
     #[test]
     fn guardrail_gauges_carry_each_checks_verdict_and_z_beside_the_critical_z() {
         let checks = [
-            check(Metric::OptOutRate, Some(5.25), true),
+            check(Metric::OptOutRate, Some((5.25, 3.41)), true),
             check(Metric::D7Retention, None, false),
         ];
         let at = "2026-03-02T12:00:00Z".parse().unwrap();
-        let mut critical = f64::NAN;
+        let mut settings = None;
         let text = published(|policy| {
-            critical = guardrail::critical_z(&policy.guardrails);
+            settings = Some(policy.guardrails);
             super::publish_guardrails(policy, super::Guardrails::Checked(at, &checks))
         });
         // The harm the opt-out check could catch, beside its verdict.
-        let opt_out = guardrail::detectable_harm(&checks[0], critical).unwrap();
+        let opt_out = guardrail::detectable_harm(&checks[0], &settings.unwrap()).unwrap();
         let opt_out =
             format!("nudge_guardrail_detectable_harm{{metric=\"opt_out_rate\"}} {opt_out}");
         assert!(
@@ -389,19 +385,14 @@ mod tests {
         for line in [
             "nudge_guardrail_breached{metric=\"opt_out_rate\"} 1",
             "nudge_guardrail_z{metric=\"opt_out_rate\"} 5.25",
+            "nudge_guardrail_z_critical{metric=\"opt_out_rate\"} 3.41",
             "nudge_guardrail_breached{metric=\"d7_retention\"} 0",
             "nudge_guardrail_z{metric=\"d7_retention\"} NaN",
+            "nudge_guardrail_z_critical{metric=\"d7_retention\"} NaN",
             "nudge_guardrail_checked_at_seconds 1772452800",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in {text}");
         }
-        // policy.yaml asks 0.99 confidence: z₀.₉₉ = 2.326.
-        let critical = text
-            .lines()
-            .find_map(|l| l.strip_prefix("nudge_guardrail_z_critical "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no critical z in {text}"));
-        assert!((critical - 2.3263).abs() < 1e-4, "{critical}");
     }
 
     #[test]
@@ -414,7 +405,7 @@ mod tests {
             (super::Guardrails::Unchecked, "0"),
         ] {
             let text = published(|policy| {
-                let breach = [check(Metric::OptOutRate, Some(5.25), true)];
+                let breach = [check(Metric::OptOutRate, Some((5.25, 3.41)), true)];
                 let at = "2026-03-02T12:00:00Z".parse().unwrap();
                 super::publish_guardrails(policy, super::Guardrails::Checked(at, &breach));
                 super::publish_guardrails(policy, then);
@@ -423,6 +414,7 @@ mod tests {
                 for line in [
                     format!("nudge_guardrail_breached{{metric=\"{metric}\"}} 0"),
                     format!("nudge_guardrail_z{{metric=\"{metric}\"}} NaN"),
+                    format!("nudge_guardrail_z_critical{{metric=\"{metric}\"}} NaN"),
                     format!("nudge_guardrail_detectable_harm{{metric=\"{metric}\"}} NaN"),
                 ] {
                     assert!(text.lines().any(|l| l == line), "{line} not in {text}");

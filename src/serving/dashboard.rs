@@ -292,14 +292,14 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
         Some(tick::LatestChecks { at, checks }) => format!(
             "{compared}\nlatest check at {}\n{}",
             at.to_rfc3339(),
-            guardrail::lines(checks, guardrail::critical_z(&policy.guardrails))
+            guardrail::lines(checks, &policy.guardrails)
         ),
     };
     if !recent_z.is_empty() {
         let _ = writeln!(
             text,
-            "z at the latest {Z_CHECKS} checks, newest first (a breach at z ≥ {:.2}):",
-            guardrail::critical_z(&policy.guardrails)
+            "z at the latest {Z_CHECKS} checks, newest first; {}:",
+            guardrail::test_summary(&policy.guardrails)
         );
         for (metric, z) in &recent_z {
             let values: Vec<String> = z

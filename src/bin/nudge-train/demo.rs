@@ -9,7 +9,7 @@ use nudge::control::{churn_watch, guardrail, kpi, tick};
 use nudge::features::{labels, refresh};
 use nudge::ingest::hashing::UserHasher;
 use nudge::models::registry::Registry;
-use nudge::policy::Policy;
+use nudge::policy::{Guardrails, Policy};
 use nudge::sim::run::{RunOptions, SimDriver};
 use nudge::sim::{SimConfig, policy::DEFAULT_EXPLORATION};
 use nudge::store::database;
@@ -56,8 +56,8 @@ impl Demo<'_> {
         }
         // A spec that does not parse stops the demo before minutes of simulation.
         let specs = read_specs(self.specs)?;
-        // So does a policy nudge-serve would refuse; its guardrails' critical z is the
-        // report's too.
+        // So does a policy nudge-serve would refuse; its guardrails' test is the report's
+        // too.
         let policy = Policy::load(self.policy)
             .with_context(|| format!("{}: invalid policy", self.policy.display()))?;
         migrate(self.database_url).await?;
@@ -73,7 +73,7 @@ impl Demo<'_> {
             days: self.days,
             loop_days: self.loop_days,
             policy: self.policy,
-            guardrail_critical_z: guardrail::critical_z(&policy.guardrails),
+            guardrails: policy.guardrails,
         };
         let several = seeds.len() > 1;
         let mut runs = Vec::with_capacity(seeds.len());
@@ -120,7 +120,7 @@ struct DemoRun<'a> {
     days: i32,
     loop_days: i32,
     policy: &'a std::path::Path,
-    guardrail_critical_z: f64,
+    guardrails: Guardrails,
 }
 
 /// The model arm minus control in a demo's closed loop: over all of it, and after
@@ -193,7 +193,7 @@ impl DemoRun<'_> {
             let summary = first.then(rest);
             bar.finish_and_clear();
             let (report, loop_lifts) =
-                closed_loop_report(pool, client, &summary, self.guardrail_critical_z).await?;
+                closed_loop_report(pool, client, &summary, &self.guardrails).await?;
             out!("{report}");
             out!("{watch}");
             let next_day = watched + chrono::Days::new(1);
@@ -294,7 +294,7 @@ async fn closed_loop_report(
     pool: &PgPool,
     client: &ServeClient,
     summary: &closed_loop::LoopSummary,
-    guardrail_critical_z: f64,
+    guardrails: &Guardrails,
 ) -> anyhow::Result<(String, LoopLifts)> {
     use std::fmt::Write;
     let mut out = String::new();
@@ -364,8 +364,12 @@ async fn closed_loop_report(
             ))
     )?;
     if let Some(tick::LatestChecks { at, checks }) = tick::latest_checks(pool).await? {
-        writeln!(out, "guardrails at their last check ({at}):")?;
-        for line in guardrail::lines(&checks, guardrail_critical_z).lines() {
+        writeln!(
+            out,
+            "guardrails at their last check ({at}), {}:",
+            guardrail::test_summary(guardrails)
+        )?;
+        for line in guardrail::lines(&checks, guardrails).lines() {
             writeln!(out, "  {line}")?;
         }
     }
