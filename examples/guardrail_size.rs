@@ -8,8 +8,9 @@
 //! checks that breach at it. Last, a canary's whole life (`guardrail::lifetime_breach_rate`):
 //! new users every day in both arms, a check each day, and the share of canaries rolled
 //! back within four and within eight weeks, between equal arms and at a harm of exactly
-//! the margin, under a fixed test of the policy's window and under a sequential test,
-//! whatever the policy's own test is.
+//! the margin (false rollbacks), and within one and four weeks at three times the margin
+//! (a harmful canary caught), under a fixed test of the policy's window and under a
+//! sequential test, whatever the policy's own test is.
 //!
 //!   cargo run --release --example guardrail_size -- [--policy policy/policy.yaml]
 
@@ -93,9 +94,16 @@ fn main() -> anyhow::Result<()> {
                 breached: false,
                 weighed: None,
             };
-            let detectable = detectable_harm(&check, settings).unwrap_or(f64::NAN);
+            // No harm the metric can reach is caught so often: say so.
+            let (detectable, at_it) = match detectable_harm(&check, settings) {
+                Some(harm) => (
+                    format!("{:.2} pt", 100.0 * harm),
+                    format!("{:.1}%", rate(harm)),
+                ),
+                None => ("none".to_owned(), "-".to_owned()),
+            };
             println!(
-                "{:<13} {:>6.3} {:>6.3} {:>7} {:>8.3}% {:>8.3}% {:>8.1}% {:>8.1}% {:>9.2} pt {:>8.1}%",
+                "{:<13} {:>6.3} {:>6.3} {:>7} {:>8.3}% {:>8.3}% {:>8.1}% {:>8.1}% {:>12} {:>9}",
                 metric.as_str(),
                 control_rate,
                 margin,
@@ -104,17 +112,18 @@ fn main() -> anyhow::Result<()> {
                 rate(margin),
                 rate(2.0 * margin),
                 rate(4.0 * margin),
-                100.0 * detectable,
-                rate(detectable),
+                detectable,
+                at_it,
             );
         }
     }
     println!(
         "\nA canary's life: each day's new trials per arm Binomial at the rate (equal arms, or \
-         the canary worse by the margin), a check a day; share of canaries ever rolled back"
+         the canary worse by the margin or by 3× it), a check a day; share of canaries ever \
+         rolled back"
     );
     println!(
-        "{:<10} {:<13} {:>6} {:>8} {:>11} {:>11} {:>11} {:>11}",
+        "{:<10} {:<13} {:>6} {:>6} {:>10} {:>10} {:>11} {:>11} {:>9} {:>9}",
         "test",
         "guardrail",
         "rate",
@@ -122,7 +131,9 @@ fn main() -> anyhow::Result<()> {
         "equal 4 wk",
         "equal 8 wk",
         "margin 4 wk",
-        "margin 8 wk"
+        "margin 8 wk",
+        "3× 1 wk",
+        "3× 4 wk"
     );
     for test in [GuardrailTest::Fixed, GuardrailTest::Sequential] {
         let settings = Guardrails { test, ..*settings };
@@ -145,7 +156,7 @@ fn main() -> anyhow::Result<()> {
                             .unwrap_or(f64::NAN)
                 };
                 println!(
-                    "{:<10} {:<13} {:>6.3} {:>8} {:>10.2}% {:>10.2}% {:>10.2}% {:>10.2}%",
+                    "{:<10} {:<13} {:>6.3} {:>6} {:>9.2}% {:>9.2}% {:>10.2}% {:>10.2}% {:>8.1}% {:>8.1}%",
                     test.as_str(),
                     metric.as_str(),
                     demo_rate(metric),
@@ -154,6 +165,8 @@ fn main() -> anyhow::Result<()> {
                     share(0.0, 8),
                     share(margin, 4),
                     share(margin, 8),
+                    share(3.0 * margin, 1),
+                    share(3.0 * margin, 4),
                 );
             }
         }

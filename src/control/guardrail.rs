@@ -270,8 +270,8 @@ pub fn detectable_harm(check: &Check, settings: &Guardrails) -> Option<f64> {
     let control = (check.control.successes as f64 + 1.0) / (n2 + 2.0);
     // The harm a check must see to breach, at these rates.
     let bar = |canary: f64, control: f64| {
-        let se = (variance(canary) / n1 + variance(control) / n2).sqrt();
-        margin + critical_z(settings, se, margin) * se
+        let spread = Spread::at((canary, n1), (control, n2));
+        margin + critical_z(settings, spread) * spread.se
     };
     // The harm rises with the canary's rate when a higher rate is worse, else falls.
     let sign = if check.metric.higher_is_worse() {
@@ -318,13 +318,33 @@ pub fn detectable_harm(check: &Check, settings: &Guardrails) -> Option<f64> {
     Some(high)
 }
 
+/// How precisely a check measures the harm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The standard error of the harm (unpooled).
+    pub se: f64,
+    /// The variance of one trial of each arm, summed (σ₁² + σ₂²): the standard error's
+    /// square with one trial per arm.
+    pub trial_variance: f64,
+}
+
+impl Spread {
+    /// At each arm's rate and trials.
+    fn at((canary, n1): (f64, f64), (control, n2): (f64, f64)) -> Self {
+        Self {
+            se: (variance(canary) / n1 + variance(control) / n2).sqrt(),
+            trial_variance: variance(canary) + variance(control),
+        }
+    }
+}
+
 /// How far a check's harm stands above its margin.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Excess {
     /// The harm less the margin, in standard errors.
     pub z: f64,
-    /// The standard error of the harm (unpooled).
-    pub se: f64,
+    /// How precisely the harm is measured.
+    pub spread: Spread,
 }
 
 /// The excess of the canary's harm over `margin` (one-sided, unpooled SE).
@@ -341,55 +361,63 @@ pub fn excess(
         p2 - p1
     };
     let (n1, n2) = (canary.trials as f64, control.trials as f64);
-    let mut se = (variance(p1) / n1 + variance(p2) / n2).sqrt();
-    if se == 0.0 {
+    let mut spread = Spread::at((p1, n1), (p2, n2));
+    if spread.se == 0.0 {
         // Every trial alike in both arms (no crash reported anywhere, say): the rates with
-        // one success and one failure added per arm (Agresti–Caffo) give the standard
-        // error, so z stays a finite measure of the evidence.
-        let (q1, q2) = (
-            (canary.successes as f64 + 1.0) / (n1 + 2.0),
-            (control.successes as f64 + 1.0) / (n2 + 2.0),
+        // one success and one failure added per arm (Agresti–Caffo) give the spread, so z
+        // stays a finite measure of the evidence.
+        let kept_off_the_edges =
+            |p: Proportion| (p.successes as f64 + 1.0) / (p.trials as f64 + 2.0);
+        spread = Spread::at(
+            (kept_off_the_edges(canary), n1 + 2.0),
+            (kept_off_the_edges(control), n2 + 2.0),
         );
-        se = (variance(q1) / (n1 + 2.0) + variance(q2) / (n2 + 2.0)).sqrt();
     }
     Some(Excess {
-        z: (harm - margin) / se,
-        se,
+        z: (harm - margin) / spread.se,
+        spread,
     })
 }
 
-/// The z at and above which a check breaches under `settings`, for a harm estimated with
-/// standard error `se` against `margin`.
+/// The sequential test's mixture scale, squared, in trial variances per `min_samples`
+/// trials: with `min_samples` trials per arm the half-normal's scale is √10 ≈ 3.2
+/// standard errors, about where a normal mixture's bar is lowest.
+const MIXTURE_AT_MIN_SAMPLES: f64 = 10.0;
+
+/// The z at and above which a check breaches under `settings`, for a harm measured with
+/// `spread`.
 ///
 /// A fixed test breaches at the one-sided critical value of `confidence`, whatever the
 /// sizes. A sequential test breaches when its mixture likelihood ratio reaches
 /// 1 / (1 − confidence): the likelihood of the harms above the margin, weighted by a
-/// half-normal of scale `margin` (harms about a margin beyond it are the ones it is
-/// tuned to), over the likelihood at the margin, the estimate taken as normal with
-/// standard error `se`. Under any harm up to the margin that ratio is a nonnegative
-/// supermartingale of mean at most 1, so by Ville's inequality it ever reaches
-/// 1 / (1 − confidence) with a chance of at most 1 − confidence, however often it is
-/// looked at. The price is a higher bar at each look, rising slowly as evidence grows.
-pub fn critical_z(settings: &Guardrails, se: f64, margin: f64) -> f64 {
+/// half-normal, over the likelihood at the margin, the estimate taken as normal with
+/// standard error `spread.se`. Under any harm up to the margin that ratio is a
+/// nonnegative supermartingale of mean at most 1, so by Ville's inequality it ever
+/// reaches 1 / (1 − confidence) with a chance of at most 1 − confidence, however often
+/// it is looked at. The half-normal's scale τ (τ² = 10 trial variances / `min_samples`)
+/// tunes the test to catch harm soon after the arms reach `min_samples`; the price is a
+/// higher bar than a fixed test's at each look (about 3.4 at 99 %), rising like √ln n.
+pub fn critical_z(settings: &Guardrails, spread: Spread) -> f64 {
     let normal = Normal::standard();
     match settings.test {
         GuardrailTest::Fixed => normal.inverse_cdf(settings.confidence),
         GuardrailTest::Sequential => {
-            let (v, tau2) = (se * se, margin * margin);
-            let spread = (v + tau2).sqrt();
+            let v = spread.se * spread.se;
+            let tau2 = spread.trial_variance * MIXTURE_AT_MIN_SAMPLES / settings.min_samples as f64;
+            let (shrink, tau_z) = (v / (v + tau2), (tau2 / (v + tau2)).sqrt());
             let bar = (1.0 / (1.0 - settings.confidence)).ln();
             // ln Λ(z) = ln 2 + ½ ln(v / (v + τ²)) + z²τ² / (2 (v + τ²)) + ln Φ(z τ / √(v + τ²)),
             // rising in z ≥ 0 from ½ ln(v / (v + τ²)) < 0.
             let log_ratio = |z: f64| {
                 std::f64::consts::LN_2
-                    + 0.5 * (v / (v + tau2)).ln()
-                    + z * z * tau2 / (2.0 * (v + tau2))
-                    + normal.cdf(z * margin / spread).ln()
+                    + 0.5 * shrink.ln()
+                    + 0.5 * (z * tau_z).powi(2)
+                    + normal.cdf(z * tau_z).ln()
             };
             let (mut low, mut high) = (0.0, 1.0);
             while log_ratio(high) < bar {
                 if high > 1e3 {
-                    // No margin to mix over (or no spread): nothing can breach.
+                    // No spread to mix over: nothing can breach.
                     return f64::INFINITY;
                 }
                 low = high;
@@ -456,8 +484,7 @@ fn breaches(
     canary: Proportion,
     control: Proportion,
 ) -> bool {
-    excess(metric, canary, control, margin)
-        .is_some_and(|e| e.z >= critical_z(settings, e.se, margin))
+    excess(metric, canary, control, margin).is_some_and(|e| e.z >= critical_z(settings, e.spread))
 }
 
 /// The share of `draws` simulated single checks of `metric` under `settings` that breach,
@@ -553,7 +580,7 @@ pub fn check(
             let tested = enough
                 .then(|| excess(metric, a, b, margin))
                 .flatten()
-                .map(|e| (e.z, critical_z(settings, e.se, margin)));
+                .map(|e| (e.z, critical_z(settings, e.spread)));
             Check {
                 metric,
                 arm,
@@ -962,20 +989,32 @@ mod tests {
     #[test]
     fn the_sequential_bar_is_the_mixture_ratios_and_rises_slowly_with_evidence() {
         let sequential = settings_under(GuardrailTest::Sequential);
-        let fixed = critical_z(&settings(), 0.01, 0.01);
-        // At a standard error equal to the margin (v = τ²), Λ = 2 √½ e^{z²/4} Φ(z/√2)
+        // Trials per arm of two arms of variance 0.05 each.
+        let spread = |n: f64| Spread {
+            se: (0.1 / n).sqrt(),
+            trial_variance: 0.1,
+        };
+        let fixed = critical_z(&settings(), spread(200.0));
+        // τ² = 10 × 0.1 / 200 = 0.005 = v at 20 per arm: there Λ = 2 √½ e^{z²/4} Φ(z/√2)
         // reaches 100 at z = 4.1281 (solved by hand: ln 100 = ln √2 + z²/4 + ln Φ(z/√2)).
-        let at_margin = critical_z(&sequential, 0.01, 0.01);
-        assert!((at_margin - 4.1281).abs() < 1e-3, "{at_margin}");
-        // Above the fixed test's bar at every size, and rising only like √ln n.
-        let bars: Vec<f64> = [0.04, 0.01, 0.0025, 0.000625]
+        let at_twenty = critical_z(&sequential, spread(20.0));
+        assert!((at_twenty - 4.1281).abs() < 1e-3, "{at_twenty}");
+        // Lowest about min_samples, above the fixed test's bar at every size, and rising
+        // only like √ln n.
+        let bars: Vec<f64> = [200.0, 2_000.0, 20_000.0]
             .iter()
-            .map(|&se| critical_z(&sequential, se, 0.01))
+            .map(|&n| critical_z(&sequential, spread(n)))
             .collect();
+        assert!(bars[0] < at_twenty && bars[0] < 3.5, "{bars:?}");
         assert!(bars.iter().all(|&b| b > fixed), "{bars:?} vs {fixed}");
-        assert!(bars[2] < bars[3] && bars[3] < bars[2] + 0.5, "{bars:?}");
-        // No margin to mix over: nothing can breach.
-        assert_eq!(critical_z(&sequential, 0.01, 0.0), f64::INFINITY);
+        assert!(bars[0] < bars[1] && bars[1] < bars[2], "{bars:?}");
+        assert!(bars[2] < bars[0] + 0.6, "{bars:?}");
+        // No spread to mix over: nothing can breach.
+        let none = Spread {
+            se: 0.01,
+            trial_variance: 0.0,
+        };
+        assert_eq!(critical_z(&sequential, none), f64::INFINITY);
     }
 
     #[test]
@@ -984,10 +1023,8 @@ mod tests {
         let clear = check_arms(&sequential, &arm(5_000, 250, 0, 0), &arm(5_000, 50, 0, 0));
         assert!(breached(&clear, Metric::OptOutRate), "{clear:?}");
         let opt_out = &clear[0];
-        assert!(
-            opt_out.critical.unwrap() > critical_z(&settings(), 0.01, 0.01),
-            "{opt_out:?}"
-        );
+        // Its bar is above the fixed test's 2.33.
+        assert!(opt_out.critical.unwrap() > 3.0, "{opt_out:?}");
         assert!(opt_out.to_string().contains(", breach at "), "{opt_out}");
         let noise = check_arms(&sequential, &arm(5_000, 60, 0, 0), &arm(5_000, 50, 0, 0));
         assert!(!breached(&noise, Metric::OptOutRate), "{noise:?}");

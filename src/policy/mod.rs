@@ -435,18 +435,9 @@ fn hours(h: f64) -> chrono::Duration {
 }
 
 /// A margin of a guardrail: a share in 0..1, or absent.
-fn margin(
-    key: &'static str,
-    value: Option<f64>,
-    test: GuardrailTest,
-) -> Result<Option<f64>, PolicyError> {
+fn margin(key: &'static str, value: Option<f64>) -> Result<Option<f64>, PolicyError> {
     match value {
         Some(m) if !(0.0..1.0).contains(&m) => Err(invalid(key, "must be within 0..1")),
-        // The sequential test mixes over harms on the margin's scale: it needs one.
-        Some(m) if m == 0.0 && test == GuardrailTest::Sequential => Err(invalid(
-            key,
-            "must be above 0 under a sequential test (its harms are on the margin's scale)",
-        )),
         other => Ok(other),
     }
 }
@@ -587,11 +578,11 @@ impl Policy {
             interval: duration("guardrails.interval", &g.interval)?,
             min_samples: g.min_samples,
             confidence: g.confidence,
-            opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate, g.test)?,
-            d7_retention: margin("guardrails.d7_retention", g.d7_retention, g.test)?,
-            send_rate: margin("guardrails.send_rate", g.send_rate, g.test)?,
-            roi: margin("guardrails.roi", g.roi, g.test)?,
-            crash_rate: margin("guardrails.crash_rate", g.crash_rate, g.test)?,
+            opt_out_rate: margin("guardrails.opt_out_rate", g.opt_out_rate)?,
+            d7_retention: margin("guardrails.d7_retention", g.d7_retention)?,
+            send_rate: margin("guardrails.send_rate", g.send_rate)?,
+            roi: margin("guardrails.roi", g.roi)?,
+            crash_rate: margin("guardrails.crash_rate", g.crash_rate)?,
         };
         let digest = Sha256::digest(yaml.as_bytes());
         Ok(Self {
@@ -731,13 +722,9 @@ mod tests {
         assert_eq!(custom.guardrails.send_rate, None);
         // A policy that does not name a test keeps the fixed one it always had.
         assert_eq!(policy.guardrails.test, GuardrailTest::Fixed);
-        let sequential = Policy::parse(&format!(
-            "{MINIMAL}guardrails: {{ test: sequential, roi: 0.05 }}\n"
-        ))
-        .unwrap();
+        let sequential =
+            Policy::parse(&format!("{MINIMAL}guardrails: {{ test: sequential }}\n")).unwrap();
         assert_eq!(sequential.guardrails.test, GuardrailTest::Sequential);
-        let fixed_zero = Policy::parse(&format!("{MINIMAL}guardrails: {{ roi: 0 }}\n")).unwrap();
-        assert_eq!(fixed_zero.guardrails.roi, Some(0.0));
         match Policy::parse(&format!("{MINIMAL}guardrails: {{ test: bayesian }}\n")) {
             // The parser points at the line and column, and names the choices.
             Err(PolicyError::Schema(m)) => {
@@ -758,7 +745,6 @@ mod tests {
             ("guardrails: { confidence: 1 }", "guardrails.confidence"),
             ("guardrails: { opt_out_rate: 2 }", "guardrails.opt_out_rate"),
             ("guardrails: { crash_rate: -0.1 }", "guardrails.crash_rate"),
-            ("guardrails: { test: sequential, roi: 0 }", "guardrails.roi"),
         ] {
             match Policy::parse(&format!("{MINIMAL}{extra}\n")) {
                 Err(PolicyError::Invalid { key: k, .. }) => assert_eq!(k, key, "{extra}"),
