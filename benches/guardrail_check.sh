@@ -8,8 +8,10 @@
 # them fatal: crashes). A check at 2026-03-30
 # reads the window's KPIs (`kpi.arms` over the last 7 days) and the D7 of the users
 # first decided in the week that ended 8 days before (`kpi.first_seen` grouped by arm,
-# as `kpi::d7_by_arm` sends it). Prints the row counts, both results and three timed runs
-# of each (psql \timing).
+# as `kpi::d7_by_arm` sends it), as a fixed test's check does; then what a sequential
+# test's check reads when the rollout began with the log (2026-03-16): the KPIs of all
+# two weeks and the D7 of every user first decided up to 8 days before. Prints the row
+# counts, the results and three timed runs of each (psql \timing).
 #   benches/guardrail_check.sh [USERS=100000]
 set -euo pipefail
 USERS="${1:-100000}"
@@ -61,3 +63,13 @@ psql -h 127.0.0.1 -U postgres -d "$DB" -c '\timing on' -c "$ARMS" -c "$ARMS" -c 
   grep "Time:"
 echo "== D7 of the users first decided 8 to 15 days before"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c '\timing on' -c "$D7" -c "$D7" -c "$D7" | grep "Time:"
+ARMS_ALL="SELECT * FROM kpi.arms('2026-03-16', '2026-03-30', '2026-03-30')"
+D7_ALL="SELECT arm, count(retained_d7), count(*) FILTER (WHERE retained_d7)
+    FROM kpi.first_seen('2026-03-16', '2026-03-22', '2026-03-30') GROUP BY arm ORDER BY arm"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c "$ARMS_ALL" -c "$D7_ALL"
+echo "== sequential: kpi.arms since the rollout began (two weeks)"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c '\timing on' -c "$ARMS_ALL" -c "$ARMS_ALL" -c "$ARMS_ALL" |
+  grep "Time:"
+echo "== sequential: D7 of the users first decided since the rollout began, 8 days before"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c '\timing on' -c "$D7_ALL" -c "$D7_ALL" -c "$D7_ALL" |
+  grep "Time:"

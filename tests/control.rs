@@ -880,6 +880,8 @@ async fn a_sequential_guardrail_weighs_all_since_the_rollout_began_and_starts_ag
         controller["state"]["guardrails_rollout"], "canary 50% holdout 0% salt s",
         "{controller}"
     );
+    let (_, rollout) = admin(&one.app, "GET", "/admin/rollout", None).await;
+    assert_eq!(rollout["guardrails_test"], "sequential", "{rollout}");
 
     // The growth lead widens the canary: users move between arms, so the evidence
     // starts again at the first tick that sees the change.
@@ -1042,8 +1044,14 @@ async fn the_dashboard_shows_each_guardrails_z_over_the_latest_checks() {
     let page = dashboard(&one.app).await;
     assert!(
         page.contains(
-            "z at the latest 12 checks, newest first; a fixed test of the last 7 days: each \
-             check breaches at z ≥ 2.33, at 99 % confidence per check:"
+            "canary compared with control by a fixed test of the last 7 days: each check \
+             breaches at z ≥ 2.33, at 99 % confidence per check\n"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "z at the latest 12 checks, newest first (the latest bars are in the lines above):"
         ),
         "{page}"
     );

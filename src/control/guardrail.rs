@@ -36,6 +36,12 @@ impl Proportion {
     pub fn rate(self) -> Option<f64> {
         (self.trials > 0).then(|| self.successes as f64 / self.trials as f64)
     }
+
+    /// The share with one success and one failure added (Agresti–Caffo): kept off 0 and 1,
+    /// so a rare event still has a spread.
+    fn kept_off_the_edges(self) -> f64 {
+        (self.successes as f64 + 1.0) / (self.trials as f64 + 2.0)
+    }
 }
 
 /// Which guardrail.
@@ -106,19 +112,22 @@ impl Metric {
         Proportion { successes, trials }
     }
 
-    /// Whether a higher rate in the canary is the harm (else a lower one is).
-    fn higher_is_worse(self) -> bool {
-        !matches!(self, Metric::D7Retention | Metric::Roi)
+    /// +1 when a higher rate in the canary is the harm, −1 when a lower one is.
+    fn direction(self) -> f64 {
+        match self {
+            Metric::D7Retention | Metric::Roi => -1.0,
+            Metric::OptOutRate | Metric::SendRate | Metric::CrashRate => 1.0,
+        }
+    }
+
+    /// How much worse the canary's rate is than the control's (negative: better).
+    fn harm(self, canary: f64, control: f64) -> f64 {
+        self.direction() * (canary - control)
     }
 
     /// The rate `harm` worse than `rate` in this metric's bad direction, within 0..=1.
     fn harmed(self, rate: f64, harm: f64) -> f64 {
-        let worse = if self.higher_is_worse() {
-            rate + harm
-        } else {
-            rate - harm
-        };
-        worse.clamp(0.0, 1.0)
+        (rate + self.direction() * harm).clamp(0.0, 1.0)
     }
 }
 
@@ -266,19 +275,14 @@ pub fn detectable_harm(check: &Check, settings: &Guardrails) -> Option<f64> {
         return None;
     }
     let margin = check.margin;
-    // The control's rate kept off 0 and 1 (Agresti–Caffo), so a rare event has a spread.
-    let control = (check.control.successes as f64 + 1.0) / (n2 + 2.0);
+    let control = check.control.kept_off_the_edges();
     // The harm a check must see to breach, at these rates.
     let bar = |canary: f64, control: f64| {
         let spread = Spread::at((canary, n1), (control, n2));
         margin + critical_z(settings, spread) * spread.se
     };
     // The harm rises with the canary's rate when a higher rate is worse, else falls.
-    let sign = if check.metric.higher_is_worse() {
-        1.0
-    } else {
-        -1.0
-    };
+    let sign = check.metric.direction();
     // The spread of (harm seen − bar) at a canary rate: its slopes in each arm's rate
     // (numerical), each times that arm's standard error.
     let spread = |canary: f64| {
@@ -298,11 +302,10 @@ pub fn detectable_harm(check: &Check, settings: &Guardrails) -> Option<f64> {
         let canary = check.metric.harmed(control, harm);
         bar(canary, control) + z_power * spread(canary) - harm
     };
-    let mut high = if check.metric.higher_is_worse() {
-        1.0 - control
-    } else {
-        control
-    };
+    // The largest harm the metric can reach from the control's rate.
+    let mut high = check
+        .metric
+        .harm(check.metric.harmed(control, 1.0), control);
     if shortfall(high) > 0.0 {
         return None;
     }
@@ -355,22 +358,16 @@ pub fn excess(
     margin: f64,
 ) -> Option<Excess> {
     let (p1, p2) = (canary.rate()?, control.rate()?);
-    let harm = if metric.higher_is_worse() {
-        p1 - p2
-    } else {
-        p2 - p1
-    };
+    let harm = metric.harm(p1, p2);
     let (n1, n2) = (canary.trials as f64, control.trials as f64);
     let mut spread = Spread::at((p1, n1), (p2, n2));
     if spread.se == 0.0 {
         // Every trial alike in both arms (no crash reported anywhere, say): the rates with
         // one success and one failure added per arm (Agresti–Caffo) give the spread, so z
         // stays a finite measure of the evidence.
-        let kept_off_the_edges =
-            |p: Proportion| (p.successes as f64 + 1.0) / (p.trials as f64 + 2.0);
         spread = Spread::at(
-            (kept_off_the_edges(canary), n1 + 2.0),
-            (kept_off_the_edges(control), n2 + 2.0),
+            (canary.kept_off_the_edges(), n1 + 2.0),
+            (control.kept_off_the_edges(), n2 + 2.0),
         );
     }
     Some(Excess {

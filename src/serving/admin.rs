@@ -17,7 +17,7 @@ use super::ApiContext;
 use super::body::{ADMIN_LIMIT, Json, LimitedBody, json_object};
 use super::error::{ApiError, ErrorBody};
 use crate::ingest::wire::ExpectedToken;
-use crate::policy::Mode;
+use crate::policy::{GuardrailTest, Mode};
 use crate::rollout::{Comparison, InForce, KillSwitchFlag, RolloutFlag, Source};
 
 /// Whether the request carries `Authorization: Bearer <expected>` (the scheme's name in
@@ -113,6 +113,10 @@ pub struct RolloutView {
     /// everyone, and nothing guards it: a canary of 100 % or full mode without a holdout).
     #[schema(value_type = String, example = "canary")]
     pub guardrails_compare: Comparison,
+    /// How the guardrails weigh their evidence (`guardrails.test`): `fixed` (the last
+    /// window, at the confidence per check) or `sequential` (all since the rollout began,
+    /// at the confidence over its whole life).
+    pub guardrails_test: GuardrailTest,
     /// Whether mode and percent come from the runtime flag or the policy file, or the
     /// flags are unread (`unread`: their store has been down since start).
     pub source: Source,
@@ -153,6 +157,7 @@ pub(super) fn rollout_view(ctx: &ApiContext) -> Result<RolloutView, ApiError> {
         canary_percent: in_force.canary_percent,
         holdout_percent: in_force.holdout_percent,
         guardrails_compare: in_force.comparison(),
+        guardrails_test: policy.guardrails.test,
         source: in_force.source,
         salt: policy.rollout.salt.clone(),
         kill_switch: in_force.kill_switch,

@@ -285,7 +285,11 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
                                   control is left to compare with (set \
                                   rollout.holdout_percent to keep one)"
             .to_owned(),
-        Comparison::ModelArm(arm) => format!("{} compared with control", arm.as_str()),
+        Comparison::ModelArm(arm) => format!(
+            "{} compared with control by {}",
+            arm.as_str(),
+            guardrail::test_summary(&policy.guardrails)
+        ),
     };
     let mut text = match &checks {
         None => format!("{compared}\nno guardrail check yet\n"),
@@ -298,8 +302,7 @@ pub async fn dashboard(State(ctx): State<ApiContext>) -> Result<Html<String>, Ap
     if !recent_z.is_empty() {
         let _ = writeln!(
             text,
-            "z at the latest {Z_CHECKS} checks, newest first; {}:",
-            guardrail::test_summary(&policy.guardrails)
+            "z at the latest {Z_CHECKS} checks, newest first (the latest bars are in the lines above):"
         );
         for (metric, z) in &recent_z {
             let values: Vec<String> = z
