@@ -83,6 +83,22 @@ impl Stored {
         }
     }
 
+    /// Keeps `rollout`, the rollout in force at `at` ([`guarded_rollout`]). Evidence
+    /// belongs to one rollout: a new arm, percent, holdout or salt moves users between
+    /// arms, so what came before is not evidence about what is in force now. The first
+    /// tick that sees a change starts the evidence again; the first to keep a rollout at
+    /// all leaves it where it started.
+    fn see_rollout(&mut self, rollout: String, at: DateTime<Utc>) {
+        let changed = self
+            .guardrails_rollout
+            .as_ref()
+            .is_some_and(|seen| *seen != rollout);
+        if changed {
+            self.guardrails_since = Some(self.guardrails_since.map_or(at, |t| t.max(at)));
+        }
+        self.guardrails_rollout = Some(rollout);
+    }
+
     /// When the next step is due under `interval`.
     pub fn next_step_at(&self, interval: Duration) -> Option<DateTime<Utc>> {
         self.last_step_at.map(|t| t + interval)
@@ -458,19 +474,7 @@ async fn check_guardrails(
     if !settings.enabled {
         return Ok(GuardrailReport::Disabled);
     }
-    // Evidence belongs to one rollout: a new arm, percent, holdout or salt moves users
-    // between arms, so what came before is not evidence about what is in force now. A
-    // change is seen by the first tick after it, which starts the evidence again.
-    let rollout = guarded_rollout(policy, in_force);
-    match stored.guardrails_rollout.as_deref() {
-        Some(seen) if seen == rollout => {}
-        Some(_) => {
-            stored.guardrails_since = Some(stored.guardrails_since.map_or(at, |t| t.max(at)))
-        }
-        // The first tick to keep the rollout: its evidence starts where it did.
-        None => {}
-    }
-    stored.guardrails_rollout = Some(rollout);
+    stored.see_rollout(guarded_rollout(policy, in_force), at);
     let model_arm = match in_force.comparison() {
         Comparison::NoModelArm => return Ok(GuardrailReport::NoModelArm),
         Comparison::NoControl => return Ok(GuardrailReport::NoControl),
@@ -647,4 +651,73 @@ async fn step_controller(
                    before = record.output_before, after = step.next.output, dry_run = c.dry_run,
                    "controller step");
     Ok(ControllerReport::Stepped(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::Source;
+
+    fn policy(salt: &str) -> Policy {
+        Policy::parse(&format!(
+            "rollout: {{ mode: canary, canary_percent: 50, salt: {salt} }}\n\
+             threshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n"
+        ))
+        .unwrap()
+    }
+
+    fn in_force(mode: Mode, canary_percent: f64, holdout_percent: f64) -> InForce {
+        InForce {
+            mode,
+            canary_percent,
+            source: Source::Flag,
+            holdout_percent,
+            kill_switch: false,
+        }
+    }
+
+    #[test]
+    fn a_rollout_is_its_arm_percent_holdout_and_salt_and_nothing_else() {
+        let canary = guarded_rollout(&policy("s"), &in_force(Mode::Canary, 50.0, 5.0));
+        assert_eq!(canary, "canary 50% holdout 5% salt s");
+        for other in [
+            guarded_rollout(&policy("s"), &in_force(Mode::Canary, 70.0, 5.0)),
+            guarded_rollout(&policy("s"), &in_force(Mode::Canary, 50.0, 10.0)),
+            guarded_rollout(&policy("t"), &in_force(Mode::Canary, 50.0, 5.0)),
+        ] {
+            assert_ne!(other, canary);
+        }
+        // A full rollout's percent moves nobody; the kill switch and the source move nobody.
+        let full = |percent| guarded_rollout(&policy("s"), &in_force(Mode::Full, percent, 5.0));
+        assert_eq!(full(10.0), full(90.0));
+        assert_eq!(full(10.0), "full holdout 5% salt s");
+        let mut switched = in_force(Mode::Canary, 50.0, 5.0);
+        (switched.kill_switch, switched.source) = (true, Source::Policy);
+        assert_eq!(guarded_rollout(&policy("s"), &switched), canary);
+        assert_eq!(
+            guarded_rollout(&policy("s"), &in_force(Mode::Shadow, 50.0, 5.0)),
+            "no_model_arm"
+        );
+    }
+
+    #[test]
+    fn a_change_of_rollout_restarts_the_evidence_and_nothing_else_does() {
+        let day = |d| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, d, 0, 0, 0).unwrap();
+        let mut stored = Stored::initial(&policy("s"));
+        // The first rollout kept: its evidence starts where it did (the first decision).
+        stored.see_rollout("canary 50%".into(), day(2));
+        assert_eq!(stored.guardrails_since, None);
+        // The same rollout, ticks later: nothing moves.
+        stored.guardrails_since = Some(day(1));
+        stored.see_rollout("canary 50%".into(), day(5));
+        assert_eq!(stored.guardrails_since, Some(day(1)));
+        // A change: the evidence starts at the tick that saw it.
+        stored.see_rollout("canary 70%".into(), day(6));
+        assert_eq!(stored.guardrails_since, Some(day(6)));
+        assert_eq!(stored.guardrails_rollout.as_deref(), Some("canary 70%"));
+        // Never back in time: a trip recorded later than the change stays.
+        stored.guardrails_since = Some(day(9));
+        stored.see_rollout("no_model_arm".into(), day(8));
+        assert_eq!(stored.guardrails_since, Some(day(9)));
+    }
 }
