@@ -594,12 +594,7 @@ async fn a_full_rollout_is_guarded_against_its_holdout_and_switched_to_shadow_on
     arm_sends(&db, "control", 400, at, 40, 4).await; // 1 %: the holdout
     let report = tick_at(&one.app, at + Duration::days(1)).await;
     assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
-    let opt_out = &report["guardrails"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["metric"] == "opt_out_rate")
-        .unwrap();
+    let opt_out = opt_out_check(&report);
     assert_eq!(
         (&opt_out["arm"], &opt_out["canary"]["successes"]),
         (&json!("full"), &json!(60)),
@@ -690,12 +685,22 @@ async fn a_canary_whose_users_crash_more_is_switched_to_shadow() {
     );
 }
 
-/// The `d7_retention` check of a tick's report.
-fn d7_check(report: &Value) -> &Value {
+/// The check of `metric` in a tick's report (or `GET /admin/controller`'s answer).
+fn metric_check<'a>(report: &'a Value, metric: &str) -> &'a Value {
     report["guardrails"]["checks"]
         .as_array()
-        .and_then(|checks| checks.iter().find(|c| c["metric"] == "d7_retention"))
-        .unwrap_or_else(|| panic!("no d7_retention check in {report}"))
+        .and_then(|checks| checks.iter().find(|c| c["metric"] == metric))
+        .unwrap_or_else(|| panic!("no {metric} check in {report}"))
+}
+
+/// The `d7_retention` check of a tick's report.
+fn d7_check(report: &Value) -> &Value {
+    metric_check(report, "d7_retention")
+}
+
+/// The `opt_out_rate` check of a tick's report.
+fn opt_out_check(report: &Value) -> &Value {
+    metric_check(report, "opt_out_rate")
 }
 
 #[tokio::test]
@@ -761,14 +766,11 @@ async fn the_d7_guardrail_weighs_the_users_whose_seventh_day_has_ended_and_rolls
         "{controller}"
     );
     assert_eq!(
-        d7_check(&json!({ "guardrails": stored }))["weighed"],
+        d7_check(&controller)["weighed"],
         json!({ "from": from, "to": to }),
         "{controller}"
     );
-    let opt_out = stored["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["metric"] == "opt_out_rate"))
-        .unwrap_or_else(|| panic!("no opt_out_rate check in {controller}"));
+    let opt_out = opt_out_check(&controller);
     assert_eq!(
         opt_out["weighed"],
         json!({ "from": first + Duration::days(2), "to": first + Duration::days(9) }),
@@ -833,14 +835,6 @@ async fn guardrails_are_checked_at_most_once_per_interval_and_a_later_check_sees
         Some(next + Duration::hours(1)),
         "{controller}"
     );
-}
-
-/// The opt-out check of a tick's report.
-fn opt_out_check(report: &Value) -> &Value {
-    report["guardrails"]["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["metric"] == "opt_out_rate"))
-        .unwrap_or_else(|| panic!("no opt_out_rate check in {report}"))
 }
 
 #[tokio::test]
