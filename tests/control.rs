@@ -920,6 +920,57 @@ async fn a_sequential_guardrail_weighs_all_since_the_rollout_began_and_starts_ag
 }
 
 #[tokio::test]
+async fn a_promoted_model_is_weighed_from_its_first_decision_not_diluted_by_the_last() {
+    let (db, _dir, one) = setup(
+        "controller: { enabled: false }\n\
+         guardrails: { test: sequential, min_samples: 200, opt_out_rate: 0.01, \
+         d7_retention: null, send_rate: null, roi: null, crash_rate: null }\n",
+    )
+    .await;
+    // Ten days of a healthy model v1, then a retrained v2 whose users opt out.
+    let first = t0();
+    let promoted = first + Duration::days(10);
+    arm_sends(&db, "canary", 400, first, 40, 4).await;
+    arm_sends(&db, "control", 400, first, 40, 4).await;
+    arm_sends(&db, "canary", 300, promoted, 30, 30).await;
+    arm_sends(&db, "control", 300, promoted, 30, 3).await;
+    for (version, from, to) in [
+        ("v1", first, promoted),
+        ("v2", promoted, promoted + Duration::days(1)),
+    ] {
+        sqlx::query(
+            "UPDATE serving.decisions SET model_version = $1
+             WHERE arm = 'canary' AND decided_at >= $2 AND decided_at < $3",
+        )
+        .bind(version)
+        .bind(from)
+        .bind(to)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // Weighed with v1's 400 healthy users, v2's 10 % opt-outs would read 4.9 % against
+    // 1.0 %, short of a breach (z 3.19 at a bar of 3.43); weighed alone, they are one.
+    let at = promoted + Duration::days(1);
+    let report = tick_at(&one.app, at).await;
+    let check = opt_out_check(&report);
+    assert_eq!(
+        check["weighed"],
+        json!({ "from": promoted, "to": at }),
+        "{report}"
+    );
+    assert_eq!(
+        (&check["canary"], &check["control"]),
+        (
+            &json!({"successes": 30, "trials": 300}),
+            &json!({"successes": 3, "trials": 300})
+        ),
+        "{report}"
+    );
+    assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
+}
+
+#[tokio::test]
 async fn a_tick_with_a_bad_time_is_refused_naming_the_field() {
     let (_db, _dir, one) = setup("").await;
     let (status, body) = admin(

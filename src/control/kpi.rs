@@ -406,17 +406,30 @@ pub async fn experiment_start(
     .await
 }
 
-/// The first decision for `arm` before `before`: when that arm began, for evidence that
-/// must not reach further back.
-pub async fn first_decision(
+/// When the model now deciding for `arm` began: its first decision at or after `since`
+/// (any time when `None`) and before `before`, by the model version of the arm's latest
+/// decision that ran one (any decision when none ran). A promoted or rolled-back model is
+/// a new treatment, so evidence about the arm starts again with it. `None` without
+/// decisions for `arm` in that span.
+pub async fn model_arm_start(
     db: impl sqlx::PgExecutor<'_>,
     arm: &str,
+    since: Option<DateTime<Utc>>,
     before: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    // Two index walks on decided_at, each stopping at its first match: the latest
+    // version backwards from `before`, its first decision forwards from `since`.
     sqlx::query_scalar(
-        "SELECT min(decided_at) FROM serving.decisions WHERE arm = $1 AND decided_at < $2",
+        "SELECT min(d.decided_at) FROM serving.decisions d
+         WHERE d.arm = $1 AND d.decided_at >= coalesce($2, '-infinity') AND d.decided_at < $3
+           AND d.model_version IS NOT DISTINCT FROM (
+             SELECT l.model_version FROM serving.decisions l
+             WHERE l.arm = $1 AND l.decided_at >= coalesce($2, '-infinity')
+               AND l.decided_at < $3 AND l.model_version IS NOT NULL
+             ORDER BY l.decided_at DESC LIMIT 1)",
     )
     .bind(arm)
+    .bind(since)
     .bind(before)
     .fetch_one(db)
     .await

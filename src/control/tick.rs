@@ -488,12 +488,11 @@ async fn check_guardrails(
     }
     stored.guardrails_checked_at = Some(at);
     // With no change seen yet, the evidence starts with the model arm's first decision.
-    let since = match stored.guardrails_since {
-        Some(since) => since,
-        None => match kpi::first_decision(&mut *tx, model_arm.as_str(), at).await? {
-            Some(first) => first,
-            None => return Ok(GuardrailReport::Passed { checks: Vec::new() }),
-        },
+    // The evidence starts with the first decision of the model now deciding, no earlier
+    // than the last change of rollout or trip.
+    let start = kpi::model_arm_start(&mut *tx, model_arm.as_str(), stored.guardrails_since, at);
+    let Some(since) = start.await?.or(stored.guardrails_since) else {
+        return Ok(GuardrailReport::Passed { checks: Vec::new() });
     };
     stored.guardrails_since = Some(since);
     // A fixed test weighs the trailing window, a sequential one everything since.
