@@ -904,15 +904,17 @@ async fn a_sequential_guardrail_weighs_all_since_the_rollout_began_and_starts_ag
         "canary 70% holdout 0% salt s"
     );
 
-    // Harm after the change is weighed on its own, and rolls the canary back.
-    arm_sends(&db, "canary", 400, changed + Duration::hours(1), 40, 60).await;
-    arm_sends(&db, "control", 400, changed + Duration::hours(1), 40, 4).await;
+    // Harm after the change is weighed on its own, from the canary's first decision
+    // since, and rolls the canary back.
+    let decided = changed + Duration::hours(1);
+    arm_sends(&db, "canary", 400, decided, 40, 60).await;
+    arm_sends(&db, "control", 400, decided, 40, 4).await;
     let later = changed + Duration::days(1);
     let report = tick_at(&one.app, later).await;
     assert_eq!(report["guardrails"]["status"], "rolled_back", "{report}");
     let check = opt_out_check(&report);
     assert_eq!(check["canary"]["trials"], 400, "{report}");
-    assert_eq!(check["weighed"], json!({ "from": changed, "to": later }));
+    assert_eq!(check["weighed"], json!({ "from": decided, "to": later }));
     assert!(
         check["z"].as_f64() >= check["critical"].as_f64(),
         "{report}"
