@@ -4,14 +4,16 @@
 //! Each guardrail compares one proportion between the arms with a one-sided
 //! two-proportion z-test against a margin: H0 "the canary is worse by at most the margin"
 //! is rejected, and the guardrail breached, only when
-//! `z = (harm − margin) / SE ≥ z₁₋α`, with `harm` the canary's excess (or shortfall) and
-//! SE the unpooled standard error. A single noisy day cannot trip it: both arms need
+//! `z = (harm − margin) / SE ≥ critical`, with `harm` the canary's excess (or shortfall)
+//! and SE the unpooled standard error. The critical z ([`critical_z`]) is the fixed
+//! test's z₁₋α, or a sequential test's bar, which keeps the chance of a false rollback
+//! below α over a rollout's whole life. A single noisy day cannot trip it: both arms need
 //! `min_samples` trials, and the excess must stand out of the sampling noise.
 //!
-//! D7 retention cannot be read from the users a trailing window first decided: none of
-//! their 7th days has ended. Its guardrail weighs the users first decided in the window
-//! that ended [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it
-//! sees harm about eight days after it begins.
+//! D7 retention cannot be read from the users decided in the last days: none of their
+//! 7th days has ended. Its guardrail weighs the users first decided up to
+//! [`super::kpi::D7_KNOWN_AFTER`] earlier ([`super::kpi::d7_cohort`]), so it sees harm
+//! about eight days after it begins.
 
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};

@@ -61,11 +61,12 @@ pub struct Stored {
     pub measured_until: Option<DateTime<Utc>>,
     /// The last step (moved, held or dry run).
     pub last_step_at: Option<DateTime<Utc>>,
-    /// Guardrail evidence older than this is ignored: when the rollout in force began (or
-    /// the last trip).
+    /// Guardrail evidence older than this is ignored: when the rollout in force, or the
+    /// model deciding for its model arm, began (or the last trip).
     pub guardrails_since: Option<DateTime<Utc>>,
-    /// The rollout whose evidence the guardrails weigh ([`guarded_rollout`]): when it
-    /// changes, `guardrails_since` moves to the tick that saw it.
+    /// The rollout whose evidence the guardrails weigh (its arm, percent, holdout and
+    /// salt, as in `canary 50% holdout 5% salt s`): when it changes, `guardrails_since`
+    /// moves to the tick that saw it.
     pub guardrails_rollout: Option<String>,
     /// The last guardrail check (passed or breached).
     pub guardrails_checked_at: Option<DateTime<Utc>>,
@@ -83,7 +84,7 @@ impl Stored {
         }
     }
 
-    /// Keeps `rollout`, the rollout in force at `at` ([`guarded_rollout`]). Evidence
+    /// Keeps `rollout`, the rollout in force at `at` (`guarded_rollout`). Evidence
     /// belongs to one rollout: a new arm, percent, holdout or salt moves users between
     /// arms, so what came before is not evidence about what is in force now. The first
     /// tick that sees a change starts the evidence again; the first to keep a rollout at
