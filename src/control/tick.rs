@@ -84,7 +84,7 @@ impl Stored {
         }
     }
 
-    /// Keeps `rollout`, the rollout in force at `at` (`guarded_rollout`). Evidence
+    /// Keeps `rollout`, the rollout in force at `at` ([`InForce::guarded`]). Evidence
     /// belongs to one rollout: a new arm, percent, holdout or salt moves users between
     /// arms, so what came before is not evidence about what is in force now. The first
     /// tick that sees a change starts the evidence again; the first to keep a rollout at
@@ -449,20 +449,6 @@ pub async fn tick(
     })))
 }
 
-/// The rollout whose evidence the guardrails weigh: what they compare, and for a model
-/// arm its percent (a canary's), the holdout and the bucketing salt.
-fn guarded_rollout(policy: &Policy, in_force: &InForce) -> String {
-    let (holdout, salt) = (in_force.holdout_percent, &policy.rollout.salt);
-    match in_force.comparison() {
-        Comparison::ModelArm(Arm::Canary) => format!(
-            "canary {}% holdout {holdout}% salt {salt}",
-            in_force.canary_percent
-        ),
-        Comparison::ModelArm(arm) => format!("{} holdout {holdout}% salt {salt}", arm.as_str()),
-        other => other.as_str().to_owned(),
-    }
-}
-
 async fn check_guardrails(
     tx: &mut PgConnection,
     flags: &FlagStore,
@@ -475,7 +461,7 @@ async fn check_guardrails(
     if !settings.enabled {
         return Ok(GuardrailReport::Disabled);
     }
-    stored.see_rollout(guarded_rollout(policy, in_force), at);
+    stored.see_rollout(in_force.guarded(&policy.rollout.salt), at);
     let model_arm = match in_force.comparison() {
         Comparison::NoModelArm => return Ok(GuardrailReport::NoModelArm),
         Comparison::NoControl => return Ok(GuardrailReport::NoControl),
@@ -656,54 +642,16 @@ async fn step_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::Source;
-
-    fn policy(salt: &str) -> Policy {
-        Policy::parse(&format!(
-            "rollout: {{ mode: canary, canary_percent: 50, salt: {salt} }}\n\
-             threshold: {{ initial: 0.3, min: 0.05, max: 0.9 }}\n"
-        ))
-        .unwrap()
-    }
-
-    fn in_force(mode: Mode, canary_percent: f64, holdout_percent: f64) -> InForce {
-        InForce {
-            mode,
-            canary_percent,
-            source: Source::Flag,
-            holdout_percent,
-            kill_switch: false,
-        }
-    }
-
-    #[test]
-    fn a_rollout_is_its_arm_percent_holdout_and_salt_and_nothing_else() {
-        let canary = guarded_rollout(&policy("s"), &in_force(Mode::Canary, 50.0, 5.0));
-        assert_eq!(canary, "canary 50% holdout 5% salt s");
-        for other in [
-            guarded_rollout(&policy("s"), &in_force(Mode::Canary, 70.0, 5.0)),
-            guarded_rollout(&policy("s"), &in_force(Mode::Canary, 50.0, 10.0)),
-            guarded_rollout(&policy("t"), &in_force(Mode::Canary, 50.0, 5.0)),
-        ] {
-            assert_ne!(other, canary);
-        }
-        // A full rollout's percent moves nobody; the kill switch and the source move nobody.
-        let full = |percent| guarded_rollout(&policy("s"), &in_force(Mode::Full, percent, 5.0));
-        assert_eq!(full(10.0), full(90.0));
-        assert_eq!(full(10.0), "full holdout 5% salt s");
-        let mut switched = in_force(Mode::Canary, 50.0, 5.0);
-        (switched.kill_switch, switched.source) = (true, Source::Policy);
-        assert_eq!(guarded_rollout(&policy("s"), &switched), canary);
-        assert_eq!(
-            guarded_rollout(&policy("s"), &in_force(Mode::Shadow, 50.0, 5.0)),
-            "no_model_arm"
-        );
-    }
 
     #[test]
     fn a_change_of_rollout_restarts_the_evidence_and_nothing_else_does() {
         let day = |d| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 3, d, 0, 0, 0).unwrap();
-        let mut stored = Stored::initial(&policy("s"));
+        let policy = Policy::parse(
+            "rollout: { mode: canary, canary_percent: 50, salt: s }\n\
+             threshold: { initial: 0.3, min: 0.05, max: 0.9 }\n",
+        )
+        .unwrap();
+        let mut stored = Stored::initial(&policy);
         // The first rollout kept: its evidence starts where it did (the first decision).
         stored.see_rollout("canary 50%".into(), day(2));
         assert_eq!(stored.guardrails_since, None);

@@ -298,6 +298,22 @@ impl InForce {
             _ => Comparison::ModelArm(arm),
         }
     }
+
+    /// What the guardrails' evidence belongs to under bucketing `salt`: what they
+    /// compare and, for a model arm, its percent (a canary's), the holdout and the salt.
+    /// Any of them changing moves users between arms; the kill switch and where the mode
+    /// comes from move nobody.
+    pub fn guarded(&self, salt: &str) -> String {
+        let holdout = self.holdout_percent;
+        match self.comparison() {
+            Comparison::ModelArm(Arm::Canary) => format!(
+                "canary {}% holdout {holdout}% salt {salt}",
+                self.canary_percent
+            ),
+            Comparison::ModelArm(arm) => format!("{} holdout {holdout}% salt {salt}", arm.as_str()),
+            other => other.as_str().to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -383,6 +399,30 @@ mod tests {
                 "{mode:?} {canary} {holdout}"
             );
         }
+    }
+
+    #[test]
+    fn a_guarded_rollout_is_its_arm_percent_holdout_and_salt_and_nothing_else() {
+        let canary = in_force(Mode::Canary, 50.0, 5.0).guarded("s");
+        assert_eq!(canary, "canary 50% holdout 5% salt s");
+        for other in [
+            in_force(Mode::Canary, 70.0, 5.0).guarded("s"),
+            in_force(Mode::Canary, 50.0, 10.0).guarded("s"),
+            in_force(Mode::Canary, 50.0, 5.0).guarded("t"),
+        ] {
+            assert_ne!(other, canary);
+        }
+        // A full rollout's percent moves nobody; the kill switch and the source move nobody.
+        let full = |percent| in_force(Mode::Full, percent, 5.0).guarded("s");
+        assert_eq!(full(10.0), full(90.0));
+        assert_eq!(full(10.0), "full holdout 5% salt s");
+        let mut switched = in_force(Mode::Canary, 50.0, 5.0);
+        (switched.kill_switch, switched.source) = (true, Source::Flag);
+        assert_eq!(switched.guarded("s"), canary);
+        assert_eq!(
+            in_force(Mode::Shadow, 50.0, 5.0).guarded("s"),
+            "no_model_arm"
+        );
     }
 
     #[test]
